@@ -1,0 +1,345 @@
+"""Local backend of the query layer: DuckDB over a Security Lake-shaped Parquet tree.
+
+Steps for one extraction:
+
+1. list the Parquet objects of the source's partitions that can hold the interval (``region=``,
+   ``accountId=`` and ``eventDay=`` folders are pruned in Python before DuckDB sees them);
+2. probe each object's footer: empty, corrupt or time-less files are quarantined with a reason,
+   and the union of the good files' schemas tells which referenced columns exist (absent ones become
+   ``NULL``, so schema drift never fails a query);
+3. stage classified candidate rows with one ``read_parquet`` over all good files
+   (``hive_partitioning``, no type autocast, ``union_by_name``); if DuckDB rejects the batch (say, a
+   file with invalid UTF-8 inside a page), the batch is split in halves until the offending files are
+   isolated and quarantined, and every other file is still staged;
+4. count rows by reason and write the good pairs with ``COPY … TO`` (zstd Parquet), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from seclake_ml import sqlsafe
+from seclake_ml.config import SeclakeConfig
+from seclake_ml.pairs import (
+    CONTROL_CHARS_RE,
+    DROP_REASONS,
+    IPV4_RE,
+    MAX_ENTITY_LEN,
+    MAX_IP_LEN,
+    ExtractionResult,
+    render_view_sql,
+)
+from seclake_ml.sources import get_source
+
+log = logging.getLogger(__name__)
+
+_PART_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
+_SAFE_PATH_RE = re.compile(r"[A-Za-z0-9_./+-]{1,4096}")
+HIVE_COLUMNS = {"region", "accountid", "eventday"}
+
+
+@dataclass
+class LakeFiles:
+    """Parquet objects found for one source and interval, after pruning and probing."""
+
+    good: list[str] = field(default_factory=list)
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)  # column paths present in at least one good file
+    skipped_dirs: int = 0
+    empty_files: int = 0
+
+
+def _days(start: datetime, end: datetime) -> set[str]:
+    day = start.date()
+    last = (end - timedelta(microseconds=1)).date()
+    out = set()
+    while day <= last:
+        out.add(day.strftime("%Y%m%d"))
+        day += timedelta(days=1)
+    return out
+
+
+def _schema_paths(schema: Any) -> set[str]:
+    """Dotted paths of every field, with ``name[]`` for list elements (``answers[].rdata``)."""
+    import pyarrow as pa
+
+    out: set[str] = set()
+
+    def walk(prefix: str, typ: Any) -> None:
+        if pa.types.is_struct(typ):
+            for i in range(typ.num_fields):
+                f = typ.field(i)
+                p = f"{prefix}.{f.name.lower()}"
+                out.add(p)
+                walk(p, f.type)
+        elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            p = f"{prefix}[]"
+            out.add(p)
+            walk(p, typ.value_type)
+
+    for f in schema:
+        out.add(f.name.lower())
+        walk(f.name.lower(), f.type)
+    return out
+
+
+def find_files(
+    root: Path,
+    lake_source: str,
+    version: int,
+    start: datetime,
+    end: datetime,
+    accounts: tuple[str, ...] = (),
+    regions: tuple[str, ...] = (),
+) -> tuple[list[Path], int]:
+    """Parquet files under ``root/aws/<SOURCE>/<version>.0`` whose partitions can hold ``[start, end)``.
+
+    Returns the files and the number of folders skipped because they are not ``key=value`` partitions.
+    """
+    base = root / "aws" / lake_source / f"{version}.0"
+    if not base.is_dir():
+        return [], 0
+    days = _days(start, end)
+    files: list[Path] = []
+    skipped = 0
+    for region_dir in sorted(base.iterdir()):
+        m = _PART_RE.match(region_dir.name)
+        if not region_dir.is_dir() or not m or m["key"].lower() != "region":
+            skipped += region_dir.is_dir()
+            continue
+        if regions and m["value"] not in regions:
+            continue
+        for acct_dir in sorted(region_dir.iterdir()):
+            m = _PART_RE.match(acct_dir.name)
+            if not acct_dir.is_dir() or not m or m["key"].lower() != "accountid":
+                skipped += acct_dir.is_dir()
+                continue
+            if accounts and m["value"] not in accounts:
+                continue
+            for day_dir in sorted(acct_dir.iterdir()):
+                m = _PART_RE.match(day_dir.name)
+                if not day_dir.is_dir() or not m or m["key"].lower() != "eventday":
+                    skipped += day_dir.is_dir()
+                    continue
+                if m["value"] not in days:
+                    continue
+                files.extend(sorted(p for p in day_dir.iterdir() if p.is_file() and p.name.endswith(".parquet")))
+    return files, skipped
+
+
+def probe_files(files: list[Path], time_column: str) -> LakeFiles:
+    """Read each file's footer; quarantine empty, corrupt or time-less files; collect column paths."""
+    import pyarrow.parquet as pq
+
+    result = LakeFiles()
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            result.quarantined.append({"path": str(path), "reason": f"unreadable: {exc.strerror}"})
+            continue
+        if size == 0:
+            result.quarantined.append({"path": str(path), "reason": "empty file (0 bytes), not Parquet"})
+            continue
+        try:
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
+        except Exception as exc:  # pyarrow raises several types for damaged footers
+            result.quarantined.append({"path": str(path), "reason": f"corrupt Parquet: {str(exc)[:200]}"})
+            continue
+        if meta.num_rows == 0:
+            result.empty_files += 1
+            continue
+        paths = _schema_paths(schema)
+        if time_column not in paths:
+            result.quarantined.append(
+                {"path": str(path), "reason": f"schema: required column '{time_column}' is missing"}
+            )
+            continue
+        result.paths |= paths
+        result.good.append(str(path))
+    return result
+
+
+class DuckDBLake:
+    """Query layer over a local Security Lake tree with DuckDB."""
+
+    STAGE = "pairs_stage"
+
+    def __init__(self, cfg: SeclakeConfig, *, threads: int | None = None, memory_limit: str | None = None):
+        self.cfg = cfg
+        self.root = Path(cfg.lake_root)
+        self.threads = threads
+        self.memory_limit = memory_limit or os.environ.get("SECLAKE_ML_DUCKDB_MEMORY", "4GB")
+
+    def _connect(self, spill_dir: str) -> Any:
+        import duckdb
+
+        con = duckdb.connect(config={"memory_limit": self.memory_limit, "temp_directory": spill_dir})
+        if self.threads:
+            con.execute(f"SET threads = {int(self.threads)}")
+        return con
+
+    def _resolver(self, available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:
+        def resolve(path: str) -> str:
+            if path in HIVE_COLUMNS:
+                return sqlsafe.column_path(path)
+            head = path.split(".", 1)[0]
+            if unnest and head == unnest[1]:
+                # a field of the unnested list element, e.g. ans.rdata -> answers[].rdata
+                if f"{unnest[0]}[]{path[len(head):]}" in available:
+                    return sqlsafe.column_path(path)
+            elif path in available:
+                return sqlsafe.column_path(f"t.{path}")
+            missing.append(path)
+            return "NULL"
+
+        return resolve
+
+    def extract(self, source: str, view: str, start: datetime, end: datetime, out: str) -> ExtractionResult:
+        t0 = time.perf_counter()
+        spec = get_source(source)
+        pv = spec.view(view)
+        version = self.cfg.source_version
+        res = ExtractionResult(
+            source=source, view=view, source_version=version, backend="local",
+            start=start.isoformat(), end=end.isoformat(), output=str(out),
+        )
+        files, skipped = find_files(
+            self.root, spec.lake_source, version, start, end, self.cfg.accounts, self.cfg.regions
+        )
+        if skipped:
+            log.warning("%s: skipped %d folders that are not key=value partitions", source, skipped)
+        probed = probe_files(files, spec.time_column(version))
+        res.quarantined.extend(probed.quarantined)
+        res.files_scanned = len(probed.good)
+
+        missing: list[str] = []
+        if pv.unnest and f"{pv.unnest[0]}[]" not in probed.paths and probed.good:
+            log.warning("%s/%s: list column '%s' absent from every file; view yields nothing", source, view, pv.unnest[0])
+        rendered = render_view_sql(source, view, version, self._resolver(probed.paths, pv.unnest, missing))
+        res.missing_columns = sorted(set(missing))
+        if res.missing_columns and probed.good:
+            log.warning("%s/%s: columns absent from all files, read as NULL: %s", source, view, ", ".join(res.missing_columns))
+
+        out_path = Path(out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="seclake-duck-") as tmp:
+            con = self._connect(tmp)
+            try:
+                con.execute(
+                    f"CREATE TEMP TABLE {self.STAGE} (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, "
+                    "source VARCHAR, account VARCHAR, region VARCHAR, reason VARCHAR)"
+                )
+                if probed.good:
+                    stage_sql = self._stage_sql(pv.unnest, version, rendered)
+                    params = self._params(source, version, start, end)
+                    self._stage(con, stage_sql, params, probed.good, res)
+                counts = dict(con.execute(sqlsafe.render("duckdb/pairs_counts.sql", stage=sqlsafe.ident(self.STAGE))).fetchall())
+                res.rows_read = int(sum(counts.values()))
+                res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}
+                tmp_out = Path(tmp) / "pairs.parquet"
+                con.execute(
+                    sqlsafe.render(
+                        "duckdb/pairs_write.sql",
+                        stage=sqlsafe.ident(self.STAGE),
+                        qualify=sqlsafe.trusted(
+                            "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1"
+                            if self.cfg.dedupe else ""
+                        ),
+                        out_path=sqlsafe.string_literal(str(tmp_out), _SAFE_PATH_RE),
+                    )
+                )
+                written = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(tmp_out)}).fetchone()[0]
+                res.pairs_written = int(written)
+                res.duplicates_removed = int(counts.get("ok", 0)) - res.pairs_written
+            finally:
+                con.close()
+            _atomic_move(tmp_out, out_path)
+        if res.quarantined:
+            side = out_path.with_name(out_path.name + ".quarantine.json")
+            side.write_text(json.dumps(res.quarantined, indent=1), encoding="utf-8")
+            for q in res.quarantined:
+                log.error("quarantined %s: %s", q["path"], q["reason"])
+        res.seconds = round(time.perf_counter() - t0, 3)
+        log.info("%s", res.summary_line())
+        return res
+
+    # ------------------------------------------------------------------ helpers
+    def _stage_sql(self, unnest: tuple[str, str] | None, version: int, r: dict[str, str]) -> str:
+        if version == 1:
+            time_filter = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
+            event_time = f"to_timestamp({r['time']} / 1000.0)"
+        else:
+            time_filter = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
+            event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+        unnest_clause = ""
+        if unnest:
+            unnest_clause = f"CROSS JOIN unnest(t.{sqlsafe.ident(unnest[0])}) AS u({sqlsafe.ident(unnest[1])})"
+        return sqlsafe.render(
+            "duckdb/pairs_stage.sql",
+            stage=sqlsafe.ident(self.STAGE),
+            entity_expr=sqlsafe.trusted(r["entity"]),
+            ip_expr=sqlsafe.trusted(r["ip"]),
+            event_time_expr=sqlsafe.trusted(event_time),
+            unnest_clause=sqlsafe.trusted(unnest_clause),
+            class_filter=sqlsafe.trusted(r["class_filter"]),
+            view_filter=sqlsafe.trusted(r["view_filter"]),
+            time_filter=sqlsafe.trusted(time_filter),
+            max_entity_len=sqlsafe.int_literal(MAX_ENTITY_LEN),
+            max_ip_len=sqlsafe.int_literal(MAX_IP_LEN),
+            control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
+            ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
+        )
+
+    def _params(self, source: str, version: int, start: datetime, end: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "source": source,
+            "accounts": list(self.cfg.accounts),
+            "regions": list(self.cfg.regions),
+        }
+        if version == 1:
+            params.update(
+                start_day=start.strftime("%Y%m%d"),
+                end_day=(end - timedelta(microseconds=1)).strftime("%Y%m%d"),
+                start_ms=int(start.timestamp() * 1000),
+                end_ms=int(end.timestamp() * 1000),
+            )
+        else:
+            params.update(start_ts=start, end_ts=end)
+        return params
+
+    def _stage(self, con: Any, sql: str, params: dict[str, Any], files: list[str], res: ExtractionResult) -> None:
+        """Stage ``files``; on a DuckDB error split the batch until the failing files are isolated."""
+        import duckdb
+
+        pending = [files]
+        while pending:
+            batch = pending.pop()
+            try:
+                con.execute(sql, {**params, "files": batch})
+            except duckdb.Error as exc:
+                if len(batch) == 1:
+                    msg = str(exc).splitlines()[0][:300]
+                    res.quarantined.append({"path": batch[0], "reason": f"unreadable rows: {msg}"})
+                    res.files_scanned -= 1
+                    continue
+                mid = len(batch) // 2
+                pending.extend([batch[mid:], batch[:mid]])
+
+
+def _atomic_move(src: Path, dst: Path) -> None:
+    """Move ``src`` over ``dst`` so readers see either the old or the new file, never a partial one."""
+    tmp_dst = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.copyfile(src, tmp_dst)
+    os.replace(tmp_dst, dst)
