@@ -1,0 +1,170 @@
+"""
+### Security Lake IP Insights training
+
+Weekly: extract `(entity, ip)` pairs from Amazon Security Lake for the week that just ended (Monday
+03:00 UTC to Monday 03:00 UTC; a longer look-back with the `lookback_days` param), one mapped task per
+enabled `source:view`, then log and store a summary of what was extracted.
+
+**Configuration** is read when tasks run, never while this file is parsed: the Airflow Variable
+`seclake_ml_config` (JSON), else the `SECLAKE_ML_CONFIG` environment variable, with single fields
+overridable as `SECLAKE_ML_<FIELD>` (e.g. `SECLAKE_ML_BACKEND=aws`). `backend` is `local` (DuckDB over a
+lake folder) or `aws` (Athena over the Security Lake Glue tables).
+
+**Outputs**, keyed by the data window and overwritten on every re-run:
+
+* pairs: `<work_location>/pairs/<source>/<view>/interval=<start>_<end>/pairs.parquet`
+  (an S3 prefix of that name on the aws backend)
+* run summary: `<work_location>/runs/seclake_ipinsights_training/interval=<start>_<end>/extract_summary.json`
+
+**When a task fails**
+
+* `plan_extractions`: the configuration is invalid; the error names the field and the allowed values.
+  Fix the Variable (or environment) and clear the task.
+* `extract_pairs[<source>:<view>]`: read the last log lines; they name the window, the lake location
+  and the counts. Throttling or a lost worker is retried twice; a query or schema error is not fixed by
+  retrying: correct the cause, then clear the mapped task. Re-running is safe: output is replaced, not
+  appended.
+* `summarize_extraction`: fails without retrying when no source produced a single pair (nothing to
+  train on). Check that the lake holds data for the window and that the `accounts`/`regions`
+  filters and `source_version` match it.
+
+To re-run a past week, clear the run (or trigger with a logical date inside the week after it): the
+same data window produces the same output paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, task
+
+from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
+from seclake_ml.operators.extract import SecurityLakePairsOperator
+
+DAG_ID = "seclake_ipinsights_training"
+log = logging.getLogger("seclake_ml.dags.training")
+
+default_args = {
+    "owner": "security-analytics",
+    "retries": 2,
+    "retry_delay": retry_delay_from_env(),
+    "retry_exponential_backoff": 2.0,
+    "on_failure_callback": on_task_failure,
+}
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Weekly Security Lake pair extraction for IP Insights training",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 3 * * 1", timezone="UTC"),
+    start_date=datetime(2022, 1, 3, tzinfo=timezone.utc),  # a Monday, before any Security Lake data
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["seclake_ml", "security-lake", "ip-insights", "training"],
+    params={
+        "lookback_days": Param(
+            7,
+            type="integer",
+            minimum=1,
+            maximum=90,
+            title="Look-back (days)",
+            description="Days of history to extract, ending at the run's data_interval_end.",
+        ),
+        "sources": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": "^[a-z][a-z0-9_]*(:[a-z][a-z0-9_]*)?$"},
+            uniqueItems=True,
+            title="Sources (optional)",
+            description="source[:view] entries that replace the configured ones for this run only.",
+        ),
+    },
+) as dag:
+    with TaskGroup(group_id="extract", tooltip="Security Lake -> (entity, ip) pairs") as extract:
+
+        @task(task_id="plan_extractions")
+        def plan_extractions(**context) -> list[dict[str, str]]:
+            """Resolve the run's configuration and data window into one entry per (source, view)."""
+            from seclake_ml.airflow_support import (
+                iso,
+                load_runtime_config,
+                lookback_window,
+                plan_pair_extractions,
+                resolve_window,
+            )
+
+            params = context["params"]
+            _, end = resolve_window(context)
+            start, end = lookback_window(end, params["lookback_days"])
+            cfg = load_runtime_config()
+            plan = plan_pair_extractions(cfg, start, end, params.get("sources"))
+            log.info(
+                "planned %d extraction(s) for [%s, %s) on backend=%s: %s",
+                len(plan),
+                iso(start),
+                iso(end),
+                cfg.backend,
+                ", ".join(f"{p['source']}:{p['view']}" for p in plan),
+            )
+            return plan
+
+        pairs = SecurityLakePairsOperator.partial(
+            task_id="extract_pairs",
+            map_index_template="{{ task.source }}:{{ task.view }}",
+        ).expand_kwargs(plan_extractions())
+
+        @task(task_id="summarize_extraction")
+        def summarize_extraction(results, **context) -> dict:
+            """Log totals per source view, store them as JSON beside the outputs, fail on zero pairs."""
+            import json
+
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from seclake_ml.airflow_support import (
+                format_summary,
+                load_runtime_config,
+                run_summary_location,
+                summarize_extractions,
+                write_text,
+            )
+
+            results = [r for r in results[:] if r]  # one slice read of the mapped results
+            summary = summarize_extractions(results)
+            cfg = load_runtime_config()
+            first = summary["extractions"][0] if summary["extractions"] else {}
+            start = next((r.get("start") for r in results if r), None)
+            end = next((r.get("end") for r in results if r), None)
+            summary.update(
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+                start=start,
+                end=end,
+                backend=cfg.backend,
+                source_version=cfg.source_version,
+            )
+            location = run_summary_location(cfg, summary["dag_id"], start, end) if start and end else None
+            if location:
+                write_text(location, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+                summary["summary_location"] = location
+            for line in format_summary(summary):
+                log.info("%s", line)
+            if summary["totals"]["pairs_written"] == 0:
+                raise AirflowFailException(
+                    f"no pairs extracted for [{start}, {end}) from {len(summary['extractions'])} source view(s) "
+                    f"(first: {first.get('source')}/{first.get('view')}); nothing to train on. Check the lake "
+                    "for data in this window and the accounts/regions/source_version settings."
+                )
+            # Small, XCom-safe: what later training steps need to find their input.
+            return {
+                "start": start,
+                "end": end,
+                "pairs": {f"{r['source']}:{r['view']}": r["output"] for r in summary["extractions"]},
+                "pairs_written": summary["totals"]["pairs_written"],
+                "summary_location": location,
+            }
+
+        extraction = summarize_extraction(pairs.output)
+
+    # Training, calibration and rollout attach here, downstream of `extraction`.

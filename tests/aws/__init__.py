@@ -1,0 +1,1 @@
+"""Tests of the AWS backend against a moto server on loopback."""
