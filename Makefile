@@ -11,12 +11,14 @@ VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.seclake-installed
 
-# Sample lake and run: 8 generated days hold the whole weekly interval that ends on RUN_DATE.
-LAKE_START ?= 2024-01-01
-LAKE_DAYS ?= 8
+# Sample lake and run: 15 generated days hold the 14-day look-back that ends with the weekly
+# interval of RUN_DATE ([2024-01-01 03:00, 2024-01-08 03:00) UTC).
+LAKE_START ?= 2023-12-25
+LAKE_DAYS ?= 15
 LAKE_SEED ?= 7
 SOURCE_VERSION ?= 1
 RUN_DATE ?= 2024-01-08T03:00:00+00:00
+RUN_CONF ?= {"lookback_days": 14}
 DAG_ID := seclake_ipinsights_training
 LAKE := $(CURDIR)/var/lake
 WORK := $(CURDIR)/var/work
@@ -67,16 +69,17 @@ db: venv
 lake: $(LAKE_STAMP)
 
 $(LAKE_STAMP): | venv
-	@rm -rf "$(LAKE)"
+	@rm -rf "$(LAKE)"; mkdir -p var/logs
 	@t0=$(now); "$(VPY)" -m seclake_ml lake generate --root "$(LAKE)" --start $(LAKE_START) \
-		--days $(LAKE_DAYS) --seed $(LAKE_SEED) --source-version $(SOURCE_VERSION); \
-		echo "sample lake: $(LAKE_DAYS) days from $(LAKE_START), seed $(LAKE_SEED), source version $(SOURCE_VERSION) in $(call elapsed,$$t0)"
+		--days $(LAKE_DAYS) --seed $(LAKE_SEED) --source-version $(SOURCE_VERSION) > var/logs/lake-generate.log 2>&1 \
+		|| { tail -40 var/logs/lake-generate.log; exit 1; }; \
+		echo "sample lake: $(LAKE_DAYS) days from $(LAKE_START), seed $(LAKE_SEED), source version $(SOURCE_VERSION) in $(call elapsed,$$t0) -> $(LAKE)"
 	@touch "$@"
 
 run: venv db lake
 	@mkdir -p var/logs
-	@echo "airflow dags test $(DAG_ID) $(RUN_DATE) (log: var/logs/dags-test.log)"
-	@t0=$(now); "$(VENV)/bin/airflow" dags test $(DAG_ID) "$(RUN_DATE)" > var/logs/dags-test.log 2>&1 \
+	@echo 'airflow dags test $(DAG_ID) $(RUN_DATE) -c $(RUN_CONF) (log: var/logs/dags-test.log)'
+	@t0=$(now); "$(VENV)/bin/airflow" dags test $(DAG_ID) "$(RUN_DATE)" -c '$(RUN_CONF)' > var/logs/dags-test.log 2>&1 \
 		|| { grep -E "ERROR|Error|error|failed|Traceback" var/logs/dags-test.log | tail -40; \
 		     echo "dags test FAILED; full log: var/logs/dags-test.log"; exit 1; }; \
 		echo "dags test: ok in $(call elapsed,$$t0)"

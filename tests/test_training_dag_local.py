@@ -155,7 +155,8 @@ def airflow_site(tmp_path_factory) -> dict[str, object]:
     _, migrate_s = _run([sys.executable, "-m", "airflow", "db", "migrate"], env, 300, "airflow db migrate")
     _, lake_s = _run(
         [sys.executable, "-m", "seclake_ml", "lake", "generate", "--root", str(root / "lake"), "--start", LAKE_START,
-         "--days", str(LAKE_DAYS), "--seed", str(LAKE_SEED), "--source-version", "1"],
+         "--days", str(LAKE_DAYS), "--seed", str(LAKE_SEED), "--source-version", "1", "--flows-per-day", "3000",
+         "--api-calls-per-day", "300", "--workers", "2"],
         env, 300, "lake generate",
     )
     print(f"\nairflow db migrate: {migrate_s:.1f}s; lake generate ({LAKE_DAYS} days): {lake_s:.1f}s")

@@ -14,7 +14,9 @@ StopQueryExecution call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from datetime import datetime, timezone
@@ -93,17 +95,36 @@ def keys(prefix: str = "") -> list[str]:
     return sorted(o["Key"] for o in resp.get("Contents", []))
 
 
+@contextlib.contextmanager
+def captured_log(name: str):
+    """Messages logged to ``name`` (Airflow's logging setup bypasses pytest's caplog)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), Collect(level=logging.INFO)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 def one(seq):
     assert len(seq) == 1, seq
     return seq[0]
 
 
 # --------------------------------------------------------------------------------------------- v1
-def test_v1_unload_and_counts_are_sent_as_rendered(lake: MotoServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_v1_unload_and_counts_are_sent_as_rendered(lake: MotoServer) -> None:
     queue_counts(lake)
-    caplog.set_level("INFO", logger="seclake_ml.lake.athena")
-
-    res = extract_pairs(make_cfg(), "vpc_flow", "instance_peer", START, END, OUT_V1)
+    with captured_log("seclake_ml.lake.athena") as messages:
+        res = extract_pairs(make_cfg(), "vpc_flow", "instance_peer", START, END, OUT_V1)
 
     queries = sent_queries()
     assert len(queries) == 2
@@ -150,7 +171,7 @@ def test_v1_unload_and_counts_are_sent_as_rendered(lake: MotoServer, caplog: pyt
 
     # the earlier output under the destination was deleted before the UNLOAD; the sibling was not
     assert keys("ml/pairs/") == ["ml/pairs/vpc_flow/instance_peer/interval=20260105T000000Z_20260107T000000Z_x/keep"]
-    assert res.summary_line() in caplog.text
+    assert res.summary_line() in messages
 
 
 def test_out_without_trailing_slash_is_normalised(lake: MotoServer) -> None:
@@ -348,3 +369,19 @@ def test_counts_with_an_unknown_reason_fail_clearly(lake: MotoServer) -> None:
     with pytest.raises(AthenaQueryError, match="unexpected reason 'surprise'"):
         AthenaLake(make_cfg(), poll_seconds=0).extract("vpc_flow", "instance_peer", START, END, OUT_V1)
 
+
+
+def test_classification_mirrors_the_duckdb_backend(repo_dir) -> None:
+    """The reason CASE of both backends is the same, once DuckDB's regex functions are renamed.
+
+    ``regexp_full_match`` becomes ``regexp_like``: the IPv4 pattern is anchored (``^…$``) already.
+    """
+
+    def case_block(path: str) -> str:
+        text = (repo_dir / "include" / "sql" / path).read_text(encoding="utf-8")
+        block = text[text.index("CASE"):text.index("END AS reason")]
+        return " ".join(block.split())
+
+    duck = case_block("duckdb/pairs_stage.sql")
+    duck = duck.replace("regexp_full_match(", "regexp_like(").replace("regexp_matches(", "regexp_like(")
+    assert case_block("athena/pairs_classified.sql") == duck

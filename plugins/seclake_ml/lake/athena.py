@@ -27,7 +27,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import threading
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -129,22 +130,51 @@ def split_total(total: int, weights: Sequence[float]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Arrow columns
-def const_str(value: str, n: int) -> pa.Array:
-    """A string array of ``n`` copies of ``value`` built directly from buffers."""
+_CONST_CACHE: dict[tuple, pa.Array] = {}
+_CONST_MIN = 4096
+_CONST_MAX_ENTRIES = 96
+_CONST_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, n: int, build) -> pa.Array:
+    """A zero-copy slice of a cached constant array with at least ``n`` rows."""
+    arr = _CONST_CACHE.get(key)
+    if arr is None or len(arr) < n:
+        arr = build(max(n, _CONST_MIN, 2 * len(arr) if arr is not None else 0))
+        with _CONST_LOCK:
+            while len(_CONST_CACHE) >= _CONST_MAX_ENTRIES:
+                _CONST_CACHE.pop(next(iter(_CONST_CACHE)))
+            _CONST_CACHE[key] = arr
+    return arr.slice(0, n)
+
+
+def _const_str_build(value: str, n: int) -> pa.Array:
     data = value.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(data)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
 
 
+def const_str(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` copies of ``value``."""
+    return _cached(("s", value), n, lambda m: _const_str_build(value, m))
+
+
 def const_int(value: int, n: int, typ: pa.DataType = pa.int32()) -> pa.Array:
-    return pa.array(np.full(n, value, dtype=typ.to_pandas_dtype()), type=typ)
+    return _cached(("i", value, str(typ)), n, lambda m: pa.array(np.full(m, value, dtype=typ.to_pandas_dtype()), type=typ))
+
+
+def const_column(key: tuple, n: int, build) -> pa.Array:
+    """A constant nested column: ``build(m)`` makes ``m`` rows of it; cached and sliced."""
+    return _cached(("c", *key), n, build)
 
 
 def ints(values: np.ndarray, typ: pa.DataType = pa.int32(), valid: np.ndarray | None = None) -> pa.Array:
     arr = np.ascontiguousarray(values, dtype=typ.to_pandas_dtype())
+    out = pa.array(arr, type=typ)
     if valid is None:
-        return pa.array(arr, type=typ)
-    return pa.array(arr, type=typ, mask=~np.asarray(valid, dtype=bool))
+        return out
+    valid = np.asarray(valid, dtype=bool)
+    return out if valid.all() else with_validity(out, valid)
 
 
 def bools(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
@@ -197,10 +227,19 @@ class StrDict:
         idx = np.asarray(idx)
         if valid is None:
             valid = idx >= 0
-            if valid.all():
-                return self.arrow.take(pa.array(idx.astype(np.int32, copy=False)))
-        safe = np.where(valid, idx, 0).astype(np.int32)
-        return self.arrow.take(pa.array(safe, mask=~np.asarray(valid, dtype=bool)))
+        valid = np.asarray(valid, dtype=bool)
+        all_valid = bool(valid.all())
+        safe = idx if all_valid else np.where(valid, idx, 0)
+        out = self.arrow.take(pa.array(safe.astype(np.int32, copy=False)))
+        if all_valid:
+            return out
+        return with_validity(out, valid)
+
+
+def with_validity(arr: pa.Array, valid: np.ndarray) -> pa.Array:
+    """``arr`` (without nulls, offset 0) with the rows where ``valid`` is False set to null."""
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(arr.type, len(arr), [bitmap, *arr.buffers()[1:]])
 
 
 def _hex_chars(raw: np.ndarray) -> np.ndarray:
@@ -291,6 +330,32 @@ def string_map(
     )
 
 
+def _build_nested(
+    typ: pa.DataType, path: str, columns: Mapping[str, pa.Array], n: int, used: set[str]
+) -> pa.Array | None:
+    if path in columns:
+        used.add(path)
+        arr = columns[path]
+        if len(arr) != n:
+            raise ValueError(f"column {path}: {len(arr)} rows, expected {n}")
+        if not arr.type.equals(typ):
+            raise ValueError(f"column {path}: type {arr.type}, expected {typ}")
+        return arr
+    if not pa.types.is_struct(typ):
+        return None
+    children = [_build_nested(f.type, f"{path}.{f.name}", columns, n, used) for f in typ]
+    if all(c is None for c in children):
+        return None
+    filled = []
+    for f, c in zip(typ, children):
+        if c is None:
+            if not f.nullable:
+                raise ValueError(f"required field {path}.{f.name} not provided")
+            c = pa.nulls(n, type=f.type)
+        filled.append(c)
+    return pa.StructArray.from_arrays(filled, fields=list(typ))
+
+
 def assemble(schema: pa.Schema, columns: Mapping[str, pa.Array], n: int) -> pa.Table:
     """Build a table of ``schema`` from flat ``{"a.b.c": array}`` leaves (or whole nested columns).
 
@@ -298,33 +363,9 @@ def assemble(schema: pa.Schema, columns: Mapping[str, pa.Array], n: int) -> pa.T
     required field, or an array of the wrong type, raises ``ValueError`` (a generator bug).
     """
     used: set[str] = set()
-
-    def build(typ: pa.DataType, path: str, nullable: bool) -> pa.Array | None:
-        if path in columns:
-            used.add(path)
-            arr = columns[path]
-            if len(arr) != n:
-                raise ValueError(f"column {path}: {len(arr)} rows, expected {n}")
-            if not arr.type.equals(typ):
-                raise ValueError(f"column {path}: type {arr.type}, expected {typ}")
-            return arr
-        if pa.types.is_struct(typ):
-            children = [build(f.type, f"{path}.{f.name}", f.nullable) for f in typ]
-            if all(c is None for c in children):
-                return None
-            filled = []
-            for f, c in zip(typ, children):
-                if c is None:
-                    if not f.nullable:
-                        raise ValueError(f"required field {path}.{f.name} not provided")
-                    c = pa.nulls(n, type=f.type)
-                filled.append(c)
-            return pa.StructArray.from_arrays(filled, fields=list(typ))
-        return None
-
     arrays = []
     for f in schema:
-        arr = build(f.type, f.name, f.nullable)
+        arr = _build_nested(f.type, f.name, columns, n, used)
         if arr is None:
             if not f.nullable:
                 raise ValueError(f"required column {f.name} not provided")

@@ -207,6 +207,8 @@ class Principal:
     akia: str | None = None
     asia: str | None = None
     vpc_index: int = -1
+    private_ip: int = -1  # ct ip id of the instance's private address (calls through a VPC endpoint)
+    vpce: str | None = None
 
 
 # ----------------------------------------------------------------------------- API catalogues
@@ -544,14 +546,18 @@ def build_environment(
             _build_site_vpcs(rng, site, vpcs_per_site, instances_per_vpc, used_private)
             sites.append(site)
 
-    uas = StrDict()
+    uas = StrDict(["AWS Internal"])
     catalog = _build_catalog(uas)
     ct_ips = StrDict()
     dns_hosts, dns_rdata = StrDict(), StrDict()
 
     # ---- people and their networks
-    offices = [[ip4(random_net24(rng, OFFICE_OCTETS) + 16 + k) for k in range(int(rng.integers(3, 7)))] for _ in range(3)]
-    vpn = [ip4(random_net24(rng, OFFICE_OCTETS) + 200 + k) for k in range(2)]
+    offices = []
+    for _ in range(3):  # each office egresses through a few addresses of one /24
+        net = random_net24(rng, OFFICE_OCTETS)
+        offices.append([ip4(net + 16 + k) for k in range(int(rng.integers(3, 7)))])
+    vpn_net = random_net24(rng, OFFICE_OCTETS)
+    vpn = [ip4(vpn_net + 200 + k) for k in range(2)]
     humans: list[Human] = []
     names_seen: set[str] = set()
     n_humans = max(1, users_per_account * accounts)
@@ -698,6 +704,8 @@ def build_environment(
                     issuer=f"arn:aws:iam::{acct}:role/{role}",
                     asia=upper_id(rng, "ASIA", 16),
                     vpc_index=inst.vpc_index,
+                    private_ip=ct_ips.add(inst.ip),
+                    vpce=site.vpce_uids[inst.vpc_index],
                 )
             )
             nat = np.array([ct_ips.add(ip) for ip in site.nat_ips[inst.vpc_index]], dtype=np.int32)

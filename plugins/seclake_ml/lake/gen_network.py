@@ -14,6 +14,7 @@ from . import ocsf_schemas as O
 from .gen_common import (
     StrDict,
     assemble,
+    const_column,
     const_int,
     const_str,
     ints,
@@ -34,7 +35,6 @@ _BOUNDARY_ID = np.array([99, 4, 5], dtype=np.int32)
 _DIRECTION = StrDict(["Unknown", "Inbound", "Outbound"])
 _PROTO_VER = StrDict(["IPv4", "IPv6"])
 _STATUS = StrDict(["OK", "NODATA"])
-_ACT = {0: "Unknown", 5: "Refuse", 6: "Traffic"}
 _ACT_NAME = StrDict(["Unknown", "Refuse", "Traffic"])
 _TYPE_NAME = StrDict([f"Network Activity: {a}" for a in ("Unknown", "Refuse", "Traffic")])
 _DISPOSITION = StrDict(["Unknown", "Blocked", "Allowed"])
@@ -133,10 +133,14 @@ def concat_specs(specs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 def _str_list(values: list[str], n: int) -> pa.Array:
     """``n`` copies of the same list of strings (``metadata.profiles``)."""
-    k = len(values)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-    flat = StrDict(values).take(np.tile(np.arange(k, dtype=np.int32), n))
-    return pa.ListArray.from_arrays(offsets, flat, type=O._list(pa.string()))
+
+    def build(m: int) -> pa.Array:
+        k = len(values)
+        offsets = pa.array(np.arange(m + 1, dtype=np.int32) * k)
+        flat = StrDict(values).take(np.tile(np.arange(k, dtype=np.int32), m))
+        return pa.ListArray.from_arrays(offsets, flat, type=O._list(pa.string()))
+
+    return const_column(("list", *values), n, build)
 
 
 def _metadata(cols: dict, n: int, version: int, product: tuple[str, str, str], profiles: list[str]) -> None:
@@ -215,11 +219,11 @@ def flow_table(site: Site, spec: dict[str, np.ndarray], version: int) -> pa.Tabl
     cols["traffic.bytes"] = ints(spec["bytes"], pa.int64(), ok)
     cols["time"] = ints(spec["time"], pa.int64())
     if version == 1:
-        cols["start_time"] = ints(spec["time"], pa.int64())
+        cols["start_time"] = cols["time"]
         cols["end_time"] = ints(spec["end"], pa.int64())
     else:
-        cols["time_dt"] = timestamps_ms(spec["time"])
-        cols["start_time_dt"] = timestamps_ms(spec["time"])
+        cols["time_dt"] = cols["time"].view(O.TIMESTAMP_MS_UTC)
+        cols["start_time_dt"] = cols["time_dt"]
         cols["end_time_dt"] = timestamps_ms(spec["end"])
     cols["status_code"] = _STATUS.take(nodata.astype(np.int32))
     _class_cols(cols, n, "vpc_flow", version)
@@ -236,8 +240,12 @@ def flow_table(site: Site, spec: dict[str, np.ndarray], version: int) -> pa.Tabl
         cols["type_uid"] = ints(400100 + activity, pa.int64())
         cols["action"] = _ACTION.take(a)
         cols["action_id"] = ints(_ACTION_ID[a])
-    cols["unmapped"] = string_map(
-        n, [("sublocation_id", None, const_str("-", n)), ("sublocation_type", None, const_str("-", n))], O.MAP_STRING_STRING
+    cols["unmapped"] = const_column(
+        ("vpc_unmapped",),
+        n,
+        lambda m: string_map(
+            m, [("sublocation_id", None, const_str("-", m)), ("sublocation_type", None, const_str("-", m))], O.MAP_STRING_STRING
+        ),
     )
     if version == 2:
         inst_side = StrDict(["src_endpoint.instance_uid", "dst_endpoint.instance_uid"])
@@ -256,7 +264,6 @@ def flow_table(site: Site, spec: dict[str, np.ndarray], version: int) -> pa.Tabl
 # ----------------------------------------------------------------------------- Route 53
 _QTYPE = StrDict(["A", "AAAA"])
 _ANS_TYPE = StrDict(["A", "CNAME", "AAAA"])
-_RCODE = {0: "NoError", 2: "ServFail", 3: "NXDomain"}
 _RCODE_D = StrDict(["NoError", "ServFail", "NXDomain"])
 _RCODE_I = np.zeros(4, dtype=np.int32)
 _RCODE_I[[0, 2, 3]] = [0, 1, 2]
