@@ -371,8 +371,27 @@ def test_ground_truth_format_and_warmup(lake_v1) -> None:
 
 
 def test_anomalies_are_new_pairs_found_by_extraction(lake_v1) -> None:
-    root, _ = lake_v1
-    pairs = _pairs(root)
+    _check_ground_truth(lake_v1[0], 1)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_small_estate_shapes(tmp_path: Path, version: int) -> None:
+    """Odd estates (one account, several small VPCs, a single person) still give a consistent lake."""
+    s = generate_lake(
+        tmp_path, dt.date(2024, 2, 27), 3, 5, source_version=version, accounts=1, regions="ap-southeast-2",
+        vpcs_per_region=3, instances_per_vpc=2, users_per_account=1, flows_per_day=900, anomalies_per_kind=2,
+    )  # fmt: skip
+    assert s["regions"] == ["ap-southeast-2"] and s["instances"] == 6
+    assert s["anomaly_events"] == {k: 2 for k in KINDS}
+    for kind in ("vpc_flow", "route53", "cloudtrail_api"):
+        assert _files(tmp_path, kind, version)
+    zones = set(pc.struct_field(_read(tmp_path, "vpc_flow", version)["cloud"], "zone").to_pylist())
+    assert zones and all(re.fullmatch(r"apse2-az[1-3]", z) for z in zones)
+    _check_ground_truth(tmp_path, version)
+
+
+def _check_ground_truth(root: Path, version: int) -> None:
+    pairs = _pairs(root, version)
     gt = pq.read_table(root / "ground_truth" / "anomalies.parquet").to_pylist()
     first: dict[str, dict[tuple[str, str], int]] = {}
     for source, lst in pairs.items():

@@ -170,7 +170,8 @@ def plan_anomalies(
                 site = env.site_of(p.account_index, env.humans[p.human].home_region)
                 ip_id = env.ct_ips.add(ip)
                 ua = env.uas.add(BROWSERS[int(rng.integers(0, len(BROWSERS)))])
-                n_fail = int(rng.choice([0, 0, 1, 2]))
+                # failed attempts carry no ARN; only IAM users and root keep their entity through them
+                n_fail = int(rng.choice([0, 0, 1, 2])) if p.type in ("IAMUser", "Root") else 0
                 times = t0 + np.concatenate([[0], np.sort(rng.integers(10, 240, size=n_fail))]) * 1000
                 success = np.zeros(n_fail + 1, dtype=bool)
                 success[-1] = True

@@ -228,6 +228,10 @@ class StrDict:
         if valid is None:
             valid = idx >= 0
         valid = np.asarray(valid, dtype=bool)
+        if not self._values:
+            if valid.any():
+                raise IndexError("take from an empty dictionary")
+            return pa.nulls(len(idx), pa.string())
         all_valid = bool(valid.all())
         safe = idx if all_valid else np.where(valid, idx, 0)
         out = self.arrow.take(pa.array(safe.astype(np.int32, copy=False)))

@@ -338,9 +338,10 @@ def dns_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version
     cols["rcode_id"] = ints(rcode)
     cols["rcode"] = _RCODE_D.take(_RCODE_I[rcode])
     vpc_of_owner = np.array([x.vpc_index for x in site.instances], dtype=np.int32)[owner]
-    fw_group = StrDict([fw[0] if fw else "" for fw in site.firewall])
-    fw_list = StrDict([fw[1] if fw else "" for fw in site.firewall])
-    has_fw = np.array([fw is not None for fw in site.firewall], dtype=bool)[vpc_of_owner]
+    fw_group, fw_list = StrDict(), StrDict()
+    fw_group_of = np.array([fw_group.add(fw[0]) if fw else -1 for fw in site.firewall], dtype=np.int32)[vpc_of_owner]
+    fw_list_of = np.array([fw_list.add(fw[1]) if fw else -1 for fw in site.firewall], dtype=np.int32)[vpc_of_owner]
+    has_fw = fw_group_of >= 0
     if version == 1:
         cols["activity_id"] = const_int(2, n)
         cols["activity_name"] = const_str("Response", n)
@@ -351,8 +352,8 @@ def dns_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version
         cols["unmapped"] = string_map(
             n,
             [
-                ("firewall_rule_group_id", has_fw, fw_group.take(vpc_of_owner)),
-                ("firewall_domain_list_id", has_fw, fw_list.take(vpc_of_owner)),
+                ("firewall_rule_group_id", has_fw, fw_group.take(fw_group_of, has_fw)),
+                ("firewall_domain_list_id", has_fw, fw_list.take(fw_list_of, has_fw)),
             ],
             O.MAP_STRING_STRING,
         )
@@ -365,9 +366,9 @@ def dns_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version
         cols["action_id"] = const_int(1, n)
         cols["disposition"] = const_str("Allowed", n)
         cols["disposition_id"] = const_int(1, n)
-        cols["firewall_rule.uid"] = fw_group.take(vpc_of_owner, has_fw)
+        cols["firewall_rule.uid"] = fw_group.take(fw_group_of, has_fw)
         cols["unmapped"] = string_map(
-            n, [("firewall_domain_list_id", has_fw, fw_list.take(vpc_of_owner))], O.MAP_STRING_STRING
+            n, [("firewall_domain_list_id", has_fw, fw_list.take(fw_list_of, has_fw))], O.MAP_STRING_STRING
         )
         first_ip = np.where(has_answers, keys["first_ip"][key], -1)
         cols["observables"] = list_of_structs(
