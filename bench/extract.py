@@ -39,8 +39,8 @@ def ensure_lake(root: Path, rows: int, days: int, seed: int) -> dict:
 
     t0 = time.perf_counter()
     summary = generate_lake(root, start=date(2026, 1, 5), days=days, seed=seed, source_version=1,
-                            flows_per_day=-(-rows // days), signins_per_day=200, api_calls_per_day=2000,
-                            dns_queries_per_day=2000)
+                            flows_per_day=-(-rows // days), api_calls_per_day=2000,
+                            dns_per_day=2000, instances_per_vpc=40, overwrite=True)
     took = time.perf_counter() - t0
     info = json.loads(manifest.read_text())
     info.update(bench_rows=rows, bench_days=days)
