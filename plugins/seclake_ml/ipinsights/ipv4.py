@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "PRIVATE_NETWORKS",
+    "RESERVED_BOUNDS",
     "RESERVED_NETWORKS",
     "format_ipv4",
     "in_networks",
@@ -140,12 +141,12 @@ def network_bounds(networks: Iterable[tuple[str, int]]) -> np.ndarray:
     return np.asarray(rows, dtype=np.uint64).reshape(-1, 2)
 
 
-_RESERVED_BOUNDS = network_bounds((n, p) for n, p, _ in RESERVED_NETWORKS)
+RESERVED_BOUNDS = network_bounds((n, p) for n, p, _ in RESERVED_NETWORKS)
 
 
 def in_networks(addresses: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask: address falls in any of ``bounds`` (default: the reserved networks)."""
-    b = _RESERVED_BOUNDS if bounds is None else bounds
+    b = RESERVED_BOUNDS if bounds is None else bounds
     a = np.asarray(addresses, dtype=np.uint64)
     hit = np.zeros(a.shape, bool)
     for first, last in b:

@@ -120,6 +120,9 @@ class RowSparseAdam:
         self.exp_avg_sq = torch.empty_like(table).zero_()
         self.step_count = torch.zeros((), dtype=torch.float32, device=table.device)
         self._fused = hasattr(torch, "_fused_adam_")
+        self._numpy_views = (
+            (table.numpy(), self.exp_avg.numpy(), self.exp_avg_sq.numpy()) if table.device.type == "cpu" else None
+        )
 
     def step(self, rows: torch.Tensor, values: torch.Tensor, grad: torch.Tensor) -> None:
         """Update ``table[rows]``; ``values`` are those rows as gathered for the step, ``grad`` their gradient."""
@@ -145,9 +148,15 @@ class RowSparseAdam:
             v.mul_(_BETAS[1]).addcmul_(g, g, value=1 - _BETAS[1])
             denom = v.sqrt().div_(math.sqrt(1 - _BETAS[1] ** t)).add_(_EPS)
             w.addcdiv_(m, denom, value=-self.lr / (1 - _BETAS[0] ** t))
-        self.table.index_copy_(0, rows, w)
-        self.exp_avg.index_copy_(0, rows, m)
-        self.exp_avg_sq.index_copy_(0, rows, v)
+        if self._numpy_views is not None:
+            # NumPy's row assignment is about twice as fast as index_copy_ on CPU.
+            r = rows.numpy()
+            for dst, src in zip(self._numpy_views, (w, m, v)):
+                dst[r] = src.numpy()
+        else:
+            self.table.index_copy_(0, rows, w)
+            self.exp_avg.index_copy_(0, rows, m)
+            self.exp_avg_sq.index_copy_(0, rows, v)
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Local model store: versioned IP Insights models and an atomically switched active version.
+
+Layout under ``root`` (``<work_location>/models/ipinsights`` by default)::
+
+    versions/<version>/model.npz, model.json, calibration/…   one folder per candidate
+    active.json                                               the active version and its threshold
+    history.jsonl                                             every activation, appended
+
+A version id is derived from the training data interval, so re-running or backfilling an interval
+replaces that interval's candidate instead of adding another one. Activation writes ``active.json``
+through a temporary file and ``os.replace``: a reader sees the old or the new active model with its
+threshold, never a mix. No pickle: the store only copies files and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ModelStoreError(RuntimeError):
+    """The store is missing a version or holds a damaged record."""
+
+
+def version_for_interval(start: datetime, end: datetime, prefix: str = "ipinsights") -> str:
+    """``ipinsights-20240101T0300Z-20240108T0300Z``: one version id per training data interval."""
+    fmt = "%Y%m%dT%H%MZ"
+    s = start.astimezone(timezone.utc).strftime(fmt)
+    e = end.astimezone(timezone.utc).strftime(fmt)
+    return f"{prefix}-{s}-{e}"
+
+
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise ValueError(f"invalid model version {version!r}: expected [A-Za-z0-9._-], at most 128 characters")
+    return version
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalModelStore:
+    """Versioned model folders plus one atomically replaced ``active.json``."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def active_path(self) -> Path:
+        return self.root / "active.json"
+
+    def version_dir(self, version: str) -> Path:
+        return self.versions_dir / _check_version(version)
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def put(self, version: str, model_dir: str | os.PathLike[str]) -> Path:
+        """Copy a trained model folder in as ``version``, replacing an earlier candidate of that id."""
+        src = Path(model_dir)
+        if not (src / "model.json").is_file() or not (src / "model.npz").is_file():
+            raise ModelStoreError(f"{src} is not a model folder (model.json and model.npz expected)")
+        dst = self.version_dir(version)
+        if src.resolve() == dst.resolve():
+            return dst
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.versions_dir))
+        shutil.copytree(src, staging, dirs_exist_ok=True)
+        if dst.exists():
+            old = dst.with_name(f".{version}.old-{os.getpid()}")
+            os.replace(dst, old)
+            os.replace(staging, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, dst)
+        return dst
+
+    def active(self) -> dict[str, Any] | None:
+        """The active record (version, threshold, metrics, paths) or ``None`` when nothing is active."""
+        if not self.active_path.is_file():
+            return None
+        try:
+            record = json.loads(self.active_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelStoreError(f"{self.active_path} is not valid JSON ({exc.msg}); fix or remove it") from None
+        if not isinstance(record, dict) or "version" not in record or "threshold" not in record:
+            raise ModelStoreError(f"{self.active_path} lacks 'version'/'threshold'")
+        return record
+
+    def activate(self, version: str, *, threshold: float, metrics: dict[str, Any] | None = None,
+                 interval: tuple[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Make ``version`` active together with its ``threshold``, atomically."""
+        vdir = self.version_dir(version)
+        if not (vdir / "model.json").is_file():
+            raise ModelStoreError(f"cannot activate {version}: {vdir} holds no model")
+        previous = self.active()
+        record = {
+            "version": version,
+            "threshold": float(threshold),
+            "model_dir": str(vdir),
+            "activated_at": datetime.now(timezone.utc).isoformat(),
+            "previous_version": previous["version"] if previous else None,
+            "metrics": metrics or {},
+            "interval": list(interval) if interval else None,
+            **(extra or {}),
+        }
+        _write_json_atomic(self.active_path, record)
+        with open(self.root / "history.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        return record
