@@ -3,7 +3,9 @@
 
 Weekly: extract `(entity, ip)` pairs from Amazon Security Lake for the week that just ended (Monday
 03:00 UTC to Monday 03:00 UTC; a longer look-back with the `lookback_days` param), one mapped task per
-enabled `source:view`, then log and store a summary of what was extracted.
+enabled `source:view`; combine them and split in time (`train_fraction`, 0.7 by default: the later
+part is held out); train IP Insights; calibrate a threshold on known-normal held-out pairs against
+injected abnormal ones; let the quality gate compare the candidate with the active model; roll out.
 
 **Configuration** is read when tasks run, never while this file is parsed: the Airflow Variable
 `seclake_ml_config` (JSON), else the `SECLAKE_ML_CONFIG` environment variable, with single fields
@@ -15,6 +17,12 @@ lake folder) or `aws` (Athena over the Security Lake Glue tables).
 * pairs: `<work_location>/pairs/<source>/<view>/interval=<start>_<end>/pairs.parquet`
   (an S3 prefix of that name on the aws backend)
 * run summary: `<work_location>/runs/seclake_ipinsights_training/interval=<start>_<end>/extract_summary.json`
+* training data: `<work_location>/training/data/interval=<start>_<end>/{train,holdout}.parquet`
+* calibration report: `<work_location>/training/calibration/interval=<start>_<end>/report.html` (also the
+  "Calibration report" link on `calibrate_threshold`)
+* model: local store `<work_location>/models/ipinsights/versions/ipinsights-<start>-<end>/` with
+  `active.json` naming the active version and its threshold; on aws a SageMaker endpoint and the SSM
+  parameter holding the active version and threshold
 
 **When a task fails**
 
@@ -28,6 +36,16 @@ lake folder) or `aws` (Athena over the Security Lake Glue tables).
   train on). Check that the lake holds data for the window and that the `accounts`/`regions`
   filters and `source_version` match it.
 
+* `train_ipinsights`: a hyperparameter error names the parameter and its range (fix the
+  `hyperparameters` param). On aws, the SageMaker job name is logged; a failed job's reason is in the
+  error.
+* `quality_gate`: never fails by default. When it rejects a candidate its log says why (AUC below the
+  floor, or worse than the active model on the same sets) and `rollout_model` is **skipped**: the
+  active model and threshold stay as they were. Nothing to do at night; look at the calibration
+  report in working hours.
+* `rollout_model`: on aws, an endpoint update that rolls back (a CloudWatch alarm fired) fails this task
+  and records nothing: the previous model keeps serving.
+
 To re-run a past week, clear the run (or trigger with a logical date inside the week after it): the
 same data window produces the same output paths.
 """
@@ -35,12 +53,20 @@ same data window produces the same output paths.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup, task
 
 from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
 from seclake_ml.operators.extract import SecurityLakePairsOperator
+from seclake_ml.operators.training import (
+    ACTIVE_MODEL_ASSET,
+    IPInsightsTrainingOperator,
+    ModelRolloutOperator,
+    PrepareTrainingDataOperator,
+    QualityGateOperator,
+    ThresholdCalibrationOperator,
+)
 
 DAG_ID = "seclake_ipinsights_training"
 log = logging.getLogger("seclake_ml.dags.training")
@@ -80,6 +106,20 @@ with DAG(
             title="Sources (optional)",
             description="source[:view] entries that replace the configured ones for this run only.",
         ),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            title="IP Insights hyperparameters",
+            description="SageMaker-named overrides of the defaults, e.g. {\"epochs\": 3, \"vector_dim\": 64}.",
+        ),
+        "train_fraction": Param(0.7, type="number", minimum=0.05, maximum=0.95,
+                                description="Share of the window, from its start, used for training."),
+        "target_fpr": Param(0.01, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+                            description="False-positive rate the threshold is calibrated for."),
+        "auc_floor": Param(0.9, type="number", minimum=0, maximum=1,
+                           description="The quality gate's minimum calibration AUC."),
+        "gate_tolerance": Param(0.01, type="number", minimum=0, maximum=1,
+                                description="Allowed AUC drop against the active model on the same sets."),
     },
 ) as dag:
     with TaskGroup(group_id="extract", tooltip="Security Lake -> (entity, ip) pairs") as extract:
@@ -167,4 +207,33 @@ with DAG(
 
         extraction = summarize_extraction(pairs.output)
 
-    # Training, calibration and rollout attach here, downstream of `extraction`.
+    prepared = PrepareTrainingDataOperator(
+        task_id="prepare_training_data",
+        extraction=extraction,
+        train_fraction="{{ params.train_fraction }}",
+    )
+    trained = IPInsightsTrainingOperator(
+        task_id="train_ipinsights",
+        data=prepared.output,
+        hyperparameters="{{ params.hyperparameters | tojson }}",
+        execution_timeout=timedelta(hours=6),
+    )
+    calibrated = ThresholdCalibrationOperator(
+        task_id="calibrate_threshold",
+        model=trained.output,
+        data=prepared.output,
+        target_fpr="{{ params.target_fpr }}",
+    )
+    gate = QualityGateOperator(
+        task_id="quality_gate",
+        calibration=calibrated.output,
+        auc_floor="{{ params.auc_floor }}",
+        tolerance="{{ params.gate_tolerance }}",
+    )
+    ModelRolloutOperator(
+        task_id="rollout_model",
+        gate=gate.output,
+        model=trained.output,
+        calibration=calibrated.output,
+        outlets=[Asset(ACTIVE_MODEL_ASSET)],
+    )

@@ -151,7 +151,7 @@ def _encode_arrays(entities: Any, ips: Any, key: bytes, cache: dict[str, int], d
     empty = ~null & np.asarray(pc.equal(pc.utf8_length(entities), 0).fill_null(False).to_numpy(zero_copy_only=False), bool)
     dropped["empty_entity"] += int(empty.sum())
 
-    ip_dict = pc.dictionary_encode(pc.utf8_trim_whitespace(ips)).combine_chunks() if isinstance(ips, pa.ChunkedArray) else pc.dictionary_encode(pc.utf8_trim_whitespace(ips))
+    ip_dict = pc.dictionary_encode(pc.utf8_trim_whitespace(ips))
     uniq_ip = ip_dict.dictionary.to_numpy(zero_copy_only=False)
     addr_u, ok_u = parse_ipv4(uniq_ip)
     ip_idx = ip_dict.indices.fill_null(0).to_numpy(zero_copy_only=False)
@@ -164,8 +164,6 @@ def _encode_arrays(entities: Any, ips: Any, key: bytes, cache: dict[str, int], d
     keep = ~(null | empty | bad_ip)
 
     ent_dict = pc.dictionary_encode(entities)
-    if isinstance(ent_dict, pa.ChunkedArray):
-        ent_dict = ent_dict.combine_chunks()
     uniq_ent = ent_dict.dictionary.to_pylist()
     new = [s for s in uniq_ent if s not in cache]
     if new:
@@ -174,6 +172,17 @@ def _encode_arrays(entities: Any, ips: Any, key: bytes, cache: dict[str, int], d
     ent_idx = ent_dict.indices.fill_null(0).to_numpy(zero_copy_only=False)
     hashes = hashes_u[ent_idx] if len(uniq_ent) else np.zeros(n, np.uint64)
     return hashes[keep], addr[keep]
+
+
+def _string_array(values: Any) -> Any:
+    """Arrow string array from a sequence; ``None``/NaN become null, other non-strings their ``str``."""
+    import pyarrow as pa
+
+    arr = np.asarray(values, dtype=object)
+    try:
+        return pa.array(arr, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None or (isinstance(v, float) and v != v) else str(v) for v in arr], type=pa.string())
 
 
 def encode_pairs(source: Any, hash_seed: int = 0, batch_rows: int = DEFAULT_BATCH_ROWS) -> EncodedPairs:
@@ -227,8 +236,7 @@ def encode_pairs(source: Any, hash_seed: int = 0, batch_rows: int = DEFAULT_BATC
             label = "sequences"
         else:
             raise ValueError(f"pairs input: expected a path, a DataFrame or (entities, ips), got {type(source).__name__}")
-        ent_arr = pa.array(np.asarray(ents, dtype=object), type=pa.string(), from_pandas=True)
-        ip_arr = pa.array(np.asarray(ips, dtype=object), type=pa.string(), from_pandas=True)
+        ent_arr, ip_arr = _string_array(ents), _string_array(ips)
         if len(ent_arr) != len(ip_arr):
             raise ValueError(f"pairs input: {len(ent_arr)} entities but {len(ip_arr)} IPs")
         rows = len(ent_arr)

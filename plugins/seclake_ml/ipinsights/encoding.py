@@ -37,9 +37,10 @@ def entity_key(seed: int) -> bytes:
     return hashlib.blake2b(f"seclake-ipinsights-entity:{int(seed)}".encode(), digest_size=16).digest()
 
 
-def _salt(seed: int, prefix_length: int) -> int:
-    digest = hashlib.blake2b(f"seclake-ipinsights-ip:{int(seed)}:{int(prefix_length)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+def _salt(seed: int, prefix_length: int) -> tuple[int, int]:
+    """Multiplier (odd) and increment of the multiply-shift hash for one prefix length."""
+    digest = hashlib.blake2b(f"seclake-ipinsights-ip:{int(seed)}:{int(prefix_length)}".encode(), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "little") | 1, int.from_bytes(digest[8:], "little")
 
 
 def hash_entities(entities: Iterable[object], key: bytes) -> np.ndarray:
@@ -64,16 +65,6 @@ def hash_unique_strings(strings: Sequence[object], key: bytes) -> np.ndarray:
     return np.fromiter((one(s) for s in strings), dtype=np.uint64, count=len(strings))
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on a ``uint64`` array (in place on ``z``)."""
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
-
-
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything needed to turn entities and IPv4 addresses into table rows, reproducibly.
@@ -94,7 +85,7 @@ class EncoderSpec:
     table_rows: tuple[int, ...] = field(init=False)
     offsets: tuple[int, ...] = field(init=False)
     hashed: tuple[bool, ...] = field(init=False)
-    salts: tuple[int, ...] = field(init=False)
+    salts: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         plens = tuple(int(p) for p in self.prefix_lengths)
@@ -102,8 +93,9 @@ class EncoderSpec:
             raise ValueError("ip_prefix_lengths: expected at least one prefix length in 1-32, got none")
         if any(not 1 <= p <= 32 for p in plens) or any(b <= a for a, b in zip(plens, plens[1:])):
             raise ValueError(f"ip_prefix_lengths: expected strictly increasing integers in 1-32, got {list(plens)}")
-        if not 16 <= int(self.ip_hash_buckets) <= 1 << 24:
-            raise ValueError(f"ip_hash_buckets: expected an integer in [16, 16777216], got {self.ip_hash_buckets}")
+        buckets = int(self.ip_hash_buckets)
+        if not 16 <= buckets <= 1 << 24 or buckets & (buckets - 1):
+            raise ValueError(f"ip_hash_buckets: expected a power of two in [16, 16777216], got {self.ip_hash_buckets}")
         if int(self.num_entity_vectors) < 1 or int(self.vector_dim) < 1:
             raise ValueError("EncoderSpec: num_entity_vectors and vector_dim must be positive")
         object.__setattr__(self, "prefix_lengths", plens)
@@ -144,18 +136,28 @@ class EncoderSpec:
     def prefix_rows(self, addresses: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows of the concatenated IP table, ``(n, num_prefixes)`` ``int64``, for ``uint32`` addresses."""
         a = np.asarray(addresses, dtype=np.uint32).astype(np.uint64)
-        n = a.shape[0]
-        res = np.empty((n, self.num_prefixes), np.int64) if out is None else out
-        buckets = np.uint64(self.ip_hash_buckets)
-        for j, (p, off, hashed, salt) in enumerate(zip(self.prefix_lengths, self.offsets, self.hashed, self.salts)):
-            v = a >> np.uint64(32 - p)
-            if hashed:
-                v += np.uint64(salt)
-                _mix64(v)
-                v %= buckets
-            v += np.uint64(off)
-            res[:, j] = v
+        res = np.empty((a.shape[0], self.num_prefixes), np.int64) if out is None else out
+        for j in range(self.num_prefixes):
+            res[:, j] = self.prefix_column(a, j)
         return res
+
+    def prefix_column(self, addresses: np.ndarray, j: int) -> np.ndarray:
+        """Rows (``int64``) of prefix number ``j`` for ``uint32``/``uint64`` addresses."""
+        a = np.asarray(addresses)
+        if a.dtype != np.uint64:
+            a = a.astype(np.uint64)
+        v = a >> np.uint64(32 - self.prefix_lengths[j])
+        if self.hashed[j]:
+            mult, inc = self.salts[j]
+            v *= np.uint64(mult)
+            v += np.uint64(inc)
+            v >>= np.uint64(64 - self._bucket_bits)
+        v += np.uint64(self.offsets[j])
+        return v.view(np.int64)
+
+    @property
+    def _bucket_bits(self) -> int:
+        return self.ip_hash_buckets.bit_length() - 1
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -167,10 +169,10 @@ class EncoderSpec:
             "hash_seed": int(self.hash_seed),
             "hash": {
                 "entity": "blake2b-64, keyed; key = blake2b-128('seclake-ipinsights-entity:<seed>'); row = hash % num_entity_vectors",
-                "ip": "prefix value + salt, splitmix64 finaliser, % ip_hash_buckets; salt = blake2b-64('seclake-ipinsights-ip:<seed>:<prefix>')",
+                "ip": "row = offset + ((a * prefix + b) mod 2**64) >> (64 - log2(ip_hash_buckets)); a|1, b = blake2b-128('seclake-ipinsights-ip:<seed>:<prefix>') halves",
             },
             "entity_hash_key": self.entity_hash_key.hex(),
-            "ip_prefix_salts": [str(s) for s in self.salts],
+            "ip_prefix_salts": [[str(a), str(b)] for a, b in self.salts],
             "ip_table_rows": list(self.table_rows),
             "ip_table_offsets": list(self.offsets),
             "ip_prefix_hashed": list(self.hashed),

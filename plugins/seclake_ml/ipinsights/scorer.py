@@ -230,9 +230,9 @@ class IPInsightsScorer:
         else:
             acc[...] = 0.0
         if rest:
-            rows = spec.prefix_rows(addr)
+            wide = addr.astype(np.uint64)
             for j in rest:
-                np.take(self._ip_table, rows[:, j], axis=0, out=tmp, mode="clip")
+                np.take(self._ip_table, spec.prefix_column(wide, j), axis=0, out=tmp, mode="clip")
                 acc += tmp
 
     def _apply_layers(self, x: np.ndarray) -> np.ndarray:
@@ -359,7 +359,7 @@ class IPInsightsScorer:
                     + ', "known_entity": ' + ("true" if scored.known_entity[i] else "false") + "}"
                 )
             else:
-                reason = errors[i] or f"invalid IPv4 address: {ips[i]!r}"
+                reason = errors[i] or f"invalid IPv4 address: {ips[i][:64]!r}"
                 ent_part = ent_txt[i] if errors[i] is None else "null"
                 known = "true" if (errors[i] is None and scored.known_entity[i]) else "false"
                 out.append(

@@ -139,9 +139,7 @@ class RowSparseAdam:
                 )
             except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - depends on the torch build
                 self._fused = False
-                self.step_count -= 1
-                return self.step(rows, values, grad)
-        else:
+        if not self._fused:
             t = float(self.step_count)
             g = grad.add(w, alpha=self.weight_decay) if self.weight_decay else grad
             m.lerp_(g, 1 - _BETAS[0])
@@ -259,20 +257,21 @@ class IPInsights:
             val_pairs = encode_pairs(validation, spec.hash_seed) if validation is not None else None
             if len(train_pairs) == 0:
                 raise ValueError("training pairs: no valid (entity, IPv4) pair to train on")
+            known = train_pairs.unique_entity_hashes()
             log.info(
                 "encoded %d training pairs (%d entities)%s in %.1fs",
-                len(train_pairs), np.unique(train_pairs.entity_hash).size,
+                len(train_pairs), known.size,
                 f" and {len(val_pairs)} validation pairs" if val_pairs is not None else "", time.perf_counter() - t0,
             )
             with _large_buffers_from_heap(self.malloc_tuning and device.type == "cpu"):
-                self._fit_encoded(hp, spec, device, train_pairs, val_pairs)
+                self._fit_encoded(hp, spec, device, train_pairs, val_pairs, known)
         finally:
             if self.num_threads:
                 torch.set_num_threads(previous_threads)
         return self
 
     def _fit_encoded(self, hp: IPInsightsHyperparameters, spec: EncoderSpec, device: torch.device,
-                     train: EncodedPairs, val: EncodedPairs | None) -> None:
+                     train: EncodedPairs, val: EncodedPairs | None, known: np.ndarray) -> None:
         seed = int(self.seed)
         torch.manual_seed(seed)
         net = IPInsightsNet(spec, hp.num_ip_encoder_layers, seed=seed).to(device)
@@ -368,7 +367,7 @@ class IPInsights:
         self.spec_ = spec
         self.model_ = net
         self.history_ = history
-        self.known_entity_hashes_ = train.unique_entity_hashes()
+        self.known_entity_hashes_ = known
         self.train_summary_ = train.summary()
         self.validation_summary_ = val.summary() if val is not None else None
         self.device_ = str(device)
