@@ -320,8 +320,7 @@ def rollout_endpoint(
         log.info("endpoint %s already serves %s; not updating it", endpoint, epc)
         action = "unchanged"
     else:
-        request = {"EndpointName": endpoint, "EndpointConfigName": epc, "DeploymentConfig": update_config,
-                   "RetainAllVariantProperties": False}
+        request = {"EndpointName": endpoint, "EndpointConfigName": epc, "DeploymentConfig": update_config}
         log.info("updating endpoint %s from %s to %s (%s, rollback alarms %s)", endpoint, previous, epc,
                  traffic_routing, alarm_names)
         hook.update_endpoint(request, wait_for_completion=False)
