@@ -101,19 +101,21 @@ def test_create_path_deploys_and_records(alarms: MotoServer) -> None:
     assert parameter(ACTIVE) == record == result["record"]
     assert parameter(PREVIOUS) is None
     assert registry.read_active(make_cfg(), endpoint_name=ENDPOINT) == record
+    assert registry.read_active(make_cfg()) == record  # the default endpoint is the rollout's
     assert result["parameters"] == {"active": ACTIVE, "previous": None, "previous_version": None}
 
 
 def test_rerun_changes_nothing_and_keeps_previous(alarms: MotoServer) -> None:
     first = deploy()
-    again = deploy()
+    again = deploy(now=datetime(2026, 1, 9, tzinfo=timezone.utc))
     assert again["action"] == "unchanged" and again["endpoint_config_name"] == first["endpoint_config_name"]
     assert parameter(PREVIOUS) is None
+    assert parameter(ACTIVE) == first["record"] == again["record"]  # activation time of the first run kept
     assert len(client("sagemaker").list_endpoint_configs()["EndpointConfigs"]) == 1
 
 
 def test_missing_alarm_fails_before_any_change(alarms: MotoServer) -> None:
-    with pytest.raises(ValueError, match=r"no alarm named \['seclake-ml-missing'\]"):
+    with pytest.raises(ValueError, match=r"no metric alarm named \['seclake-ml-missing'\]"):
         deploy(alarms=["seclake-ml-missing"])
     assert client("sagemaker").list_models()["Models"] == []
     assert client("sagemaker").list_endpoints()["Endpoints"] == []
@@ -230,6 +232,7 @@ def test_update_path_sends_blue_green_with_auto_rollback_and_records_after_in_se
     assert active["previous_endpoint_config_name"] == first["endpoint_config_name"]
     assert previous == first["record"]
     assert result["parameters"] == {"active": ACTIVE, "previous": PREVIOUS, "previous_version": "v1"}
+    assert result["previous_version"] == "v1"
 
 
 def test_rolled_back_update_raises_and_records_nothing(alarms: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:

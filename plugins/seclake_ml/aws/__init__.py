@@ -64,7 +64,7 @@ def aws_setting(cfg: Any, name: str, value: Any = None) -> Any:
 def require_setting(cfg: Any, name: str, value: Any = None) -> Any:
     """Like :func:`aws_setting`, but a missing value raises ``ValueError`` naming where to set it."""
     found = aws_setting(cfg, name, value)
-    if found in (None, "", ()):
+    if not found:
         raise ValueError(
             f"SageMaker setting {name!r} is not set: pass it explicitly or set "
             f"extra.{SETTINGS_KEY}.{name} in the configuration"

@@ -29,6 +29,7 @@ __all__ = [
 IPINSIGHTS_REPOSITORY = "ipinsights"
 IPINSIGHTS_VERSION = "1"
 IMAGE_SCOPES = ("training", "inference")
+_IMAGE_RE = re.compile(r"[\w.-]+(:\d+)?/[\w./-]+(:[\w.-]+|@sha256:[0-9a-f]{64})")
 
 IPINSIGHTS_REGISTRIES: dict[str, str] = {
     "af-south-1": "455444449433",
@@ -133,7 +134,7 @@ def resolve_image_uri(cfg: Any, image_uri: str | None = None) -> str:
 
     explicit = aws_setting(cfg, "image_uri", image_uri)
     if explicit:
-        if not isinstance(explicit, str) or not re.fullmatch(r"[\w.-]+(:\d+)?/[\w./-]+(:[\w.-]+|@sha256:[0-9a-f]{64})", explicit):
+        if not isinstance(explicit, str) or not _IMAGE_RE.fullmatch(explicit):
             raise ValueError(f"image_uri: got {explicit!r}; expected registry/repository:tag")
         return explicit
     return ipinsights_image_uri(cfg.region)

@@ -8,7 +8,7 @@ The version and its threshold are one JSON value, so a reader never sees a thres
 model. :func:`record_active` is called by the rollout only once the endpoint is ``InService`` on the
 new configuration. It first copies the current ``active`` value to ``previous`` and then writes the
 new ``active``; recording the same version and endpoint config again (a re-run) rewrites ``active``
-only and keeps ``previous`` as it is.
+only (its ``activated_at`` and ``previous_endpoint_config_name`` kept) and leaves ``previous`` as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ACTIVE = "active"
 PREVIOUS = "previous"
 MAX_VALUE_BYTES = 4096  # standard-tier parameter limit
 REQUIRED_FIELDS = ("version", "threshold", "endpoint_name", "endpoint_config_name", "model_name")
+RERUN_KEPT_FIELDS = ("activated_at", "previous_endpoint_config_name")
 _PATH_RE = re.compile(r"(/[A-Za-z0-9_.-]+)+")
 
 
@@ -43,7 +44,8 @@ def parameter_names(ssm_path: str, endpoint_name: str) -> dict[str, str]:
     :param ssm_path: base path such as ``/seclake-ml/ipinsights`` (leading ``/``, no trailing ``/``).
     :param endpoint_name: SageMaker endpoint the records describe.
     """
-    if not isinstance(ssm_path, str) or not _PATH_RE.fullmatch(ssm_path) or ssm_path.lower().startswith(("/aws", "/ssm")):
+    reserved = isinstance(ssm_path, str) and ssm_path.lower().startswith(("/aws", "/ssm"))
+    if not isinstance(ssm_path, str) or not _PATH_RE.fullmatch(ssm_path) or reserved:
         raise ValueError(
             f"ssm_path: got {ssm_path!r}; expected /segment[/segment...] of letters, digits, '_', '.', '-' "
             "not starting with /aws or /ssm"
@@ -76,32 +78,39 @@ def _read(hook: SsmHook, name: str) -> dict[str, Any] | None:
     return value
 
 
+def _endpoint(cfg: Any, endpoint_name: str | None) -> str:
+    from seclake_ml.aws.names import endpoint_name as default_endpoint_name
+
+    return endpoint_name or default_endpoint_name(aws_setting(cfg, "resource_prefix"))
+
+
 def read_active(
-    cfg: Any, *, endpoint_name: str, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
+    cfg: Any, *, endpoint_name: str | None = None, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any] | None:
     """The active record of ``endpoint_name``, or ``None`` when nothing was ever activated.
 
-    :param cfg: package configuration (region; ``extra.sagemaker.ssm_path``).
-    :param endpoint_name: SageMaker endpoint.
+    :param cfg: package configuration (region; ``extra.sagemaker`` settings).
+    :param endpoint_name: SageMaker endpoint; default ``<resource_prefix>-ipinsights`` (as the rollout's).
     :param ssm_path: base path; default ``extra.sagemaker.ssm_path`` (``/seclake-ml/ipinsights``).
     :param aws_conn_id: Airflow AWS connection.
     """
-    names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), endpoint_name)
+    names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), _endpoint(cfg, endpoint_name))
     return _read(ssm_hook(cfg, aws_conn_id), names[ACTIVE])
 
 
 def read_previous(
-    cfg: Any, *, endpoint_name: str, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
+    cfg: Any, *, endpoint_name: str | None = None, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any] | None:
     """The record that was active before the current one, or ``None``. Same parameters as :func:`read_active`."""
-    names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), endpoint_name)
+    names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), _endpoint(cfg, endpoint_name))
     return _read(ssm_hook(cfg, aws_conn_id), names[PREVIOUS])
 
 
 def _dump(record: Mapping[str, Any]) -> str:
     text = json.dumps(dict(record), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
-        raise RegistryError(f"registry record is {len(text.encode('utf-8'))} bytes; SSM standard parameters hold {MAX_VALUE_BYTES}")
+    size = len(text.encode("utf-8"))
+    if size > MAX_VALUE_BYTES:
+        raise RegistryError(f"registry record is {size} bytes; SSM standard parameters hold {MAX_VALUE_BYTES}")
     return text
 
 
@@ -131,15 +140,20 @@ def record_active(
         ``model_name``; JSON-serialisable, at most 4 KB.
     :param ssm_path: base path; default ``extra.sagemaker.ssm_path``.
     :param aws_conn_id: Airflow AWS connection.
-    :return: ``{"active": <parameter>, "previous": <parameter or None>, "previous_version": ...}``.
+    :return: ``{"active": <parameter>, "previous": <parameter or None>, "previous_version": ...,
+        "record": <the value written>}``.
     """
     rec = validate_record(record)
     names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), str(rec["endpoint_name"]))
-    value = _dump(rec)
     hook = ssm_hook(cfg, aws_conn_id)
     current = _read(hook, names[ACTIVE])
     same = current is not None and (current.get("version"), current.get("endpoint_config_name")) == (
         rec["version"], rec["endpoint_config_name"])
+    if same and current is not None:  # a re-run: when and from what it was activated stay as recorded
+        for key in RERUN_KEPT_FIELDS:
+            if key in current:
+                rec[key] = current[key]
+    value = _dump(rec)
     wrote_previous = None
     if current is not None and not same:
         hook.conn.put_parameter(
@@ -161,4 +175,5 @@ def record_active(
         "active": names[ACTIVE],
         "previous": wrote_previous,
         "previous_version": current.get("version") if current is not None and not same else None,
+        "record": rec,
     }

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
+from seclake_ml.aws.image_uris import resolve_image_uri
 from seclake_ml.aws.registry import record_active, validate_record
 from seclake_ml.aws.training import describe_or_none, ensure_model, sagemaker_hook
 
@@ -122,18 +123,23 @@ def _alarm_names(alarms: Sequence[str] | None) -> list[str]:
 
 
 def check_alarms_exist(cfg: Any, alarms: Sequence[str], *, aws_conn_id: str | None = "aws_default") -> None:
-    """Raise ``ValueError`` naming the alarms CloudWatch does not know (no hook exists for alarms)."""
+    """Raise ``ValueError`` naming the alarms CloudWatch does not know as metric alarms.
+
+    The provider has no CloudWatch hook, so the generic :class:`AwsBaseHook` client is used. Only
+    metric alarms are looked up: ``cloudwatch:DescribeAlarms`` is granted on ``<prefix>-*`` alarms,
+    and composite alarms can only be described with ``Resource: "*"``.
+    """
     names = _alarm_names(alarms)
     if not names:
         return
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     cloudwatch = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="cloudwatch", region_name=cfg.region).conn
-    response = cloudwatch.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm", "CompositeAlarm"])
-    found = {a["AlarmName"] for a in response.get("MetricAlarms", []) + response.get("CompositeAlarms", [])}
+    response = cloudwatch.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm"])
+    found = {a["AlarmName"] for a in response.get("MetricAlarms", [])}
     missing = [a for a in names if a not in found]
     if missing:
-        raise ValueError(f"alarms: CloudWatch has no alarm named {missing} in {cfg.region}; create them first")
+        raise ValueError(f"alarms: CloudWatch has no metric alarm named {missing} in {cfg.region}; create them first")
 
 
 def ensure_endpoint_config(
@@ -266,15 +272,15 @@ def rollout_endpoint(
     :param aws_conn_id: Airflow AWS connection.
     :param now: activation time to record (default: the current UTC time).
     :return: endpoint, endpoint config and model names, ``action`` (``created``, ``updated`` or
-        ``unchanged``), the previous endpoint config, the record written and its parameter names.
+        ``unchanged``), the previous endpoint config, the version it replaced (``previous_version``),
+        the record written and its parameter names.
     """
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
-    from seclake_ml.aws.image_uris import resolve_image_uri
-
     image = resolve_image_uri(cfg, image_uri)
     endpoint = endpoint_name or naming.endpoint_name(prefix)
     if not endpoint.startswith(prefix + "-"):
-        log.warning("endpoint %s does not start with %s-: the IAM policies in include/iam do not cover it", endpoint, prefix)
+        log.warning("endpoint %s does not start with %s-: the IAM policies in include/iam do not cover it",
+                    endpoint, prefix)
     instance_type = aws_setting(cfg, "endpoint_instance_type", instance_type)
     alarm_names = _alarm_names(aws_setting(cfg, "alarms", alarms))
     update_config = deployment_config(
@@ -283,7 +289,8 @@ def rollout_endpoint(
         max_execution_timeout_seconds=max_execution_timeout_seconds,
     )
     model = model_name or naming.model_name(prefix, model_data_url=model_data_url, image_uri=image)
-    epc = naming.endpoint_config_name(prefix, model_name=model, instance_type=instance_type, instance_count=instance_count)
+    epc = naming.endpoint_config_name(prefix, model_name=model, instance_type=instance_type,
+                                      instance_count=instance_count)
     record = validate_record({
         **dict(metadata or {}),
         "version": version,
@@ -331,6 +338,7 @@ def rollout_endpoint(
     activated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
     record.update({"activated_at": activated, "previous_endpoint_config_name": previous})
     written = record_active(cfg, record, ssm_path=ssm_path, aws_conn_id=aws_conn_id)
+    record = written.pop("record")
     log.info("endpoint %s InService on %s (%s); version %s recorded in %s", endpoint, epc, action, version,
              written["active"])
     return {
@@ -339,6 +347,7 @@ def rollout_endpoint(
         "model_name": model,
         "action": action,
         "previous_endpoint_config_name": previous,
+        "previous_version": written["previous_version"],
         "record": record,
         "parameters": written,
     }

@@ -94,7 +94,9 @@ def _check_s3(uri: Any, name: str) -> str:
 def _channel(name: str, uri: str) -> dict[str, Any]:
     return {
         "ChannelName": name,
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        },
         "ContentType": CONTENT_TYPE,
         "CompressionType": "None",
         "InputMode": "File",
@@ -171,10 +173,10 @@ def _conn_id(op: Any, aws_conn_id: str | None) -> str | None:
 
 
 def sagemaker_hook(cfg: Any, aws_conn_id: str | None) -> SageMakerHook:
-    """A :class:`SageMakerHook` in the configured region."""
+    """A :class:`SageMakerHook` in the configured region (the connection's region when ``cfg`` is ``None``)."""
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
-    return SageMakerHook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    return SageMakerHook(aws_conn_id=aws_conn_id, region_name=getattr(cfg, "region", None))
 
 
 def describe_or_none(describe: Any, name: str) -> dict[str, Any] | None:
@@ -203,7 +205,8 @@ def _same_request(config: Mapping[str, Any], found: Mapping[str, Any]) -> list[s
             for c in found.get("InputDataConfig") or []]
     if sorted(sent) != sorted(have):
         diffs.append("InputDataConfig")
-    if found.get("AlgorithmSpecification", {}).get("TrainingImage") != config["AlgorithmSpecification"]["TrainingImage"]:
+    image = found.get("AlgorithmSpecification", {}).get("TrainingImage")
+    if image != config["AlgorithmSpecification"]["TrainingImage"]:
         diffs.append("TrainingImage")
     return diffs
 
@@ -385,14 +388,15 @@ def _wait(hook: SageMakerHook, name: str, check_interval: int, max_seconds: int)
 
 
 def training_complete(
-    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any, aws_conn_id: str | None = None
+    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = None
 ) -> dict[str, Any]:
     """Finish a deferred :func:`run_training` from the trigger's event.
 
     :param op: the calling operator (``op.aws_conn_id`` is used when ``aws_conn_id`` is not given).
     :param context: the task context (unused).
     :param event: the ``SageMakerTrigger`` event, ``{"status": "success", "job_name": ...}``.
-    :param cfg: package configuration (region).
+    :param cfg: package configuration (region); ``None`` uses the connection's region, which is
+        the region the trigger polled.
     :param aws_conn_id: Airflow AWS connection.
     :raises TrainingJobError: the trigger reported an error or the job did not complete.
     """
@@ -400,7 +404,8 @@ def training_complete(
         raise TrainingJobError("<unknown>", None, f"trigger event without a job name: {event!r}")
     name = str(event["job_name"])
     if event.get("status") != "success":
-        raise TrainingJobError(name, None, f"the trigger reported {event.get('status')!r}: {event.get('message') or event}")
+        reason = f"the trigger reported {event.get('status')!r}: {event.get('message') or event}"
+        raise TrainingJobError(name, None, reason)
     return _finish(sagemaker_hook(cfg, _conn_id(op, aws_conn_id)), name, reused=False)
 
 

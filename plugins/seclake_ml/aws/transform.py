@@ -217,7 +217,9 @@ def run_transform(
     image = resolve_image_uri(cfg, image_uri)
     if isinstance(check_interval, bool) or not isinstance(check_interval, int) or check_interval < 0:
         raise ValueError(f"check_interval: got {check_interval!r}; expected an int >= 0")
-    model = model_name or naming.model_name(prefix, model_data_url=model_data_url, image_uri=image, start=start, end=end)
+    model = model_name or naming.model_name(
+        prefix, model_data_url=model_data_url, image_uri=image, start=start, end=end
+    )
     name = job_name or naming.transform_job_name(
         prefix, model_name=model, input_uri=input_uri, output_uri=output_uri, instance_type=instance_type,
         instance_count=instance_count, model_data_url=model_data_url, start=start, end=end, attempt=attempt,
@@ -285,21 +287,22 @@ def run_transform(
 
 
 def transform_complete(
-    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any, aws_conn_id: str | None = None
+    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = None
 ) -> dict[str, Any]:
     """Finish a deferred :func:`run_transform` from the trigger's event.
 
     :param op: the calling operator.
     :param context: the task context (unused).
     :param event: the ``SageMakerTrigger`` event, ``{"status": "success", "job_name": ...}``.
-    :param cfg: package configuration (region).
+    :param cfg: package configuration (region); ``None`` uses the connection's region.
     :param aws_conn_id: Airflow AWS connection (default ``op.aws_conn_id``).
     """
     if not isinstance(event, Mapping) or not event.get("job_name"):
         raise TransformJobError("<unknown>", None, f"trigger event without a job name: {event!r}")
     name = str(event["job_name"])
     if event.get("status") != "success":
-        raise TransformJobError(name, None, f"the trigger reported {event.get('status')!r}: {event.get('message') or event}")
+        reason = f"the trigger reported {event.get('status')!r}: {event.get('message') or event}"
+        raise TransformJobError(name, None, reason)
     conn_id = aws_conn_id if aws_conn_id is not None else getattr(op, "aws_conn_id", "aws_default")
     return _finish(sagemaker_hook(cfg, conn_id), name, reused=False)
 
