@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "seclake_ipinsights_training"
 UTC = timezone.utc
-LAKE_START, LAKE_DAYS, LAKE_SEED = "2023-12-25", 22, 21
+LAKE_START, LAKE_DAYS, LAKE_SEED = "2023-12-25", 29, 21  # through 2024-01-22; anomalies from ~01-13
 SOURCES = ["vpc_flow:instance_peer", "cloudtrail_signin:principal_ip", "cloudtrail_api:principal_ip"]
 FAST_HP = {"epochs": 4, "vector_dim": 64, "num_entity_vectors": 4000}
 BROKEN_HP = {"epochs": 1, "vector_dim": 4, "learning_rate": 0.000001, "num_entity_vectors": 100}
@@ -66,7 +66,7 @@ def site(tmp_path_factory) -> dict:
     _run([sys.executable, "-m", "airflow", "db", "migrate"], env)
     _run([sys.executable, "-m", "seclake_ml", "lake", "generate", "--root", str(root / "lake"), "--start", LAKE_START,
           "--days", str(LAKE_DAYS), "--seed", str(LAKE_SEED), "--flows-per-day", "4000", "--api-calls-per-day", "600",
-          "--dns-per-day", "200", "--anomalies-per-kind", "8"], env)
+          "--dns-per-day", "200", "--anomalies-per-kind", "12"], env)
     return {"env": env, "root": root, "work": root / "work", "lake": root / "lake"}
 
 
@@ -108,16 +108,16 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 def test_model_is_trained_calibrated_and_activated(site: dict) -> None:
     t0 = time.perf_counter()
-    _dags_test(site, "2024-01-15T03:00:00+00:00", {"lookback_days": 14, "hyperparameters": FAST_HP})
+    _dags_test(site, "2024-01-22T03:00:00+00:00", {"lookback_days": 14, "hyperparameters": FAST_HP})
     took = time.perf_counter() - t0
     active = _active(site)
-    assert active["version"] == "ipinsights-20240101T0300Z-20240115T0300Z"
+    assert active["version"] == "ipinsights-20240108T0300Z-20240122T0300Z"
     assert np.isfinite(active["threshold"]) and active["metrics"]["auc"] >= 0.9
-    report_dir = site["work"] / "training" / "calibration" / "interval=20240101T030000Z_20240115T030000Z"
+    report_dir = site["work"] / "training" / "calibration" / "interval=20240108T030000Z_20240122T030000Z"
     html = report_dir / "report.html"
     assert html.is_file() and "<img" in html.read_text() and "data:image/png;base64," in html.read_text()
     assert len(list(report_dir.glob("*.png"))) >= 2 and (report_dir / "metrics.json").is_file()
-    auc, n_anom, n_norm = _ground_truth_auc(site, active, (datetime(2024, 1, 1, 3, tzinfo=UTC), datetime(2024, 1, 15, 3, tzinfo=UTC)))
+    auc, n_anom, n_norm = _ground_truth_auc(site, active, (datetime(2024, 1, 8, 3, tzinfo=UTC), datetime(2024, 1, 22, 3, tzinfo=UTC)))
     print(f"\nfirst training run: {took:.1f}s; ground-truth AUC {auc:.4f} on {n_anom} anomalies vs {n_norm} normal pairs")
     assert n_anom >= 10 and n_norm >= 1000
     assert auc >= 0.95
@@ -125,13 +125,13 @@ def test_model_is_trained_calibrated_and_activated(site: dict) -> None:
 
 def test_broken_candidate_is_stopped_by_the_gate(site: dict) -> None:
     before = (_store(site) / "active.json").read_bytes()
-    proc = _dags_test(site, "2024-01-15T03:00:00+00:00",
+    proc = _dags_test(site, "2024-01-22T03:00:00+00:00",
                       {"lookback_days": 13, "hyperparameters": BROKEN_HP})
     assert (_store(site) / "active.json").read_bytes() == before, "a rejected candidate must not change the active model"
-    candidate = _store(site) / "versions" / "ipinsights-20240102T0300Z-20240115T0300Z"
+    candidate = _store(site) / "versions" / "ipinsights-20240109T0300Z-20240122T0300Z"
     assert (candidate / "model.json").is_file()
     out = proc.stdout + proc.stderr
-    assert "quality gate rejected ipinsights-20240102T0300Z-20240115T0300Z" in out
+    assert "quality gate rejected ipinsights-20240109T0300Z-20240122T0300Z" in out
     assert "rollout skipped" in out
 
 

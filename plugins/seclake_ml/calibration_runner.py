@@ -43,13 +43,12 @@ def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr
     }
 
 
-def _render(res: Any, out: Path, title: str) -> str | None:
-    """Write metrics JSON, PNGs and the HTML page; returns the HTML path."""
-    (out / "metrics.json").write_text(json.dumps(res.metrics(), indent=2, default=float) + "\n", encoding="utf-8")
+def _render(res: Any, out: Path, title: str, context: dict[str, Any] | None = None) -> str:
+    """Write metrics JSON, the PNGs and the self-contained HTML page; returns the HTML path."""
     from seclake_ml.ipinsights import report
 
-    html = report.write_report(res, out, title=title)
-    return str(html)
+    paths = report.write_report(res, out, title=title, context=context)
+    return str(paths["html"])
 
 
 def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, mode: str = "target_fpr",
@@ -67,7 +66,8 @@ def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, m
     scorer = IPInsightsScorer.load(model_dir)
     res = calibrate(scorer, normal, abnormal, target_fpr=target_fpr if mode == "target_fpr" else None)
     res.threshold.save(out / "threshold.json")
-    html = _render(res, out, title=f"IP Insights calibration: {Path(model_dir).name}")
+    html = _render(res, out, title=f"IP Insights calibration: {Path(model_dir).name}",
+                   context={"model_dir": str(model_dir), "train": train, "holdout": holdout, "seed": seed})
     log.info("calibration sets: %d normal, %d abnormal; counts %s", len(normal), len(abnormal), res.counts)
     return _summary(res, out, html, mode, target_fpr)
 
@@ -85,9 +85,7 @@ def auc_on_sets(scorer: Any, normal_path: str, abnormal_path: str) -> float:
 def score_sets_auc(cfg: Any, active: dict[str, Any], calibration: dict[str, Any], *, aws_conn_id: str | None = None) -> float | None:
     """AUC of the active model on the candidate's calibration sets (``None`` if it cannot be scored)."""
     if cfg.backend == "aws":
-        from seclake_ml.aws.transform import active_model_auc
-
-        return active_model_auc(cfg, active, calibration, aws_conn_id=aws_conn_id)
+        return active_auc_aws(cfg, active, calibration, aws_conn_id=aws_conn_id)
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
 
     model_dir = active.get("model_dir")
@@ -101,10 +99,250 @@ def score_sets_auc(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
         return None
 
 
+# ------------------------------------------------------------------------------------------- aws
+# Bounds of what the aws calibration reads from the training channels. The sets themselves hold at
+# most MAX_NORMAL known-normal pairs and about as many injected ones, so these only bound memory.
+MAX_TRAIN_ROWS = 2_000_000
+MAX_HOLDOUT_ROWS = 1_000_000
+CSV_CHUNK_ROWS = 250_000
+SET_FILES = ("abnormal.csv", "normal.csv")  # Batch Transform input; its output comes back in key order
+
+
+class PrecomputedScorer:
+    """Stands in for the engine's scorer in :func:`~seclake_ml.ipinsights.calibration.calibrate`.
+
+    It answers ``score(entities, ips)`` with dot products computed elsewhere (a Batch Transform job),
+    for exactly the pair arrays it was given; every entity counts as known and every IP as valid,
+    since the built-in algorithm hashes any entity and the sets hold only IPv4 addresses.
+
+    :param sets: ``(entities, ips, dot_products)`` per scored set, arrays of equal length.
+    """
+
+    def __init__(self, sets: list[tuple[Any, Any, Any]]) -> None:
+        import numpy as np
+
+        self._sets = []
+        for entities, ips, dots in sets:
+            e, i, d = (np.asarray(entities, dtype=object), np.asarray(ips, dtype=object),
+                       np.asarray(dots, dtype=np.float64))
+            if not len(e) == len(i) == len(d):
+                raise ValueError(f"precomputed scores: {len(e)} entities, {len(i)} IPs, {len(d)} dot products")
+            self._sets.append((e, i, d))
+
+    def score(self, entities: Any, ips: Any) -> Any:
+        import numpy as np
+
+        from seclake_ml.ipinsights.scorer import ScoredPairs
+
+        e, i = np.asarray(entities, dtype=object), np.asarray(ips, dtype=object)
+        for se, si, sd in self._sets:
+            if len(se) == len(e) and np.array_equal(se, e) and np.array_equal(si, i):
+                ones = np.ones(len(sd), dtype=bool)
+                return ScoredPairs(sd, ones, ones.copy())
+        raise ValueError(f"no precomputed dot products for these {len(e)} pairs")
+
+
+def _s3(cfg: Any, aws_conn_id: str | None) -> tuple[Any, Any]:
+    """An :class:`S3Hook` in the configured region and its boto3 session (for awswrangler)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    return hook, hook.get_session(region_name=cfg.region)
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"expected an s3:// URI, got {uri!r}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def read_channel_sample(uri: str, *, session: Any, max_rows: int, total_rows: int | None = None, seed: int = 0,
+                        chunk_rows: int = CSV_CHUNK_ROWS) -> Any:
+    """``entity``/``ip`` pairs of the headerless CSV objects under ``uri``, at most ``max_rows``.
+
+    Read in chunks of ``chunk_rows`` rows. When ``total_rows`` (the channel's row count from the
+    prepare step) exceeds ``max_rows``, every chunk keeps a seeded random share of its rows, so
+    the sample spans all objects instead of the first ones only.
+    """
+    import awswrangler as wr
+    import numpy as np
+    import pandas as pd
+
+    share = 1.0 if not total_rows or total_rows <= max_rows else max_rows / float(total_rows)
+    rng = np.random.default_rng(seed)
+    parts: list[Any] = []
+    kept = 0
+    chunks = wr.s3.read_csv(path=uri, path_suffix=".csv", header=None, names=["entity", "ip"], dtype=str,
+                            keep_default_na=False, na_filter=False, chunksize=chunk_rows, boto3_session=session)
+    for df in chunks:
+        if share < 1.0:
+            df = df[rng.random(len(df)) < share]
+        if kept + len(df) > max_rows:
+            log.warning("%s: more than %d rows; calibration reads the first %d", uri, max_rows, max_rows)
+            df = df.iloc[: max_rows - kept]
+        parts.append(df)
+        kept += len(df)
+        if kept >= max_rows:
+            break
+    if not parts:
+        return pd.DataFrame({"entity": pd.Series(dtype=object), "ip": pd.Series(dtype=object)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def _csv_bytes(frame: Any) -> bytes:
+    return frame[["entity", "ip"]].to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
+
+
+def _write_transform_input(hook: Any, prefix: str, normal: Any, abnormal: Any) -> tuple[str, str]:
+    """Write ``abnormal.csv`` and ``normal.csv`` under ``<prefix>input/`` (anything else there is removed).
+
+    :return: the input prefix and a digest of the two files' content.
+    """
+    import hashlib
+
+    input_uri = f"{prefix}input/"
+    bucket, key = _bucket_key(input_uri)
+    bodies = {"abnormal.csv": _csv_bytes(abnormal), "normal.csv": _csv_bytes(normal)}
+    stale = [k for k in hook.list_keys(bucket_name=bucket, prefix=key) or [] if k[len(key):] not in bodies]
+    if stale:
+        hook.delete_objects(bucket=bucket, keys=stale)
+    digest = hashlib.sha256()
+    for name in SET_FILES:
+        hook.load_bytes(bodies[name], key=f"{key}{name}", bucket_name=bucket, replace=True)
+        digest.update(name.encode() + b"\0" + bodies[name])
+    return input_uri, digest.hexdigest()[:12]
+
+
+def _score_sets(op: Any, context: Any, cfg: Any, hook: Any, prefix: str, normal: Any, abnormal: Any, *,
+                aws_conn_id: str | None, **transform_args: Any) -> tuple[Any, dict[str, Any]]:
+    """Score both sets with one Batch Transform job; return the scorer stand-in and the job summary.
+
+    The job waits here rather than deferring: the dot products are read right after it, and scoring
+    the calibration sets is short next to the scheduling overhead of a deferral.
+    """
+    from seclake_ml.aws.transform import read_transform_output, run_transform
+
+    input_uri, digest = _write_transform_input(hook, prefix, normal, abnormal)
+    # The content digest in the output prefix gives new sets a new job name: a finished job is only
+    # reused (by its deterministic name) when it scored exactly these files.
+    output_uri = f"{prefix}scores/{digest}/"
+    job = run_transform(op, context, cfg, input_uri=input_uri, output_uri=output_uri, deferrable=False,
+                        aws_conn_id=aws_conn_id, **transform_args)
+    dots = read_transform_output(cfg, input_uri=input_uri, output_uri=output_uri, aws_conn_id=aws_conn_id)
+    n_abnormal = len(abnormal)
+    if len(dots) != n_abnormal + len(normal):
+        from seclake_ml.aws.transform import TransformOutputError
+
+        raise TransformOutputError(f"{len(dots)} dot products for {n_abnormal} + {len(normal)} pairs")
+    scorer = PrecomputedScorer([
+        (abnormal["entity"], abnormal["ip"], dots[:n_abnormal]),  # abnormal.csv sorts first
+        (normal["entity"], normal["ip"], dots[n_abnormal:]),
+    ])
+    return scorer, dict(job or {}) | {"input_uri": input_uri, "output_uri": output_uri}
+
+
 def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], data: dict[str, Any], out_dir: str,
                   mode: str, target_fpr: float, seed: int) -> dict[str, Any]:
-    """aws backend: build the sets from the S3 channels, score them with Batch Transform, calibrate."""
-    from seclake_ml.aws.transform import calibrate_with_batch_transform
+    """aws backend: build the sets from the S3 channels, score them with Batch Transform, calibrate.
 
-    return calibrate_with_batch_transform(op, context, cfg, model=model, data=data, out_prefix=out_dir + "/",
-                                          mode=mode, target_fpr=target_fpr, seed=seed)
+    Under ``<out_dir>/``: ``input/{abnormal,normal}.csv`` (the transform input), ``scores/<digest>/``
+    (its output), ``normal.parquet`` and ``abnormal.parquet`` (the sets, for the quality gate) and
+    ``report/`` (HTML, PNGs, metrics and threshold JSON). Returns the keys of
+    :func:`calibrate_local`, with S3 URIs, plus the transform job and the model it ran.
+
+    :param op: the calling operator (its ``aws_conn_id``).
+    :param model: the training summary (``model_data_url``, ``version``).
+    :param data: the prepared-data summary (``train``, ``holdout`` channel prefixes and row counts).
+    """
+    import tempfile
+
+    import awswrangler as wr
+
+    from seclake_ml.aws import aws_setting
+    from seclake_ml.aws import names as naming
+    from seclake_ml.aws.image_uris import resolve_image_uri
+    from seclake_ml.ipinsights import report
+    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate
+
+    conn_id = getattr(op, "aws_conn_id", "aws_default")
+    prefix = out_dir.rstrip("/") + "/"
+    if not data.get("holdout"):
+        raise ValueError(f"no held-out channel for [{data.get('start')}, {data.get('end')}): no pair at or after "
+                         f"the split time {data.get('split_time')}, so there is nothing to calibrate on")
+    hook, session = _s3(cfg, conn_id)
+    train = read_channel_sample(data["train"], session=session, max_rows=MAX_TRAIN_ROWS,
+                                total_rows=data.get("train_rows"), seed=seed)
+    holdout = read_channel_sample(data["holdout"], session=session, max_rows=MAX_HOLDOUT_ROWS,
+                                  total_rows=data.get("holdout_rows"), seed=seed + 1)
+    normal, abnormal = build_calibration_sets(train, holdout, n_normal=MAX_NORMAL, seed=seed)
+    normal_set, abnormal_set = f"{prefix}normal.parquet", f"{prefix}abnormal.parquet"
+    wr.s3.to_parquet(normal, path=normal_set, index=False, boto3_session=session)
+    wr.s3.to_parquet(abnormal, path=abnormal_set, index=False, boto3_session=session)
+
+    # The Model is named as the rollout names it, so a candidate that passes the gate is served by
+    # the very Model that was calibrated.
+    model_name = naming.model_name(aws_setting(cfg, "resource_prefix"), model_data_url=model["model_data_url"],
+                                   image_uri=resolve_image_uri(cfg))
+    scorer, job = _score_sets(op, context, cfg, hook, prefix, normal, abnormal, aws_conn_id=conn_id,
+                              model_data_url=model["model_data_url"], model_name=model_name,
+                              start=data.get("start"), end=data.get("end"))
+    res = calibrate(scorer, normal, abnormal, target_fpr=target_fpr if mode == "target_fpr" else None)
+
+    report_dir = f"{prefix}report/"
+    bucket, key = _bucket_key(report_dir)
+    with tempfile.TemporaryDirectory(prefix="seclake-calibration-") as tmp:
+        res.threshold.save(Path(tmp) / "threshold.json")
+        report.write_report(res, tmp, title=f"IP Insights calibration: {model.get('version')}", context={
+            "model_data_url": model["model_data_url"], "training_job": model.get("job_name"),
+            "train": data["train"], "holdout": data["holdout"], "transform_job": job.get("job_name"), "seed": seed,
+        })
+        for path in sorted(Path(tmp).iterdir()):
+            hook.load_file(str(path), key=f"{key}{path.name}", bucket_name=bucket, replace=True)
+    log.info("calibration sets: %d normal, %d abnormal; counts %s; report under %s", len(normal), len(abnormal),
+             res.counts, report_dir)
+    summary = _summary(res, Path(), f"{report_dir}report.html", mode, target_fpr)
+    summary.update(normal_set=normal_set, abnormal_set=abnormal_set, report_dir=report_dir,
+                   transform_job=job.get("job_name"), model_name=job.get("model_name"),
+                   scores_uri=job["output_uri"])
+    return summary
+
+
+def active_auc_aws(cfg: Any, active: dict[str, Any], calibration: dict[str, Any], *,
+                   aws_conn_id: str | None = None) -> float | None:
+    """AUC of the active model (the SSM registry record) on the candidate's stored sets.
+
+    The sets' Parquet copies are written out as transform input under
+    ``<calibration folder>/gate/<digest of the active artifact>/`` and scored with a Batch Transform
+    job of the active record's Model (re-created from its artifact and image if it was deleted).
+    ``None``, with a warning, when the record has no artifact or the job or its output is unusable;
+    AWS API errors (permissions, throttling) propagate, so the task fails and is retried.
+    """
+    import awswrangler as wr
+
+    from seclake_ml.aws import names as naming
+    from seclake_ml.aws.transform import TransformJobError, TransformOutputError
+    from seclake_ml.ipinsights.calibration import calibrate
+
+    version = active.get("version")
+    url = active.get("model_data_url")
+    if not url:
+        log.warning("active model %s: the registry record has no model_data_url; comparing against the floor only",
+                    version)
+        return None
+    try:
+        hook, session = _s3(cfg, aws_conn_id)
+        normal = wr.s3.read_parquet(path=calibration["normal_set"], boto3_session=session)
+        abnormal = wr.s3.read_parquet(path=calibration["abnormal_set"], boto3_session=session)
+        folder = calibration["normal_set"].rsplit("/", 1)[0]
+        prefix = f"{folder}/gate/{naming.content_digest(url, active.get('image_uri'))}/"
+        scorer, job = _score_sets(None, None, cfg, hook, prefix, normal, abnormal, aws_conn_id=aws_conn_id,
+                                  model_data_url=url, model_name=active.get("model_name"),
+                                  image_uri=active.get("image_uri"))
+        auc = float(calibrate(scorer, normal, abnormal, target_fpr=None).auc)
+    except (TransformJobError, TransformOutputError, ValueError) as exc:
+        log.warning("active model %s could not be scored on the candidate's sets: %s", version, exc)
+        return None
+    log.info("active model %s: AUC %.4f on the candidate's sets (transform job %s)", version, auc,
+             job.get("job_name"))
+    return auc

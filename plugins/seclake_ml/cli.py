@@ -1,6 +1,7 @@
 """Command line: ``python -m seclake_ml <group> <command> …``.
 
-Groups: ``lake generate`` (sample Security Lake), ``pairs extract`` (pairs for a data interval).
+Groups: ``lake generate`` (sample Security Lake), ``pairs extract`` (pairs for a data interval),
+``ipinsights train|score|calibration-sets|calibrate`` (the local IP Insights engine).
 Errors in the input are reported on one line with exit status 2; no traceback for bad input.
 """
 
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
     _add_lake(sub)
     _add_pairs(sub)
+    from seclake_ml.ipinsights.cli import register
+
+    register(sub)
     return parser
 
 
@@ -104,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handlers = {("pairs", "extract"): _pairs_extract, ("lake", "generate"): _lake_generate}
     try:
+        if args.group == "ipinsights":
+            from seclake_ml.ipinsights.cli import run
+
+            return run(args)
         return handlers[(args.group, args.command)](args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,7 +48,7 @@ def _run_dir(cfg: SeclakeConfig, stage: str, start: Any, end: Any) -> str:
     from seclake_ml.airflow_support import interval_key, work_root
 
     base = work_root(cfg).rstrip("/")
-    return f"{base}/training/{stage}/interval={interval_key(start, end)}"
+    return f"{base}/training/{stage}/{interval_key(start, end)}"
 
 
 def _model_store(cfg: SeclakeConfig):
@@ -115,8 +115,24 @@ class PrepareTrainingDataOperator(_ConfiguredOperator):
             from seclake_ml.training_data import split_time
 
             cut = split_time(start, end, float(self.train_fraction))
-            res = build_channels(cfg, inputs, out_prefix=out_dir + "/", split_time=cut, aws_conn_id=self.aws_conn_id)
-            result = dict(res) | {"split_time": iso(cut)}
+            try:
+                res = build_channels(cfg, pairs_uris=inputs, output_uri=out_dir + "/", split_time=cut,
+                                     aws_conn_id=self.aws_conn_id)
+            except ValueError as exc:
+                if not str(exc).startswith("no training rows"):
+                    raise
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"{exc}; nothing to train on") from None
+            # The later steps read train/holdout like the local backend's files: here they are the
+            # S3 prefixes of the training job's channels (headerless entity,ip CSV).
+            result = dict(res) | {
+                "train": res["train_uri"],
+                "holdout": res["validation_uri"],
+                "train_rows": res["train_rows"],
+                "holdout_rows": res["validation_rows"],
+                "split_time": iso(cut),
+            }
         else:
             from seclake_ml.training_data import combine_and_split
 
@@ -182,16 +198,25 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
         if cfg.backend == "aws":
             from seclake_ml.aws.training import run_training
 
-            result = run_training(self, context, cfg, train_uri=data["train"], validation_uri=data.get("holdout"),
-                                  hyperparameters=hp, interval=(start, end), deferrable=self.deferrable,
-                                  aws_conn_id=self.aws_conn_id)
-            return dict(result) | {"version": version, "start": iso(start), "end": iso(end)}
+            summary = run_training(self, context, cfg, start=start, end=end, train_uri=data["train"],
+                                   validation_uri=data.get("holdout"), hyperparameters=hp,
+                                   deferrable=self.deferrable, aws_conn_id=self.aws_conn_id)
+            # With deferrable=True run_training defers (raises) and execute_complete finishes.
+            return dict(summary or {}) | {"version": version, "backend": "aws", "start": iso(start), "end": iso(end),
+                                          "train_rows": data.get("train_rows")}
         return self._train_local(cfg, data, hp, version, start, end)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from seclake_ml.airflow_support import iso
         from seclake_ml.aws.training import training_complete
+        from seclake_ml.model_store import version_for_interval
 
-        return dict(training_complete(self, context, event))
+        cfg = self.runtime_config()
+        data = _as_mapping(self.data, "data")
+        start, end = _interval(data)
+        summary = training_complete(self, context, event, cfg=cfg, aws_conn_id=self.aws_conn_id)
+        return dict(summary) | {"version": version_for_interval(start, end), "backend": "aws", "start": iso(start),
+                                "end": iso(end), "train_rows": data.get("train_rows")}
 
     def _train_local(self, cfg: SeclakeConfig, data: Mapping[str, Any], hp: dict[str, Any], version: str,
                      start: Any, end: Any) -> dict[str, Any]:
@@ -409,8 +434,17 @@ class ModelRolloutOperator(_ConfiguredOperator):
         if cfg.backend == "aws":
             from seclake_ml.aws.rollout import rollout_endpoint
 
-            record = rollout_endpoint(cfg, model=model, threshold=float(cal["threshold"]), version=model["version"],
-                                      metrics=metrics, aws_conn_id=self.aws_conn_id)
+            # The record keeps the artifact (model_data_url) and image, which the next run's quality
+            # gate needs to score the candidate's sets with this model by Batch Transform.
+            metadata = {
+                **metrics,
+                "training_job": model.get("job_name"),
+                "interval": {"start": model.get("start"), "end": model.get("end")},
+                "report": cal.get("report_html"),
+            }
+            record = rollout_endpoint(cfg, model_data_url=model["model_data_url"], version=model["version"],
+                                      threshold=float(cal["threshold"]), metadata=metadata,
+                                      aws_conn_id=self.aws_conn_id)
         else:
             record = _model_store(cfg).activate(
                 model["version"], threshold=float(cal["threshold"]), metrics=metrics,
