@@ -3,6 +3,8 @@
 # stamped so later calls skip it until the lock file changes.
 
 SHELL := /bin/bash
+empty :=
+space := $(empty) $(empty)
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
@@ -16,13 +18,14 @@ STAMP := $(VENV)/.seclake-installed
 LAKE_START ?= 2023-12-25
 LAKE_DAYS ?= 15
 LAKE_SEED ?= 7
+LAKE_SCALE ?= --flows-per-day 30000 --dns-per-day 4000 --api-calls-per-day 6000
 SOURCE_VERSION ?= 1
 RUN_DATE ?= 2024-01-08T03:00:00+00:00
 RUN_CONF ?= {"lookback_days": 14}
 DAG_ID := seclake_ipinsights_training
 LAKE := $(CURDIR)/var/lake
 WORK := $(CURDIR)/var/work
-LAKE_STAMP := $(LAKE)/.generated-$(LAKE_START)-$(LAKE_DAYS)-$(LAKE_SEED)-v$(SOURCE_VERSION)
+LAKE_STAMP := $(LAKE)/.generated-$(LAKE_START)-$(LAKE_DAYS)-$(LAKE_SEED)-v$(SOURCE_VERSION)-$(subst $(space),_,$(subst -,,$(LAKE_SCALE)))
 
 # Project-local Airflow: nothing is written outside this folder.
 export AIRFLOW_HOME := $(CURDIR)/var/airflow
@@ -71,7 +74,7 @@ lake: $(LAKE_STAMP)
 $(LAKE_STAMP): | venv
 	@rm -rf "$(LAKE)"; mkdir -p var/logs
 	@t0=$(now); "$(VPY)" -m seclake_ml lake generate --root "$(LAKE)" --start $(LAKE_START) \
-		--days $(LAKE_DAYS) --seed $(LAKE_SEED) --source-version $(SOURCE_VERSION) > var/logs/lake-generate.log 2>&1 \
+		--days $(LAKE_DAYS) --seed $(LAKE_SEED) --source-version $(SOURCE_VERSION) $(LAKE_SCALE) > var/logs/lake-generate.log 2>&1 \
 		|| { tail -40 var/logs/lake-generate.log; exit 1; }; \
 		echo "sample lake: $(LAKE_DAYS) days from $(LAKE_START), seed $(LAKE_SEED), source version $(SOURCE_VERSION) in $(call elapsed,$$t0) -> $(LAKE)"
 	@touch "$@"

@@ -324,7 +324,39 @@ def print_latest_summary(work_location: str, dag_id: str = "seclake_ipinsights_t
     for line in format_summary(summary):
         print(line)
     print(f"summary file: {found[-1]}")
+    for line in format_training_outcome(work_location, found[-1].parent.name):
+        print(line)
     return 0
+
+
+def format_training_outcome(work_location: str, interval_dir: str) -> list[str]:
+    """Lines on the model trained for ``interval_dir``: AUC, threshold, activation, report location."""
+    work = Path(work_location)
+    cal_dir = work / "training" / "calibration" / interval_dir
+    metrics_path = cal_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return ["model: no calibration for this interval (training did not run or did not finish)"]
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    thr = metrics.get("threshold") or {}
+    lines = [
+        f"calibration AUC {metrics.get('roc_auc', float('nan')):.4f} "
+        + " ".join(f"[{k} {v:.4f}]" for k, v in sorted((metrics.get("roc_auc_by_kind") or {}).items())),
+        f"threshold {thr.get('value', float('nan')):.4f} (anomaly score = -dot_product; {thr.get('method')}"
+        + (f", target FPR {thr.get('target_fpr')}" if thr.get("target_fpr") is not None else "")
+        + f"): precision {thr.get('precision', 0):.3f}, recall {thr.get('recall', 0):.3f}, FPR {thr.get('fpr', 0):.4f}",
+    ]
+    active_path = work / "models" / "ipinsights" / "active.json"
+    active = json.loads(active_path.read_text(encoding="utf-8")) if active_path.is_file() else None
+    key = interval_dir.removeprefix("interval=")
+    if active and active.get("report", "").find(key) >= 0:
+        lines.append(f"model {active['version']} ACTIVATED (previous: {active.get('previous_version')}); {active_path}")
+    else:
+        lines.append(
+            "model for this interval NOT activated (quality gate rejected it; see the quality_gate log); active: "
+            + (active["version"] if active else "none")
+        )
+    lines.append(f"calibration report: {cal_dir / 'report.html'}")
+    return lines
 
 
 # ------------------------------------------------------------------------------------- callbacks

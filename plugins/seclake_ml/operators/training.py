@@ -202,8 +202,8 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
                                    validation_uri=data.get("holdout"), hyperparameters=hp,
                                    deferrable=self.deferrable, aws_conn_id=self.aws_conn_id)
             # With deferrable=True run_training defers (raises) and execute_complete finishes.
-            return dict(summary or {}) | {"version": version, "backend": "aws", "start": iso(start), "end": iso(end),
-                                          "train_rows": data.get("train_rows")}
+            return dict(summary) | {"version": version, "backend": "aws", "start": iso(start), "end": iso(end),
+                                    "train_rows": data.get("train_rows")}
         return self._train_local(cfg, data, hp, version, start, end)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
