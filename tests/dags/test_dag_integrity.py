@@ -79,12 +79,23 @@ def test_training_dag_shape(dagbag) -> None:
         "extract.plan_extractions",
         "extract.extract_pairs",
         "extract.summarize_extraction",
+        "prepare_training_data",
+        "train_ipinsights",
+        "calibrate_threshold",
+        "quality_gate",
+        "rollout_model",
     }
     mapped = dag.get_task("extract.extract_pairs")
     assert type(mapped).__name__ == "MappedOperator"
     assert mapped.operator_class.__name__ == "SecurityLakePairsOperator"
     assert dag.get_task("extract.plan_extractions").downstream_task_ids == {"extract.extract_pairs"}
     assert dag.get_task("extract.extract_pairs").downstream_task_ids == {"extract.summarize_extraction"}
+    chain = ["extract.summarize_extraction", "prepare_training_data", "train_ipinsights", "calibrate_threshold",
+             "quality_gate", "rollout_model"]
+    for up, down in zip(chain, chain[1:]):
+        assert down in dag.get_task(up).downstream_task_ids, (up, down)
+    rollout = dag.get_task("rollout_model")
+    assert [a.name for a in rollout.outlets] == ["seclake_ml_ipinsights_active_model"]
 
 
 def test_training_dag_params_are_validated(dagbag) -> None:
@@ -93,8 +104,12 @@ def test_training_dag_params_are_validated(dagbag) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
     dag = dagbag.dags["seclake_ipinsights_training"]
-    assert dag.params.validate() == {"lookback_days": 7, "sources": None}
-    bad_values = [("lookback_days", 0), ("lookback_days", "7"), ("lookback_days", 91), ("sources", ["VPC FLOW"])]
+    defaults = {"lookback_days": 7, "sources": None, "hyperparameters": {}, "train_fraction": 0.7,
+                "target_fpr": 0.01, "auc_floor": 0.9, "gate_tolerance": 0.01}
+    assert dag.params.validate() == defaults
+    bad_values = [("lookback_days", 0), ("lookback_days", "7"), ("lookback_days", 91), ("sources", ["VPC FLOW"]),
+                  ("target_fpr", 0), ("target_fpr", 1.5), ("auc_floor", 2), ("train_fraction", 0.99),
+                  ("hyperparameters", "epochs=3")]
     for key, value in bad_values:
         params = copy.deepcopy(dag.params)
         with pytest.raises(ParamValidationError):
@@ -103,7 +118,7 @@ def test_training_dag_params_are_validated(dagbag) -> None:
     ok = copy.deepcopy(dag.params)
     ok["sources"] = ["vpc_flow:instance_peer", "route53"]
     ok["lookback_days"] = 14
-    assert ok.validate() == {"lookback_days": 14, "sources": ["vpc_flow:instance_peer", "route53"]}
+    assert ok.validate() == {**defaults, "lookback_days": 14, "sources": ["vpc_flow:instance_peer", "route53"]}
 
 
 _TIMER = textwrap.dedent(
