@@ -16,6 +16,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from seclake_ml.airflow_support import interval_key, iso
+from seclake_ml.links import CalibrationReportLink
 
 
 class SeclakeMlPlugin(AirflowPlugin):
@@ -23,3 +24,4 @@ class SeclakeMlPlugin(AirflowPlugin):
 
     name = "seclake_ml"
     macros = [interval_key, iso]
+    operator_extra_links = [CalibrationReportLink()]

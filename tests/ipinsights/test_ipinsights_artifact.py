@@ -35,8 +35,8 @@ def test_description_holds_what_operators_need(model_dir):
     desc = json.loads((model_dir / "model.json").read_text())
     assert desc["format"] == "seclake-ipinsights" and desc["format_version"] == 1
     assert desc["hyperparameters"]["vector_dim"] == 16
-    assert desc["encoder"]["prefix_lengths"] == [8, 12, 16, 20, 24, 28, 32]
-    assert desc["encoder"]["hash_seed"] == 3 and len(desc["encoder"]["ip_prefix_salts"]) == 7
+    assert desc["encoder"]["prefix_lengths"] == [8, 12, 16, 20, 24, 32]
+    assert desc["encoder"]["hash_seed"] == 3 and len(desc["encoder"]["ip_prefix_salts"]) == 6
     assert desc["row_counts"]["train"]["pairs"] == 12_000 and desc["row_counts"]["known_entities"] == 200
     assert desc["training_interval"] == {"start": "2024-01-01T00:00:00Z", "end": "2024-01-08T00:00:00Z"}
     assert 0.9 < desc["metrics"]["validation:discriminator_auc"] <= 1.0

@@ -69,7 +69,7 @@ def test_prefix_rows_share_short_prefixes_and_stay_in_their_blocks():
     assert rows[0, plen[16]] == rows[2, plen[16]] and rows[0, plen[24]] != rows[2, plen[24]]
     assert rows[0, plen[8]] != rows[3, plen[8]]
     # Deterministic for the seed, different for another seed.
-    assert rows[0].tolist() == [10, 446, 1621, 2901, 4240, 4428, 5648]
+    assert rows[0].tolist() == [10, 446, 1621, 2901, 4240, 4624]
     assert not (EncoderSpec(100, 8, ip_hash_buckets=1024, hash_seed=8).prefix_rows(a)[:, plen[32]] == rows[:, plen[32]]).all()
 
 

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         kind, low, high = HYPERPARAMETER_RANGES[name]
         rng = f"{low:g}..{'inf' if high == float('inf') else f'{high:g}'}"
         tr.add_argument(flag, dest=name, metavar="N" if kind is int else "X", help=f"{name} ({rng}, default {getattr(defaults, name)})")
-    tr.add_argument("--ip-prefix-lengths", help="IPv4 prefix lengths of the IP encoder, comma-separated (default 8,12,16,20,24,28,32)")
+    tr.add_argument("--ip-prefix-lengths", help="IPv4 prefix lengths of the IP encoder, comma-separated (default 8,12,16,20,24,32)")
     tr.add_argument("--ip-hash-buckets", type=int, help="rows per hashed prefix table (default 65536)")
     tr.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, negatives and hashing (default 0)")
     tr.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")

@@ -9,7 +9,7 @@ Entities
     even when two entities share a row.
 
 IPv4 addresses
-    Every address is represented by several prefixes (by default /8, /12, /16, /20, /24, /28, /32).
+    Every address is represented by several prefixes (by default /8, /12, /16, /20, /24, /32).
     Each prefix length has its own block of rows in one concatenated table: short prefixes index
     their block directly (``2**p`` rows), longer ones are hashed with a seeded 64-bit mixer into
     ``ip_hash_buckets`` rows. The IP vector is the sum of the prefix rows, followed by the encoder's
@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_PREFIX_LENGTHS", "EncoderSpec", "hash_entities", "entity_key"]
 
-DEFAULT_PREFIX_LENGTHS: tuple[int, ...] = (8, 12, 16, 20, 24, 28, 32)
+DEFAULT_PREFIX_LENGTHS: tuple[int, ...] = (8, 12, 16, 20, 24, 32)
 DEFAULT_IP_HASH_BUCKETS = 1 << 16
 _MASK64 = (1 << 64) - 1
 

@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseOperator
+
+from seclake_ml.links import REPORT_URL_KEY, CalibrationReportLink, report_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -253,18 +255,6 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
 
 
 # ------------------------------------------------------------------------------------------ calibrate
-class CalibrationReportLink(BaseOperatorLink):
-    """Opens the calibration report of the task's run (HTML on local disk, or its S3 console page)."""
-
-    name = "Calibration report"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        value = XCom.get_value(ti_key=ti_key, key="report_url")
-        return str(value or "")
-
-
 class ThresholdCalibrationOperator(_ConfiguredOperator):
     """Build known-normal and injected-abnormal sets, score them and choose the threshold.
 
@@ -314,8 +304,9 @@ class ThresholdCalibrationOperator(_ConfiguredOperator):
                                      seed=int(self.seed))
         result["version"] = model["version"]
         report = result.get("report_html", "")
-        url = report if report.startswith("s3://") else (Path(report).resolve().as_uri() if report else "")
-        context["ti"].xcom_push(key="report_url", value=url)
+        url = report_url(report, cfg.region)
+        context["ti"].xcom_push(key=REPORT_URL_KEY, value=url)
+        self.log.info("calibration report: %s (link: %s)", report, url)
         self.log.info(
             "calibrated %s: AUC %.4f, threshold %.4f (%s), precision %.3f recall %.3f FPR %.4f; report: %s",
             model["version"], result["auc"], result["threshold"], self.threshold_mode,
