@@ -414,7 +414,9 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site) -> None:
     assert cal["abnormal_set"] == f"s3://{BUCKET}/{base}abnormal.parquet"
     assert cal["report_dir"] == f"s3://{BUCKET}/{base}report/"
     assert cal["report_html"] == f"s3://{BUCKET}/{base}report/report.html"
-    assert ctx["ti"].xcom["report_url"] == cal["report_html"]
+    # The UI link opens the report object in the S3 console.
+    assert ctx["ti"].xcom["report_url"] == (
+        f"https://us-east-1.console.aws.amazon.com/s3/object/{BUCKET}?region=us-east-1&prefix={base}report/report.html")
     assert {"report.html", "metrics.json", "threshold.json", "roc_curve.png", "score_histogram.png"} <= {
         k.rsplit("/", 1)[1] for k in keys(f"{base}report/")}
     json.dumps(cal)
