@@ -62,7 +62,9 @@ def combine_and_split(
     files = [str(p) for p in inputs if Path(p).is_file()]
     train_path, hold_path = out / "train.parquet", out / "holdout.parquet"
     with tempfile.TemporaryDirectory(prefix="seclake-split-") as tmp:
-        con = duckdb.connect()
+        # A disk-backed spill folder and a memory cap keep large windows from exhausting the worker.
+        con = duckdb.connect(config={"temp_directory": tmp,
+                                     "memory_limit": os.environ.get("SECLAKE_ML_DUCKDB_MEMORY", "4GB")})
         try:
             con.execute(
                 "CREATE TEMP TABLE pairs (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, source VARCHAR, "
