@@ -43,7 +43,7 @@ from seclake_ml.ipinsights.ipv4 import parse_ipv4
 
 __all__ = ["IPInsightsScorer", "RequestError", "ScoredPairs"]
 
-_CHUNK = 4096
+_CHUNK = 2048
 _MERGE_MAX_ROWS = 1 << 20
 JSON = "application/json"
 JSONLINES = "application/jsonlines"

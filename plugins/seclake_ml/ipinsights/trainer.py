@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -460,10 +459,3 @@ class IPInsights:
         """Anomaly score ``-dot_product`` per pair: higher = more anomalous."""
         return -self.dot_product(entities, ips)
 
-
-def default_num_threads() -> int:
-    """Threads for training on this machine: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
