@@ -122,6 +122,8 @@ def extract_pairs(
     start: datetime | str,
     end: datetime | str,
     out: str,
+    *,
+    aws_conn_id: str | None = "aws_default",
 ) -> ExtractionResult:
     """Extract pairs of ``source``/``view`` whose event time is in ``[start, end)`` into ``out``.
 
@@ -132,6 +134,7 @@ def extract_pairs(
     :param end: exclusive end of the data interval (UTC).
     :param out: local Parquet file (local backend) or ``s3://bucket/prefix/`` (aws backend); an
         existing output for the same location is replaced, so re-runs never duplicate.
+    :param aws_conn_id: Airflow connection of the aws backend's hooks (ignored locally).
     """
     spec = get_source(source)
     spec.view(view)  # validates the view name
@@ -144,4 +147,4 @@ def extract_pairs(
         return DuckDBLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
     from seclake_ml.lake.athena import AthenaLake
 
-    return AthenaLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
+    return AthenaLake(cfg, aws_conn_id=aws_conn_id).extract(spec.name, view, start_utc, end_utc, out)

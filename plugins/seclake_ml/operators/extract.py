@@ -65,7 +65,7 @@ class SecurityLakePairsOperator(BaseOperator):
         same folder as an S3 prefix. Templated.
     :param config_overrides: configuration fields that win over the Variable and environment for this
         task only (e.g. ``{"dedupe": true}``). Templated (rendered as JSON).
-    :param aws_conn_id: Airflow connection used to clear a previous run's S3 output before rewriting it.
+    :param aws_conn_id: Airflow connection for the aws backend (Athena and S3 hooks).
     """
 
     template_fields: Sequence[str] = ("source", "view", "start", "end", "out", "config_overrides")
@@ -150,7 +150,7 @@ class SecurityLakePairsOperator(BaseOperator):
     def _extract(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: str) -> dict[str, Any]:
         from seclake_ml.pairs import extract_pairs
 
-        res = extract_pairs(cfg, source=self.source, view=view, start=start, end=end, out=out)
+        res = extract_pairs(cfg, source=self.source, view=view, start=start, end=end, out=out, aws_conn_id=self.aws_conn_id)
         return dict(res.to_dict())
 
     def _extract_to_local(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: Path) -> dict[str, Any]:
@@ -168,26 +168,11 @@ class SecurityLakePairsOperator(BaseOperator):
         return result
 
     def _extract_to_s3(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: str) -> dict[str, Any]:
-        """Empty the interval's prefix first (Athena ``UNLOAD`` needs an empty target), then extract."""
+        """Extract into the interval's S3 prefix; the Athena backend empties it before ``UNLOAD``."""
         prefix = out if out.endswith("/") else out + "/"
-        removed = self._clear_s3_prefix(prefix)
-        if removed:
-            self.log.info("removed %d object(s) of a previous run under %s", removed, prefix)
         result = self._extract(cfg, view, start, end, prefix)
         result.setdefault("output", prefix)
         return result
-
-    def _clear_s3_prefix(self, prefix: str) -> int:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        bucket, _, key_prefix = prefix[len("s3://") :].partition("/")
-        if not key_prefix.strip("/"):
-            raise ValueError(f"out: refusing to clear a whole bucket ({prefix!r}); use a prefix below the bucket")
-        hook = S3Hook(aws_conn_id=self.aws_conn_id)
-        keys = hook.list_keys(bucket_name=bucket, prefix=key_prefix) or []
-        if keys:
-            hook.delete_objects(bucket=bucket, keys=keys)
-        return len(keys)
 
     # ------------------------------------------------------------------------------------ logs
     def _log_result(self, label: str, result: Mapping[str, Any], wall: float) -> None:
