@@ -277,6 +277,20 @@ def _backfill(site: dict, from_date: str, to_date: str, *extra: str) -> tuple[li
     return planned, args
 
 
+def _create_backfill(site: dict, args: list[str], wait_s: int = 240) -> None:
+    """Create the backfill; while the scheduler has not yet marked an earlier, finished backfill as
+    completed, Airflow refuses a second one (AlreadyRunningBackfill), so try again for a while."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        proc = _airflow(site, *args, check=False)
+        if proc.returncode == 0:
+            return
+        if "AlreadyRunningBackfill" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+            pytest.fail(f"airflow backfill create failed (rc={proc.returncode}):\n"
+                        f"{(proc.stdout + proc.stderr)[-4000:]}{_diagnostics(site)}")
+        time.sleep(5)
+
+
 # ----------------------------------------------------------------------------------------------
 # outputs
 
@@ -353,7 +367,7 @@ def test_backfill_runs_three_weekly_intervals_through_the_scheduler(site: dict) 
     planned, args = _backfill(site, FROM_DATE, TO_DATE)
     assert planned == LOGICAL_DATES, f"dry run plans {planned}, expected {LOGICAL_DATES}"
     t0 = time.perf_counter()
-    _airflow(site, *args)
+    _create_backfill(site, args)
     rows = _run_rows(site)
     assert sorted(rows) == LOGICAL_DATES, f"backfill created runs {sorted(rows)}"
     assert all(r[0].startswith("backfill__") for r in rows.values())
@@ -379,7 +393,7 @@ def test_reprocessing_the_middle_interval_touches_only_its_outputs(site: dict) -
     planned, args = _backfill(site, MIDDLE_DATE, MIDDLE_DATE, "--reprocess-behavior", "completed")
     assert planned == [MIDDLE_DATE], f"dry run plans {planned}"
     t0 = time.perf_counter()
-    _airflow(site, *args)
+    _create_backfill(site, args)
     _wait_for_runs(site, [MIDDLE_DATE], newer_than={MIDDLE_DATE: ended_before[MIDDLE_DATE]})
     print(f"second backfill (middle interval) finished in {time.perf_counter() - t0:.1f}s")
 
