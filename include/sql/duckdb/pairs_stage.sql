@@ -1,4 +1,5 @@
--- Stage candidate (entity, ip) pairs of one source/view from local Security Lake Parquet files,
+-- Stage candidate (entity, ip) pairs of one source/view from local Security Lake Parquet files (or from
+-- one chunk of one object, registered as a relation, when scoring new objects),
 -- each row classified as 'ok' or with the reason it will be dropped.
 -- Bound parameters: $files (list of Parquet paths), $source, time window ($start_ms/$end_ms and
 -- $start_day/$end_day for source version 1, $start_ts/$end_ts for version 2), $accounts, $regions.
@@ -27,7 +28,7 @@ FROM (
         ${event_time_expr} AS event_time,
         CAST(accountid AS VARCHAR) AS accountid,
         CAST(region AS VARCHAR) AS region
-    FROM read_parquet($files, hive_partitioning = true, hive_types_autocast = false, union_by_name = true) AS t
+    FROM ${relation} AS t
     ${unnest_clause}
     WHERE (${class_filter})
       AND (${view_filter})

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _PART_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
 _SAFE_PATH_RE = re.compile(r"[A-Za-z0-9_./+-]{1,4096}")
 HIVE_COLUMNS = {"region", "accountid", "eventday"}
+READ_FILES = "read_parquet($files, hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
 
 
 @dataclass
@@ -276,48 +277,12 @@ class DuckDBLake:
         return res
 
     # ------------------------------------------------------------------ helpers
-    def _stage_sql(self, unnest: tuple[str, str] | None, version: int, r: dict[str, str]) -> str:
-        if version == 1:
-            time_filter = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
-            event_time = f"to_timestamp({r['time']} / 1000.0)"
-        else:
-            time_filter = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
-            event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
-        unnest_clause = ""
-        if unnest:
-            unnest_clause = f"CROSS JOIN unnest(t.{sqlsafe.ident(unnest[0])}) AS u({sqlsafe.ident(unnest[1])})"
-        return sqlsafe.render(
-            "duckdb/pairs_stage.sql",
-            stage=sqlsafe.ident(self.STAGE),
-            entity_expr=sqlsafe.trusted(r["entity"]),
-            ip_expr=sqlsafe.trusted(r["ip"]),
-            event_time_expr=sqlsafe.trusted(event_time),
-            unnest_clause=sqlsafe.trusted(unnest_clause),
-            class_filter=sqlsafe.trusted(r["class_filter"]),
-            view_filter=sqlsafe.trusted(r["view_filter"]),
-            time_filter=sqlsafe.trusted(time_filter),
-            max_entity_len=sqlsafe.int_literal(MAX_ENTITY_LEN),
-            max_ip_len=sqlsafe.int_literal(MAX_IP_LEN),
-            control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
-            ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
-        )
+    def _stage_sql(self, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
+                   relation: str = READ_FILES, time_filter: str | None = None) -> str:
+        return stage_sql(self.STAGE, unnest, version, r, relation=relation, time_filter=time_filter)
 
     def _params(self, source: str, version: int, start: datetime, end: datetime) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "source": source,
-            "accounts": list(self.cfg.accounts),
-            "regions": list(self.cfg.regions),
-        }
-        if version == 1:
-            params.update(
-                start_day=start.strftime("%Y%m%d"),
-                end_day=(end - timedelta(microseconds=1)).strftime("%Y%m%d"),
-                start_ms=int(start.timestamp() * 1000),
-                end_ms=int(end.timestamp() * 1000),
-            )
-        else:
-            params.update(start_ts=start, end_ts=end)
-        return params
+        return window_params(self.cfg, source, version, start, end)
 
     def _stage(self, con: Any, sql: str, params: dict[str, Any], files: list[str], res: ExtractionResult) -> None:
         """Stage ``files``; on a DuckDB error split the batch until the failing files are isolated."""
@@ -336,6 +301,61 @@ class DuckDBLake:
                     continue
                 mid = len(batch) // 2
                 pending.extend([batch[mid:], batch[:mid]])
+
+
+
+def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
+              relation: str = READ_FILES, time_filter: str | None = None) -> str:
+    """The classified-pairs staging statement of one view (``r`` from :func:`render_view_sql`).
+
+    ``relation`` is what rows are read from: ``read_parquet($files, …)`` for an extraction, or the
+    name of a registered chunk when scoring one object. ``time_filter`` replaces the interval filter
+    (``"TRUE"`` scores every row of an object).
+    """
+    if version == 1:
+        tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
+        event_time = f"to_timestamp({r['time']} / 1000.0)"
+    else:
+        tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
+        event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+    unnest_clause = ""
+    if unnest:
+        unnest_clause = f"CROSS JOIN unnest(t.{sqlsafe.ident(unnest[0])}) AS u({sqlsafe.ident(unnest[1])})"
+    return sqlsafe.render(
+        "duckdb/pairs_stage.sql",
+        stage=sqlsafe.ident(stage),
+        entity_expr=sqlsafe.trusted(r["entity"]),
+        ip_expr=sqlsafe.trusted(r["ip"]),
+        event_time_expr=sqlsafe.trusted(event_time),
+        unnest_clause=sqlsafe.trusted(unnest_clause),
+        class_filter=sqlsafe.trusted(r["class_filter"]),
+        view_filter=sqlsafe.trusted(r["view_filter"]),
+        time_filter=sqlsafe.trusted(tf if time_filter is None else time_filter),
+        relation=sqlsafe.trusted(relation),
+        max_entity_len=sqlsafe.int_literal(MAX_ENTITY_LEN),
+        max_ip_len=sqlsafe.int_literal(MAX_IP_LEN),
+        control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
+        ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
+    )
+
+
+def window_params(cfg: SeclakeConfig, source: str, version: int, start: datetime, end: datetime) -> dict[str, Any]:
+    """Bound parameters of :func:`stage_sql`: source name, account/region filters, the time window."""
+    params: dict[str, Any] = {
+        "source": source,
+        "accounts": list(cfg.accounts),
+        "regions": list(cfg.regions),
+    }
+    if version == 1:
+        params.update(
+            start_day=start.strftime("%Y%m%d"),
+            end_day=(end - timedelta(microseconds=1)).strftime("%Y%m%d"),
+            start_ms=int(start.timestamp() * 1000),
+            end_ms=int(end.timestamp() * 1000),
+        )
+    else:
+        params.update(start_ts=start, end_ts=end)
+    return params
 
 
 def _atomic_move(src: Path, dst: Path) -> None:

@@ -1,0 +1,72 @@
+"""
+### Security Lake IP Insights scoring (new log batches)
+
+Runs continuously, one run at a time. Each run waits for one new log batch, scores it with the
+active model and writes explained findings:
+
+1. `wait_for_new_batch`: **local**: Parquet objects under the lake root that the processed-objects
+   ledger does not know yet (a batch left pending by an earlier run is resumed first). **aws**: the
+   Security Lake subscriber SQS queue (`extra.scoring.queue_url`), deferred to the triggerer. The
+   messages' new objects are written as a batch manifest in the work location, then the messages are
+   deleted; test events, duplicates and poison messages are recorded and deleted.
+2. `score_batch`: pins the active model into the manifest (a batch is scored by exactly one model
+   version), reads each object in row-group chunks through the training views, scores the pairs
+   (NumPy scorer locally, the SageMaker endpoint on aws), writes OCSF 1.1 Detection Findings
+   (class 2004) as zstd Parquet under `ext/ipinsights-<source>/region=…/accountId=…/eventDay=…/`,
+   publishes the severe ones (SNS on aws; the log and `<work>/scoring/alerts/severe.jsonl` locally),
+   and only then marks each object done in the ledger.
+
+A new model rolled out by `seclake_ipinsights_training` (Asset `seclake_ml_ipinsights_active_model`)
+is used from the next batch on.
+
+**When a task fails**
+
+* `wait_for_new_batch` times out after 6 hours without data: nothing is lost; the next run waits again.
+* `score_batch` with "no active model": train and roll out a model first; the batch stays pending
+  and the next run scores it.
+* `score_batch` with failed objects (S3 or endpoint errors after retries): the task is retried;
+  objects already done are not scored twice. Quarantined objects (unreadable Parquet) are listed in
+  the log and in `<work>/scoring/batches/<batch id>/result.json`; they are not retried.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, Asset
+
+from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
+from seclake_ml.operators.scoring import SCORING_DAG_ID, NewLogBatchSensor, ScoreBatchOperator
+from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
+
+default_args = {
+    "owner": "security-analytics",
+    "retries": 3,
+    "retry_delay": retry_delay_from_env(),
+    "retry_exponential_backoff": 2.0,
+    "on_failure_callback": on_task_failure,
+}
+
+with DAG(
+    dag_id=SCORING_DAG_ID,
+    description="Score each new Security Lake log batch with the active IP Insights model",
+    doc_md=__doc__,
+    schedule="@continuous",
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["seclake_ml", "security-lake", "ip-insights", "scoring"],
+) as dag:
+    batch = NewLogBatchSensor(
+        task_id="wait_for_new_batch",
+        poke_interval=30,
+        timeout=timedelta(hours=6).total_seconds(),
+        mode="poke",
+    )
+    ScoreBatchOperator(
+        task_id="score_batch",
+        batch=batch.output,
+        inlets=[Asset(ACTIVE_MODEL_ASSET)],
+        execution_timeout=timedelta(hours=2),
+    )

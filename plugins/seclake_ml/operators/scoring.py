@@ -1,0 +1,318 @@
+"""Operators of the scoring DAGs: wait for a new log batch, plan an interval, score a batch.
+
+``NewLogBatchSensor`` (first task of ``seclake_ipinsights_scoring``):
+
+* ``local``: pokes the lake root for Parquet objects that are not in the processed-objects ledger
+  (a pending batch left by an earlier run is resumed first);
+* ``aws``: defers to the Amazon provider's ``SqsSensorTrigger`` on the Security Lake subscriber
+  queue with ``delete_message_on_reception=False``; when messages arrive, their new objects are
+  handed off as a batch manifest in the work location, and only then are the messages deleted. A
+  poll that brings only test events, duplicates or poison messages records them, deletes them and
+  defers again.
+
+``IntervalBatchOperator`` (``seclake_ipinsights_batch_scoring``) hands off the objects of a data
+interval's ``eventDay`` partitions as a batch. ``ScoreBatchOperator`` scores any batch; both DAGs
+use it. Every return value is a small JSON dict; heavy imports stay inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseSensorOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.scoring.service import AwsClients
+
+SCORING_DAG_ID = "seclake_ipinsights_scoring"
+
+
+def _runtime_config(overrides: Any) -> "SeclakeConfig":
+    from seclake_ml.airflow_support import load_runtime_config
+
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides) if overrides else None
+    return load_runtime_config(dict(overrides) if overrides else None)
+
+
+def aws_clients(cfg: "SeclakeConfig", aws_conn_id: str | None) -> "AwsClients":
+    """boto3 clients from the Amazon provider's hooks (connection, region, endpoint URL from Airflow)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.amazon.aws.hooks.sns import SnsHook
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+    from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+
+    from seclake_ml.scoring.service import AwsClients
+
+    region = cfg.region
+    return AwsClients(
+        s3=S3Hook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        ssm=SsmHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        sns=SnsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        runtime=AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region).get_conn(),
+        sqs=SqsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+    )
+
+
+def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return {"batch_id": manifest["batch_id"], "origin": manifest.get("origin"),
+            "objects": len(manifest.get("objects", [])), "rejected": len(manifest.get("rejected", [])),
+            "ignored": len(manifest.get("ignored", []))}
+
+
+class NewLogBatchSensor(BaseSensorOperator):
+    """Wait for new Security Lake objects and hand them off as one batch (see the module docstring).
+
+    :param max_messages: aws: messages per ``ReceiveMessage`` (1-10).
+    :param num_batches: aws: ``ReceiveMessage`` calls per poll.
+    :param visibility_timeout: aws: seconds received messages stay hidden while being handed off.
+    :param wait_time_seconds: aws: long-poll seconds per ``ReceiveMessage``.
+    :param deferrable: aws: wait in the triggerer (default) instead of holding a worker slot.
+    :param config_overrides: per-task configuration overrides (JSON mapping). Templated.
+    """
+
+    template_fields: Sequence[str] = ("config_overrides",)
+
+    def __init__(self, *, max_messages: int = 10, num_batches: int = 5, visibility_timeout: int = 600,
+                 wait_time_seconds: int = 10, deferrable: bool = True, aws_conn_id: str | None = "aws_default",
+                 config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("poke_interval", 30)
+        kwargs.setdefault("timeout", timedelta(hours=6).total_seconds())
+        super().__init__(**kwargs)
+        if not 1 <= int(max_messages) <= 10:
+            raise ValueError(f"max_messages: got {max_messages!r}; allowed: 1 .. 10 (SQS limit)")
+        self.max_messages = int(max_messages)
+        self.num_batches = int(num_batches)
+        self.visibility_timeout = int(visibility_timeout)
+        self.wait_time_seconds = int(wait_time_seconds)
+        self.deferrable = deferrable
+        self.aws_conn_id = aws_conn_id
+        self.config_overrides = config_overrides
+
+    # ------------------------------------------------------------------ helpers
+    def _ledger(self, cfg: "SeclakeConfig", clients: Any = None) -> Any:
+        from seclake_ml.scoring.ledger import Ledger
+        from seclake_ml.scoring.service import work_store
+
+        return Ledger(work_store(cfg, clients))
+
+    def _queue(self, cfg: "SeclakeConfig") -> str:
+        from seclake_ml.scoring.service import setting
+
+        url = setting(cfg, "queue_url")
+        if not url:
+            raise ValueError("aws scoring needs extra.scoring.queue_url (the Security Lake subscriber queue URL)")
+        return str(url)
+
+    def execute(self, context: "Context") -> Any:
+        cfg = _runtime_config(self.config_overrides)
+        if cfg.backend == "aws":
+            clients = aws_clients(cfg, self.aws_conn_id)
+            ledger = self._ledger(cfg, clients)
+            pending = ledger.pending()
+            if pending:
+                self.log.info("resuming pending batch %s", pending[0])
+                return _batch_summary(ledger.manifest(pending[0]))
+            if self.deferrable:
+                self._defer(cfg)
+        return super().execute(context)
+
+    def _defer(self, cfg: "SeclakeConfig") -> None:
+        from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
+
+        self.defer(
+            trigger=SqsSensorTrigger(
+                sqs_queue=self._queue(cfg), aws_conn_id=self.aws_conn_id, max_messages=self.max_messages,
+                num_batches=self.num_batches, wait_time_seconds=self.wait_time_seconds,
+                visibility_timeout=self.visibility_timeout, delete_message_on_reception=False,
+                waiter_delay=int(self.poke_interval), region_name=cfg.region,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: "Context") -> Any:
+        from airflow.sdk import PokeReturnValue
+
+        cfg = _runtime_config(self.config_overrides)
+        if cfg.backend == "aws":
+            clients = aws_clients(cfg, self.aws_conn_id)
+            messages = []
+            for _ in range(self.num_batches):
+                resp = clients.sqs.receive_message(
+                    QueueUrl=self._queue(cfg), MaxNumberOfMessages=self.max_messages,
+                    WaitTimeSeconds=self.wait_time_seconds, VisibilityTimeout=self.visibility_timeout,
+                )
+                messages += resp.get("Messages", [])
+            if not messages:
+                return False
+            summary = self._hand_off(cfg, clients, messages)
+            return PokeReturnValue(is_done=summary is not None, xcom_value=summary)
+        from seclake_ml.scoring.service import find_new_local_batch
+
+        manifest = find_new_local_batch(cfg, self._ledger(cfg))
+        if manifest is None:
+            self.log.info("no new objects under %s", cfg.lake_root)
+            return False
+        summary = _batch_summary(manifest)
+        self.log.info("new batch %s: %d objects", summary["batch_id"], summary["objects"])
+        return PokeReturnValue(is_done=True, xcom_value=summary)
+
+    def execute_complete(self, context: "Context", event: dict[str, Any] | None = None) -> Any:
+        if not event or event.get("status") != "success":
+            raise RuntimeError(f"SQS trigger error: {event!r}")
+        cfg = _runtime_config(self.config_overrides)
+        clients = aws_clients(cfg, self.aws_conn_id)
+        summary = self._hand_off(cfg, clients, list(event.get("message_batch") or []))
+        if summary is None:
+            self._defer(cfg)  # only test events, duplicates or poison messages: keep waiting
+        return summary
+
+    def _hand_off(self, cfg: "SeclakeConfig", clients: Any, messages: list[dict]) -> dict[str, Any] | None:
+        from seclake_ml.scoring.service import hand_off_messages
+
+        ledger = self._ledger(cfg, clients)
+        manifest, plan = hand_off_messages(cfg, ledger, messages)
+        counts = plan.counts()
+        self.log.info("received %d messages: %s", len(messages), counts)
+        # The batch (or the record of rejected messages) is durable now; only then drop the messages.
+        queue = self._queue(cfg)
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                   if m.get("ReceiptHandle")]
+        for start in range(0, len(entries), 10):
+            resp = clients.sqs.delete_message_batch(QueueUrl=queue, Entries=entries[start:start + 10])
+            for failed in resp.get("Failed", []):
+                self.log.warning("could not delete message %s: %s (it will be redelivered; the ledger "
+                                 "skips its objects)", failed.get("Id"), failed.get("Message"))
+        if manifest is None:
+            return None
+        summary = _batch_summary(manifest)
+        self.log.info("batch %s handed off: %d objects; %d messages deleted", summary["batch_id"],
+                      summary["objects"], len(entries))
+        return summary
+
+
+class IntervalBatchOperator(BaseOperator):
+    """Hand off every object of the data interval's ``eventDay`` partitions as one batch.
+
+    The batch id derives from the interval, so a re-run re-scores the same objects and overwrites
+    their findings files (findings are keyed by object).
+
+    :param start: interval start (ISO string or datetime). Templated.
+    :param end: interval end. Templated.
+    """
+
+    template_fields: Sequence[str] = ("start", "end", "config_overrides")
+
+    def __init__(self, *, start: Any = "{{ data_interval_start }}", end: Any = "{{ data_interval_end }}",
+                 aws_conn_id: str | None = "aws_default", config_overrides: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start = start
+        self.end = end
+        self.aws_conn_id = aws_conn_id
+        self.config_overrides = config_overrides
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from seclake_ml.airflow_support import interval_key, to_utc
+        from seclake_ml.scoring.ledger import Ledger
+        from seclake_ml.scoring.service import interval_objects, work_store
+
+        cfg = _runtime_config(self.config_overrides)
+        start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
+        if end <= start:
+            raise ValueError(f"empty data interval [{start.isoformat()}, {end.isoformat()})")
+        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
+        ledger = Ledger(work_store(cfg, clients))
+        objects = interval_objects(cfg, start, end, clients)
+        batch_id = "interval-" + interval_key(start, end).removeprefix("interval=")
+        # A re-run re-scores: the previous manifest is replaced (model pinned afresh) and the
+        # objects' ledger entries are rewritten after scoring.
+        for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id)):
+            ledger.store.delete(key)
+        manifest = ledger.create_batch(objects, origin="interval", batch_id=batch_id,
+                                       extra={"interval": {"start": start.isoformat(), "end": end.isoformat()},
+                                              "rescore": True})
+        summary = _batch_summary(manifest)
+        self.log.info("interval [%s, %s): %d objects in eventDay partitions handed off as %s",
+                      start.isoformat(), end.isoformat(), summary["objects"], batch_id)
+        return summary
+
+
+class ScoreBatchOperator(BaseOperator):
+    """Score a handed-off batch with the active model (pinned into the batch) and write findings.
+
+    Logs objects, rows, pairs, drops by reason, findings by severity, seconds per stage and output
+    locations. Objects that failed for a transient reason stay unmarked and this task fails, so
+    Airflow retries it; done objects are not scored again.
+
+    :param batch: the sensor's or planner's summary (``batch_id``). Templated.
+    """
+
+    template_fields: Sequence[str] = ("batch", "config_overrides")
+
+    def __init__(self, *, batch: Any, aws_conn_id: str | None = "aws_default",
+                 config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.aws_conn_id = aws_conn_id
+        self.config_overrides = config_overrides
+
+    def execute(self, context: "Context") -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from seclake_ml import __version__
+        from seclake_ml.scoring.ledger import Ledger
+        from seclake_ml.scoring.service import NoActiveModel, score_batch, work_store
+
+        batch = self.batch
+        if isinstance(batch, str):
+            batch = json.loads(batch)
+        if not isinstance(batch, Mapping) or not batch.get("batch_id"):
+            raise AirflowFailException(f"batch: expected a mapping with 'batch_id', got {batch!r:.200}")
+        cfg = _runtime_config(self.config_overrides)
+        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
+        ledger = Ledger(work_store(cfg, clients))
+        manifest = ledger.manifest(batch["batch_id"])
+        if manifest.get("rescore"):
+            for d in manifest["objects"]:
+                from seclake_ml.scoring.notifications import LakeObject
+
+                entry = ledger.entry(LakeObject.from_dict(d).uri)
+                if entry and entry.get("batch_id") != manifest["batch_id"]:
+                    ledger.store.delete(Ledger.entry_key(LakeObject.from_dict(d).uri))
+        try:
+            summary = score_batch(cfg, ledger, batch["batch_id"], clients=clients, product_version=__version__)
+        except NoActiveModel as exc:
+            raise AirflowFailException(f"{exc} (the batch stays pending and is scored once a model is active)") from None
+        self._log_summary(summary)
+        if summary.get("failed"):
+            raise RuntimeError(f"{len(summary['failed'])} objects failed and stay pending for a retry: "
+                               + "; ".join(f"{f['uri'][-120:]}: {f['reason']}" for f in summary["failed"][:5]))
+        small = {k: summary[k] for k in ("batch_id", "model_version", "totals", "seconds", "findings_location", "result")
+                 if k in summary}
+        small["files"] = sorted({f for o in summary["objects"] for f in o["files"]})[:200]
+        return small
+
+    def _log_summary(self, s: Mapping[str, Any]) -> None:
+        t = s["totals"]
+        self.log.info("batch %s scored with model %s: objects %d (scored %d, quarantined %d, failed %d, already "
+                      "done %d), rows %d, pairs %d (distinct %d, unknown entity %d)", s["batch_id"],
+                      s["model_version"], t["objects"], t["scored"], t["quarantined"], t["failed"],
+                      s.get("already_done", 0), t["rows"], t["pairs"], t["distinct_pairs"], t["unknown_entity"])
+        self.log.info("dropped by reason: %s", t["dropped"])
+        self.log.info("findings: %d by severity %s; published %d", t["findings"], t["severity"], t["published"])
+        self.log.info("seconds per stage: %s", s["seconds"])
+        self.log.info("findings under %s; batch result %s", s.get("findings_location"), s.get("result"))
+        for o in s["objects"]:
+            if o["status"] != "scored":
+                self.log.warning("%s %s: %s", o["status"], o["uri"][-200:], o["reason"])
+        for r in s.get("rejected") or []:
+            self.log.warning("rejected input %s", {k: str(v)[:200] for k, v in r.items()})

@@ -1,0 +1,1 @@
+"""Scoring subsystem: new Security Lake objects in, OCSF Detection Findings out (no Airflow imports)."""

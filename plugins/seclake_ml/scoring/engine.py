@@ -1,0 +1,279 @@
+"""Score lake objects into findings: the engine behind both scoring DAGs and the Lambda handler.
+
+For each object of a batch and each enabled ``(source, view)`` whose lake source it belongs to:
+
+1. read the object chunk by chunk (:mod:`.objects`) into distinct ``(entity, ip)`` pairs;
+2. score each chunk's pairs with the active model (:mod:`.scorers`); the anomaly score is
+   ``-dot_product`` and a pair is flagged when it is above the model's threshold. Locally, pairs of
+   entities the model never saw are counted (``unknown_entity``) and not flagged: their scores are
+   not comparable (see :mod:`seclake_ml.ipinsights.scorer`);
+3. merge the flagged pairs over chunks (events summed, first/last time kept), explain them with the
+   model's training profile (:mod:`.profile`), turn them into OCSF Detection Findings
+   (:mod:`.findings`) and write them, one file per object and partition, named after the object
+   (:func:`~.stores.object_stem`): scoring the same object again, in a retry, a duplicate message or
+   a backfill, replaces that file and reuses the same deterministic ``finding_info.uid`` values;
+4. publish the severe ones.
+
+An object that cannot be read is **quarantined** (its reason kept in the result; it is not retried);
+an object that fails for another reason (S3 or endpoint errors after retries) is **failed**: the
+caller leaves it unmarked so it is scored again. Nothing here touches the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from seclake_ml.pairs import DROP_REASONS
+from seclake_ml.scoring.notifications import LakeObject
+from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
+from seclake_ml.scoring.stores import object_stem
+from seclake_ml.sources import get_source
+
+log = logging.getLogger(__name__)
+
+SEVERE = 4  # OCSF severity_id High
+
+
+@dataclass
+class ActiveModel:
+    """The model a batch is scored with (pinned in the batch manifest)."""
+
+    version: str
+    threshold: float
+    backend: str
+    model_dir: str | None = None
+    endpoint_name: str | None = None
+    profile_uri: str | None = None
+    severity_scale: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ActiveModel":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ObjectOutcome:
+    uri: str
+    key: str
+    status: str = "scored"  # scored | quarantined | failed
+    reason: str | None = None
+    rows: int = 0
+    pairs: int = 0
+    distinct_pairs: int = 0
+    unknown_entity: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
+    findings: int = 0
+    severity: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchResult:
+    model_version: str
+    objects: list[ObjectOutcome] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    published: int = 0
+
+    def totals(self) -> dict[str, Any]:
+        t: dict[str, Any] = {"objects": len(self.objects)}
+        for status in ("scored", "quarantined", "failed"):
+            t[status] = sum(o.status == status for o in self.objects)
+        for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "findings"):
+            t[name] = sum(getattr(o, name) for o in self.objects)
+        t["dropped"] = {r: sum(o.dropped.get(r, 0) for o in self.objects) for r in DROP_REASONS}
+        sev: dict[str, int] = {}
+        for o in self.objects:
+            for k, v in o.severity.items():
+                sev[k] = sev.get(k, 0) + v
+        t["severity"] = sev
+        t["published"] = self.published
+        return t
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "totals": self.totals(), "seconds": self.seconds,
+                "objects": [asdict(o) for o in self.objects]}
+
+
+def views_for(obj: LakeObject, source_views: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The enabled ``(source, view)`` pairs that read ``obj``'s lake source."""
+    return [(s, v) for s, v in source_views if get_source(s).lake_source == obj.lake_source]
+
+
+class _Flagged:
+    """Flagged pairs of one object, merged over chunks."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
+
+    def add(self, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray) -> None:
+        for i in idx:
+            key = (source, view, chunk.entity[i], chunk.ip[i], chunk.account[i], chunk.region[i])
+            first, last = chunk.first_seen[i], chunk.last_seen[i]
+            cur = self.items.get(key)
+            if cur is None:
+                self.items[key] = [int(chunk.events[i]), first, last, float(dots[i])]
+            else:
+                cur[0] += int(chunk.events[i])
+                cur[1] = min(cur[1], first) if not np.isnat(first) else cur[1]
+                cur[2] = max(cur[2], last) if not np.isnat(last) else cur[2]
+
+
+def _utc(value: Any, fallback: datetime) -> datetime:
+    if value is None or (isinstance(value, np.datetime64) and np.isnat(value)):
+        return fallback
+    micros = int(np.datetime64(value, "us").astype(np.int64))
+    return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc)
+
+
+def _day_start(obj: LakeObject) -> datetime:
+    try:
+        return datetime.strptime(obj.event_day, "%Y%m%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def score_objects(
+    objects: list[LakeObject],
+    *,
+    source_views: list[tuple[str, str]],
+    open_object: Callable[[LakeObject], AbstractContextManager[str]],
+    scorer: Any,
+    model: ActiveModel,
+    sink: Any,
+    publisher: Any = None,
+    profile_loader: Callable[[set[str]], Any] | None = None,
+    min_severity_to_publish: int = SEVERE,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    accounts: tuple[str, ...] = (),
+    regions: tuple[str, ...] = (),
+    product_version: str = "0",
+    on_object_done: Callable[[LakeObject, ObjectOutcome], None] | None = None,
+) -> BatchResult:
+    """Score ``objects`` into findings (see the module docstring).
+
+    :param open_object: context manager giving a local path for an object (local file or S3 download).
+    :param scorer: :class:`~.scorers.LocalScorer` or :class:`~.scorers.EndpointScorer`.
+    :param sink: a store with ``put_bytes(key, data)``; findings keys are ``ext/<custom source>/...``.
+    :param publisher: optional; receives findings with ``severity_id >= min_severity_to_publish``.
+    :param profile_loader: ``entities -> EntityProfile`` for explanations (``None``: no profile).
+    :param on_object_done: called after an object's findings are written and published (the caller's
+        ledger hook: the object is marked done only then).
+    """
+    import duckdb
+
+    from seclake_ml.scoring.findings import Candidate, ModelInfo, build_findings, findings_parquet_parts
+    from seclake_ml.scoring.profile import EntityProfile
+
+    result = BatchResult(model_version=model.version)
+    info = ModelInfo(version=model.version, threshold=float(model.threshold), backend=model.backend,
+                     severity_scale=float(model.severity_scale or 1.0), endpoint_name=model.endpoint_name)
+    secs = {"read_extract": 0.0, "score": 0.0, "explain": 0.0, "write": 0.0, "publish": 0.0}
+    con = duckdb.connect(config={"threads": 2, "memory_limit": "1GB"})
+    created = datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        for obj in objects:
+            t_obj = time.perf_counter()
+            out = ObjectOutcome(uri=obj.uri, key=obj.key)
+            result.objects.append(out)
+            views = views_for(obj, source_views)
+            if not views:
+                out.status, out.reason = "quarantined", f"no enabled source view reads {obj.lake_source}"
+                continue
+            flagged = _Flagged()
+            try:
+                with open_object(obj) as path:
+                    pf = open_parquet(path)
+                    if pf.metadata.num_rows == 0:
+                        raise UnreadableObject("no rows")
+                    for source, view in views:
+                        t0 = time.perf_counter()
+                        for chunk in iter_view_chunks(con, pf, obj, source, view, chunk_rows=chunk_rows,
+                                                      accounts=accounts, regions=regions):
+                            t1 = time.perf_counter()
+                            secs["read_extract"] += t1 - t0
+                            out.rows += chunk.rows if view == views[0][1] and source == views[0][0] else 0
+                            out.pairs += chunk.ok_rows
+                            out.distinct_pairs += len(chunk.entity)
+                            for r, n in chunk.dropped.items():
+                                out.dropped[r] = out.dropped.get(r, 0) + n
+                            if chunk.entity:
+                                scores = scorer.score(chunk.entity, chunk.ip)
+                                dots = scores.dot_product
+                                with np.errstate(invalid="ignore"):
+                                    mask = (-dots) > float(model.threshold)
+                                if scores.known_entity is not None:
+                                    out.unknown_entity += int((~scores.known_entity).sum())
+                                    mask &= scores.known_entity
+                                flagged.add(source, view, chunk, np.flatnonzero(mask), dots)
+                            t0 = time.perf_counter()
+                            secs["score"] += t0 - t1
+            except UnreadableObject as exc:
+                out.status, out.reason = "quarantined", str(exc)
+                log.error("quarantined %s: %s", obj.uri[:300], out.reason)
+                continue
+            except Exception as exc:  # noqa: BLE001 - S3/endpoint failures: leave the object for a retry
+                out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.error("failed %s: %s", obj.uri[:300], out.reason)
+                continue
+            t2 = time.perf_counter()
+            entities = {k[2] for k in flagged.items}
+            profile = None
+            if entities:
+                try:
+                    profile = profile_loader(entities) if profile_loader else None
+                except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
+                    log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
+                    profile = None
+            profile = profile or EntityProfile.empty()
+            day0 = _day_start(obj)
+            candidates, explanations = [], {}
+            for (source, view, entity, ip, account, region), (events, first, last, dot) in flagged.items.items():
+                candidates.append(Candidate(
+                    source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
+                    region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
+                    events=int(events), dot_product=float(dot), score=-float(dot),
+                ))
+                explanations[(entity, ip)] = profile.explain(entity, ip)
+            secs["explain"] += time.perf_counter() - t2
+            t3 = time.perf_counter()
+            records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
+                                     created_time=created, product_version=product_version)
+            for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
+                out.files.append(sink.put_bytes(rel_key, data))
+            out.findings = len(records)
+            for rec in records:
+                name = str(rec.get("severity"))
+                out.severity[name] = out.severity.get(name, 0) + 1
+            secs["write"] += time.perf_counter() - t3
+            if publisher is not None:
+                # Published before the object is marked done: a crash in between re-publishes on the
+                # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
+                t4 = time.perf_counter()
+                severe = [r for r in records if int(r.get("severity_id", 0)) >= min_severity_to_publish]
+                result.published += publisher.publish(severe)
+                secs["publish"] += time.perf_counter() - t4
+            if on_object_done is not None:
+                on_object_done(obj, out)
+            out.seconds = round(time.perf_counter() - t_obj, 3)
+            log.info(
+                "scored %s: %d rows, %d pairs (%d distinct), dropped %s, %d findings %s in %.2fs",
+                obj.uri[-200:], out.rows, out.pairs, out.distinct_pairs,
+                {k: v for k, v in out.dropped.items() if v}, out.findings, out.severity, out.seconds,
+            )
+    finally:
+        con.close()
+    result.seconds = {k: round(v, 3) for k, v in secs.items()}
+    return result

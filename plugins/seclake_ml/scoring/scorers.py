@@ -1,0 +1,158 @@
+"""Two interchangeable pair scorers: the in-process NumPy scorer and a SageMaker endpoint.
+
+Both return SageMaker's ``dot_product`` per pair (higher = more normal; NaN when the IP is not
+IPv4) and whether the entity was seen in training (``None`` when the scorer cannot tell, as an
+endpoint cannot). The anomaly score is ``-dot_product``.
+
+:class:`EndpointScorer` sends ``text/csv`` ``entity,ip`` lines, the request format of the IP Insights
+endpoint, in requests under ``max_payload_bytes`` (SageMaker refuses real-time payloads over 6 MB;
+the default stays under 5 MB) and at most ``max_rows`` lines. Throttling, 5xx model errors and
+connection failures are retried with exponential backoff and jitter; a request that still fails
+raises :class:`ScoringError`, so the caller can leave the object for a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_CODES = {
+    "ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
+    "InternalFailure", "InternalServerError", "ModelNotReadyException", "RequestTimeout",
+}
+
+
+class ScoringError(RuntimeError):
+    """Scoring failed after retries (or the endpoint answered something unusable)."""
+
+
+@dataclass
+class Scores:
+    dot_product: np.ndarray  # float64, NaN for invalid IPs
+    known_entity: np.ndarray | None  # bool, or None when unknown to the scorer
+
+
+class LocalScorer:
+    """The package's NumPy scorer over a model folder (``model.npz`` + ``model.json``)."""
+
+    def __init__(self, model_dir: str) -> None:
+        from seclake_ml.ipinsights.scorer import IPInsightsScorer
+
+        self.model_dir = str(model_dir)
+        self._scorer = IPInsightsScorer.load(model_dir)
+        self.requests = 0
+
+    def score(self, entities: Sequence[str], ips: Sequence[str]) -> Scores:
+        self.requests += 1
+        res = self._scorer.score(list(entities), list(ips))
+        return Scores(np.asarray(res.dot_product, dtype=np.float64), np.asarray(res.known_entity, dtype=bool))
+
+
+def _csv_field(value: str) -> str:
+    if any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def csv_batches(entities: Sequence[str], ips: Sequence[str], max_payload_bytes: int,
+                max_rows: int) -> list[tuple[int, int, bytes]]:
+    """Split pairs into ``(start, stop, body)`` requests of at most ``max_payload_bytes`` / ``max_rows``."""
+    out: list[tuple[int, int, bytes]] = []
+    start, size, lines = 0, 0, []
+    for i, (e, ip) in enumerate(zip(entities, ips)):
+        line = f"{_csv_field(e)},{_csv_field(ip)}\n".encode()
+        if len(line) > max_payload_bytes:
+            raise ScoringError(f"pair {i} alone is {len(line)} bytes, over the {max_payload_bytes}-byte payload limit")
+        if lines and (size + len(line) > max_payload_bytes or len(lines) >= max_rows):
+            out.append((start, i, b"".join(lines)))
+            start, size, lines = i, 0, []
+        lines.append(line)
+        size += len(line)
+    if lines:
+        out.append((start, start + len(lines), b"".join(lines)))
+    return out
+
+
+def parse_predictions(body: bytes, expected: int) -> np.ndarray:
+    """``dot_product`` values of an IP Insights JSON response (``null`` -> NaN)."""
+    try:
+        doc = json.loads(body)
+        preds = doc["predictions"]
+        values = [np.nan if p.get("dot_product") is None else float(p["dot_product"]) for p in preds]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ScoringError(f"endpoint response is not IP Insights JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if len(values) != expected:
+        raise ScoringError(f"endpoint returned {len(values)} predictions for {expected} pairs")
+    return np.asarray(values, dtype=np.float64)
+
+
+class EndpointScorer:
+    """``invoke_endpoint`` on a SageMaker IP Insights endpoint, batched and retried.
+
+    :param client: a ``sagemaker-runtime`` client (e.g. from the provider's ``AwsBaseHook``).
+    :param endpoint_name: the endpoint serving the active model.
+    :param max_payload_bytes: request size cap (default 5,000,000 bytes).
+    :param max_rows: lines per request cap.
+    :param max_attempts: attempts per request (first try included).
+    :param base_delay: first backoff in seconds (doubles per attempt, with jitter, capped at ``max_delay``).
+    """
+
+    def __init__(self, client: Any, endpoint_name: str, *, max_payload_bytes: int = 5_000_000,
+                 max_rows: int = 50_000, max_attempts: int = 6, base_delay: float = 0.2, max_delay: float = 10.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.endpoint_name = endpoint_name
+        self.max_payload_bytes = int(max_payload_bytes)
+        self.max_rows = int(max_rows)
+        self.max_attempts = int(max_attempts)
+        self.base_delay = float(base_delay)
+        self.max_delay = float(max_delay)
+        self._sleep = sleep
+        self.requests = 0
+        self.retries = 0
+
+    def score(self, entities: Sequence[str], ips: Sequence[str]) -> Scores:
+        out = np.full(len(entities), np.nan, dtype=np.float64)
+        for start, stop, body in csv_batches(entities, ips, self.max_payload_bytes, self.max_rows):
+            out[start:stop] = parse_predictions(self._invoke(body), stop - start)
+        return Scores(out, None)
+
+    def _invoke(self, body: bytes) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self.requests += 1
+                resp = self.client.invoke_endpoint(
+                    EndpointName=self.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body
+                )
+                return resp["Body"].read()
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                code = str(err.get("Code", ""))
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                original = int(exc.response.get("OriginalStatusCode") or 0)
+                retryable = code in RETRYABLE_CODES or status == 429 or status >= 500 or original >= 500 or original == 429
+                if not retryable or attempt == self.max_attempts:
+                    raise ScoringError(f"invoke_endpoint {self.endpoint_name}: {code or status}: "
+                                       f"{str(err.get('Message', ''))[:200]}") from None
+                reason = code or str(status)
+            except BotoCoreError as exc:  # connection errors, read timeouts
+                if attempt == self.max_attempts:
+                    raise ScoringError(f"invoke_endpoint {self.endpoint_name}: {type(exc).__name__}") from None
+                reason = type(exc).__name__
+            delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            self.retries += 1
+            log.warning("invoke_endpoint %s: %s, retry %d/%d in %.2fs", self.endpoint_name, reason, attempt,
+                        self.max_attempts - 1, delay)
+            self._sleep(delay)
+        raise ScoringError("unreachable")  # pragma: no cover

@@ -1,0 +1,383 @@
+"""Scoring use cases on top of the engine: find new objects, hand off batches, score a batch.
+
+Used by the Airflow operators (:mod:`seclake_ml.operators.scoring`) and the Lambda handler
+(``include/lambda/ipcheck``); no Airflow imports here. AWS calls go through boto3 clients passed in
+:class:`AwsClients` (the operators take them from the Amazon provider's hooks).
+
+Scoring settings live in the configuration's ``extra["scoring"]`` mapping:
+
+``findings_location``     root of the findings tree (default: the local lake root, or
+                          ``s3://<lake_bucket>`` on aws); findings go under ``ext/<custom source>/…``
+``queue_url``             aws: the Security Lake subscriber SQS queue
+``sns_topic_arn``         aws: topic for severe findings (locally they go to the log and
+                          ``<work>/scoring/alerts/severe.jsonl``)
+``publish_min_severity``  OCSF severity_id from which a finding is published (default 4, High)
+``severity_scale``        anomaly-score distance past the threshold that counts as one band (default 1.0)
+``chunk_rows``            rows per chunk when reading an object (default 250,000)
+``max_objects``           objects per batch (default 200)
+``settle_seconds``        local: ignore objects modified less than this long ago (default 0)
+``adopt_existing``        local: when the ledger is empty, record the objects already in the lake
+                          as history instead of scoring them (default true; the batch-scoring DAG
+                          scores history)
+``endpoint_name``         aws: the endpoint to read the active record of (default: the rollout's)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from seclake_ml.config import SeclakeConfig
+from seclake_ml.scoring.engine import ActiveModel, BatchResult, score_objects
+from seclake_ml.scoring.ledger import Ledger
+from seclake_ml.scoring.notifications import InvalidLakeKey, LakeObject, parse_lake_key, parse_messages
+from seclake_ml.sources import get_source
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = "scoring"
+DEFAULTS: dict[str, Any] = {
+    "findings_location": None,
+    "queue_url": None,
+    "sns_topic_arn": None,
+    "publish_min_severity": 4,
+    "severity_scale": 1.0,
+    "chunk_rows": 250_000,
+    "max_objects": 200,
+    "settle_seconds": 0,
+    "adopt_existing": True,
+    "endpoint_name": None,
+}
+
+
+class NoActiveModel(RuntimeError):
+    """No model is active yet: train and roll one out first (``seclake_ipinsights_training``)."""
+
+
+@dataclass
+class AwsClients:
+    """boto3 clients the aws backend needs (any may be ``None`` when not used)."""
+
+    s3: Any = None
+    ssm: Any = None
+    sns: Any = None
+    runtime: Any = None
+    sqs: Any = None
+
+
+def setting(cfg: SeclakeConfig, name: str) -> Any:
+    section = (cfg.extra or {}).get(SETTINGS_KEY) or {}
+    if not isinstance(section, Mapping):
+        raise ValueError(f"config field 'extra.{SETTINGS_KEY}': expected a JSON object, got {type(section).__name__}")
+    if name not in DEFAULTS:
+        raise KeyError(f"unknown scoring setting {name!r}; known: {sorted(DEFAULTS)}")
+    value = section.get(name)
+    return DEFAULTS[name] if value is None else value
+
+
+def work_root(cfg: SeclakeConfig) -> str:
+    if cfg.work_is_s3:
+        return cfg.work_location.rstrip("/")
+    return str(Path(cfg.work_location).expanduser().resolve())
+
+
+def findings_location(cfg: SeclakeConfig) -> str:
+    loc = setting(cfg, "findings_location")
+    if loc:
+        return str(loc).rstrip("/")
+    if cfg.backend == "aws":
+        if not cfg.lake_bucket:
+            raise ValueError("aws scoring needs lake_bucket (or extra.scoring.findings_location) for findings")
+        return f"s3://{cfg.lake_bucket}"
+    return str(Path(cfg.lake_root).expanduser().resolve())
+
+
+def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
+    from seclake_ml.scoring.stores import store_for
+
+    return store_for(work_root(cfg), clients.s3 if clients else None)
+
+
+def enabled_lake_sources(cfg: SeclakeConfig) -> set[str]:
+    return {get_source(s).lake_source for s, _ in cfg.source_views()}
+
+
+# ------------------------------------------------------------------------------ active model
+def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> ActiveModel:
+    """The active model and threshold: local model store, or the SSM registry record on aws."""
+    scale = float(setting(cfg, "severity_scale"))
+    if cfg.backend == "aws":
+        import json
+
+        from seclake_ml.aws import aws_setting
+        from seclake_ml.aws.names import endpoint_name as default_endpoint
+        from seclake_ml.aws.registry import ACTIVE, parameter_names
+
+        endpoint = setting(cfg, "endpoint_name") or default_endpoint(aws_setting(cfg, "resource_prefix"))
+        name = parameter_names(aws_setting(cfg, "ssm_path"), endpoint)[ACTIVE]
+        try:
+            text = clients.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        except clients.ssm.exceptions.ParameterNotFound:
+            raise NoActiveModel(f"no active model: SSM parameter {name} does not exist; roll a model out first") from None
+        record = json.loads(text)
+        return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="aws",
+                           endpoint_name=str(record.get("endpoint_name") or endpoint),
+                           profile_uri=record.get("profile_uri"), severity_scale=scale)
+    from seclake_ml.model_store import LocalModelStore
+
+    store = LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
+    record = store.active()
+    if record is None:
+        raise NoActiveModel(f"no active model in {store.root}; run seclake_ipinsights_training first")
+    model_dir = str(record["model_dir"])
+    profile = Path(model_dir) / "profile.parquet"
+    return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="local",
+                       model_dir=model_dir, profile_uri=str(profile) if profile.is_file() else None,
+                       severity_scale=scale)
+
+
+# ------------------------------------------------------------------------------ local signal
+def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> tuple[list[LakeObject], list[dict]]:
+    """Parquet objects of the enabled lake sources under the local lake root (``days``: eventDay filter).
+
+    Returns the objects and the files that are not valid lake keys (with the reason).
+    """
+    root = Path(cfg.lake_root).expanduser().resolve()
+    objects: list[LakeObject] = []
+    rejected: list[dict] = []
+    for lake_source in sorted(enabled_lake_sources(cfg)):
+        base = root / "aws" / lake_source / f"{cfg.source_version}.0"
+        if not base.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if days is not None:
+                here = Path(dirpath).name
+                if here.lower().startswith("eventday=") and here.split("=", 1)[1] not in days:
+                    dirnames[:] = []
+                    continue
+            for name in sorted(filenames):
+                if name.startswith(".") or not name.endswith(".parquet"):
+                    continue
+                path = Path(dirpath) / name
+                rel = path.relative_to(root).as_posix()
+                try:
+                    st = path.stat()
+                    obj = parse_lake_key(rel, size=st.st_size, etag=f"{st.st_mtime_ns}-{st.st_size}")
+                except (InvalidLakeKey, OSError) as exc:
+                    rejected.append({"key": rel[:300], "reason": str(exc)[:300]})
+                    continue
+                if days is not None and obj.event_day not in days:
+                    continue
+                if cfg.accounts and obj.account not in cfg.accounts or cfg.regions and obj.region not in cfg.regions:
+                    continue
+                objects.append(obj)
+    return objects, rejected
+
+
+def find_new_local_batch(cfg: SeclakeConfig, ledger: Ledger) -> dict[str, Any] | None:
+    """Resume the oldest pending batch, else hand off the lake's objects not yet in the ledger."""
+    pending = ledger.pending()
+    if pending:
+        log.info("resuming pending batch %s (%d pending)", pending[0], len(pending))
+        return ledger.manifest(pending[0])
+    done = ledger.done_keys()
+    first_run = not done and not ledger.store.list("scoring/batches")
+    objects, rejected = iter_local_objects(cfg)
+    settle = float(setting(cfg, "settle_seconds"))
+    now = time.time()
+    new = []
+    for obj in objects:
+        if Ledger.entry_key(obj.uri) in done:
+            continue
+        if settle > 0:
+            mtime_ns = int(str(obj.etag).split("-", 1)[0])
+            if now - mtime_ns / 1e9 < settle:
+                continue
+        new.append(obj)
+    fresh_rejected = [r for r in rejected if Ledger.entry_key("rejected:" + r["key"]) not in done]
+    if first_run and bool(setting(cfg, "adopt_existing")) and new:
+        log.warning("empty ledger: recording %d existing objects as history (not scored); "
+                    "score history with seclake_ipinsights_batch_scoring", len(new))
+        for obj in new:
+            ledger.mark(obj, status="adopted", batch_id="adopted", model_version=None)
+        for r in fresh_rejected:
+            ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected"})
+        return None
+    if not new and not fresh_rejected:
+        return None
+    new.sort(key=lambda o: (o.event_day, o.key))
+    batch = new[: int(setting(cfg, "max_objects"))]
+    manifest = ledger.create_batch(batch, origin="lake", rejected=fresh_rejected)
+    for r in fresh_rejected:  # reported once, in this batch's manifest
+        ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected",
+                                                                         "batch_id": manifest["batch_id"]})
+        log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
+    return manifest
+
+
+# ------------------------------------------------------------------------------ aws signal
+def hand_off_messages(cfg: SeclakeConfig, ledger: Ledger, messages: list[dict]) -> tuple[dict[str, Any] | None, Any]:
+    """Parse subscriber messages and hand their new objects off as a batch.
+
+    Returns the manifest (``None`` when no message announced a new object) and the parse plan.
+    Objects already in the ledger (a duplicate message) are left out. The caller deletes the
+    messages after this returns, and only then.
+    """
+    plan = parse_messages(messages, lake_bucket=cfg.lake_bucket or None, lake_sources=enabled_lake_sources(cfg),
+                          source_version=cfg.source_version)
+    new = [o for o in plan.objects if not ledger.is_done(o.uri)]
+    duplicates = len(plan.objects) - len(new)
+    if duplicates:
+        log.info("%d announced objects are already scored (duplicate delivery); skipped", duplicates)
+    if not new:
+        if plan.rejected:
+            ledger.store.put_json(f"scoring/rejected/{_stamp()}.json", {"rejected": plan.rejected, "ignored": plan.ignored})
+        return None, plan
+    manifest = ledger.create_batch(new, origin="sqs", rejected=plan.rejected, ignored=plan.ignored,
+                                   extra={"message_ids": sorted(plan.by_message)})
+    return manifest, plan
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+# ------------------------------------------------------------------------------ interval
+def interval_objects(cfg: SeclakeConfig, start: datetime, end: datetime, clients: AwsClients | None = None) -> list[LakeObject]:
+    """Objects of the enabled sources in the ``eventDay`` partitions of ``[start, end)``."""
+    days = set()
+    day = start.date()
+    while datetime.combine(day, datetime.min.time(), timezone.utc) < end:
+        days.add(day.strftime("%Y%m%d"))
+        day += timedelta(days=1)
+    if cfg.backend != "aws":
+        objects, rejected = iter_local_objects(cfg, days=days)
+        for r in rejected:
+            log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
+        return objects
+    return list_s3_objects(cfg, clients.s3, days)
+
+
+def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObject]:
+    """Lake objects of ``days`` in the lake bucket, listed partition by partition (delimiter listing)."""
+    out: list[LakeObject] = []
+    paginator = s3.get_paginator("list_objects_v2")
+
+    def prefixes(prefix: str) -> list[str]:
+        found = []
+        for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=prefix, Delimiter="/"):
+            found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        return found
+
+    for lake_source in sorted(enabled_lake_sources(cfg)):
+        for region_p in prefixes(f"aws/{lake_source}/{cfg.source_version}.0/"):
+            for acct_p in prefixes(region_p):
+                for day in sorted(days):
+                    for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=f"{acct_p}eventDay={day}/"):
+                        for item in page.get("Contents", []):
+                            try:
+                                obj = parse_lake_key(item["Key"], bucket=cfg.lake_bucket, size=item.get("Size"),
+                                                     etag=str(item.get("ETag", "")).strip('"') or None)
+                            except InvalidLakeKey as exc:
+                                log.error("not a lake object, skipped: %s (%s)", item["Key"][:300], exc)
+                                continue
+                            if cfg.accounts and obj.account not in cfg.accounts:
+                                continue
+                            if cfg.regions and obj.region not in cfg.regions:
+                                continue
+                            out.append(obj)
+    return out
+
+
+# ------------------------------------------------------------------------------ scoring
+def score_batch(
+    cfg: SeclakeConfig, ledger: Ledger, batch_id: str, *, clients: AwsClients | None = None,
+    product_version: str = "0", publisher: Any = None,
+) -> dict[str, Any]:
+    """Score one handed-off batch: pin the model, score the objects not yet done, mark them, finish.
+
+    Objects that fail (not quarantined) stay unmarked and the batch stays pending; the returned
+    summary lists them and the caller raises so the task is retried.
+    """
+    from seclake_ml.scoring.profile import EntityProfile
+    from seclake_ml.scoring.scorers import EndpointScorer, LocalScorer
+    from seclake_ml.scoring.stores import LogPublisher, S3Objects, SnsPublisher, open_local_object, store_for
+
+    t0 = time.perf_counter()
+    manifest = ledger.manifest(batch_id)
+    if manifest.get("model"):
+        model = ActiveModel.from_dict(manifest["model"])
+    else:
+        model = active_model(cfg, clients)
+        manifest = ledger.pin_model(manifest, model.to_dict())
+        model = ActiveModel.from_dict(manifest["model"])
+    objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
+    todo = [o for o in objects if not ledger.is_done(o.uri)]
+    log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
+             len(objects) - len(todo), model.version, model.threshold)
+
+    if model.backend == "aws":
+        scorer = EndpointScorer(clients.runtime, model.endpoint_name)
+        s3objs = S3Objects(clients.s3)
+
+        def open_object(obj: LakeObject) -> Any:
+            return s3objs.open(obj.bucket or cfg.lake_bucket, obj.key)
+
+        topic = setting(cfg, "sns_topic_arn")
+        publisher = publisher or (SnsPublisher(clients.sns, topic) if topic else LogPublisher(None))
+    else:
+        scorer = LocalScorer(model.model_dir)
+        lake_root = Path(cfg.lake_root).expanduser().resolve()
+
+        def open_object(obj: LakeObject) -> Any:
+            return open_local_object(lake_root, obj.key)
+
+        publisher = publisher or LogPublisher(Path(work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl")
+
+    def load_profile(entities: set[str]) -> Any:
+        uri = model.profile_uri
+        if not uri:
+            return None
+        if uri.startswith("s3://"):
+            from seclake_ml.scoring.stores import split_s3_uri
+
+            bucket, key = split_s3_uri(uri)
+            data = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return EntityProfile.load(data, entities=entities)
+        return EntityProfile.load(uri, entities=entities)
+
+    sink = store_for(findings_location(cfg), clients.s3 if clients else None)
+
+    def mark(obj: LakeObject, out: Any) -> None:
+        ledger.mark(obj, status=out.status, batch_id=batch_id, model_version=model.version,
+                    findings=out.findings, files=out.files)
+
+    result: BatchResult = score_objects(
+        todo, source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
+        sink=sink, publisher=publisher, profile_loader=load_profile,
+        min_severity_to_publish=int(setting(cfg, "publish_min_severity")),
+        chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
+        product_version=product_version, on_object_done=mark,
+    )
+    for out, obj in zip(result.objects, todo):
+        if out.status == "quarantined":
+            ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version, reason=out.reason)
+    failed = [o for o in result.objects if o.status == "failed"]
+    summary = result.to_dict()
+    summary.update(batch_id=batch_id, origin=manifest.get("origin"), objects_in_batch=len(objects),
+                   already_done=len(objects) - len(todo), rejected=manifest.get("rejected", []),
+                   ignored=len(manifest.get("ignored", [])), findings_location=findings_location(cfg),
+                   requests=getattr(scorer, "requests", None), retries=getattr(scorer, "retries", None))
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    if failed:
+        summary["failed"] = [{"uri": o.uri, "reason": o.reason} for o in failed]
+        return summary
+    summary["result"] = ledger.finish(batch_id, summary)
+    return summary

@@ -1,0 +1,263 @@
+"""Where scoring reads objects from and writes its state, findings and alerts: a local folder or S3.
+
+Every class has a local and an S3 flavour with the same methods, so the scoring engine, the Airflow
+operators and the Lambda handler share one code path. The S3 flavours take a boto3 client (the
+operators get theirs from the Amazon provider's hooks; the Lambda from boto3).
+
+* :class:`LocalStore` / :class:`S3Store`: small JSON documents (batch manifests, ledger entries) and
+  blobs under one root. Local writes are atomic (temporary file + ``os.replace``); S3 ``PutObject``
+  is atomic by nature.
+* :func:`open_local_object` / :class:`S3Objects`: a lake object as a local file path. S3 objects are
+  streamed to a temporary file (never held in memory whole) and removed afterwards.
+* :class:`LogPublisher` / :class:`SnsPublisher`: severe findings as one log line each plus a JSON
+  Lines file, or as SNS messages (one per finding, under SNS's 256 KB limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"expected an s3:// URI, got {uri!r}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri!r}")
+    return bucket, key
+
+
+# ------------------------------------------------------------------------------ state stores
+class LocalStore:
+    """JSON documents and blobs under a local folder; keys are ``/``-separated relative paths."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return self.root / key
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return str(path)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                out.append(p.relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def put_json(self, key: str, doc: Any) -> str:
+        return self.put_bytes(key, (json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+    def get_json(self, key: str) -> Any:
+        data = self.get_bytes(key)
+        return None if data is None else json.loads(data)
+
+
+class S3Store(LocalStore):
+    """The same interface over ``s3://bucket/prefix`` with a boto3 S3 client."""
+
+    def __init__(self, client: Any, uri: str) -> None:
+        self.client = client
+        self.bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return self.prefix + key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list(self, prefix: str) -> list[str]:
+        out = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/") + "/")):
+            for item in page.get("Contents", []):
+                out.append(item["Key"][len(self.prefix):])
+        return sorted(out)
+
+
+def store_for(location: str, client: Any = None) -> LocalStore:
+    """:class:`S3Store` for ``s3://`` locations (needs ``client``), else :class:`LocalStore`."""
+    if location.startswith("s3://"):
+        if client is None:
+            raise ValueError(f"{location} needs an S3 client")
+        return S3Store(client, location)
+    return LocalStore(location)
+
+
+# ------------------------------------------------------------------------------ lake objects
+@contextlib.contextmanager
+def open_local_object(root: str | os.PathLike[str], key: str) -> Iterator[str]:
+    """The path of lake key ``key`` under ``root``, refusing anything that resolves outside the root."""
+    base = Path(root).resolve()
+    path = (base / key).resolve()
+    if base not in path.parents:
+        raise ValueError(f"key {key[:200]!r} resolves outside the lake root")
+    if not path.is_file():
+        raise FileNotFoundError(f"object {key[:200]!r} does not exist under the lake root")
+    yield str(path)
+
+
+class S3Objects:
+    """Lake objects on S3, streamed to a temporary file per object (``download_fileobj``)."""
+
+    def __init__(self, client: Any, tmp_dir: str | None = None) -> None:
+        self.client = client
+        self.tmp_dir = tmp_dir
+
+    @contextlib.contextmanager
+    def open(self, bucket: str, key: str) -> Iterator[str]:
+        fd, tmp = tempfile.mkstemp(prefix="seclake-object-", suffix=".parquet", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                self.client.download_fileobj(bucket, key, fh)
+            yield tmp
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------ publishers
+def _alert(record: dict[str, Any]) -> dict[str, Any]:
+    info = record.get("finding_info") or {}
+    un = record.get("unmapped") or {}
+    return {
+        "uid": info.get("uid"),
+        "severity": record.get("severity"),
+        "severity_id": record.get("severity_id"),
+        "time": record.get("time"),
+        "title": info.get("title"),
+        "message": record.get("message"),
+        "entity": un.get("entity"),
+        "ip": un.get("ip"),
+        "score": un.get("score"),
+        "threshold": un.get("threshold"),
+        "model_version": un.get("model_version"),
+        "source": un.get("source"),
+    }
+
+
+class LogPublisher:
+    """Severe findings as one warning log line each and appended to a JSON Lines file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path else None
+
+    def publish(self, records: list[dict[str, Any]]) -> int:
+        if not records:
+            return 0
+        lines = []
+        for rec in records:
+            alert = _alert(rec)
+            log.warning("SEVERE finding %s [%s] %s", alert["uid"], alert["severity"], str(alert["message"])[:400])
+            lines.append(json.dumps(alert, sort_keys=True, default=str))
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return len(records)
+
+
+class SnsPublisher:
+    """Severe findings to an SNS topic, one message each (deduplicated downstream by ``uid``)."""
+
+    def __init__(self, client: Any, topic_arn: str) -> None:
+        self.client = client
+        self.topic_arn = topic_arn
+
+    def publish(self, records: list[dict[str, Any]]) -> int:
+        for rec in records:
+            alert = _alert(rec)
+            body = json.dumps(alert, sort_keys=True, default=str)
+            if len(body.encode()) > 250_000:
+                alert["message"] = str(alert["message"])[:1000]
+                body = json.dumps(alert, sort_keys=True, default=str)
+            subject = f"[{alert['severity']}] IP Insights finding"[:100]
+            self.client.publish(
+                TopicArn=self.topic_arn, Subject=subject, Message=body,
+                MessageAttributes={
+                    "severity_id": {"DataType": "Number", "StringValue": str(alert["severity_id"])},
+                    "finding_uid": {"DataType": "String", "StringValue": str(alert["uid"])},
+                },
+            )
+        return len(records)
+
+
+def object_stem(uri: str) -> str:
+    """File stem of an object's findings: stable for the object, whatever the run or model."""
+    return "obj-" + hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:32]
