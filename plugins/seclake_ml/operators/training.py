@@ -234,6 +234,10 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
         interval = {"start": iso(start), "end": iso(end)}
         with tempfile.TemporaryDirectory(prefix="seclake-model-") as tmp:
             model.save(tmp, training_interval=interval)
+            # The entity profile (distinct training pairs) explains the scoring DAG's findings.
+            from seclake_ml.scoring.profile import PROFILE_FILE, build_profile
+
+            profile = build_profile([str(data["train"])], str(Path(tmp) / PROFILE_FILE))
             model_dir = store.put(version, tmp)
         history = [e.to_dict() for e in getattr(model, "history_", [])]
         last = history[-1] if history else {}
@@ -249,6 +253,7 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
             "final_loss": last.get("loss"),
             "samples_per_second": last.get("samples_per_second"),
             "seconds": round(time.perf_counter() - t0, 2),
+            "profile": {k: profile.get(k) for k in ("entities", "pairs", "events")},
         }
         self.log.info("trained %s in %.1fs: %s", version, result["seconds"], json.dumps(history[-1:] or [{}])[:400])
         return result

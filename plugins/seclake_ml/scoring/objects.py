@@ -141,15 +141,20 @@ def _filter_columns(spec: Any, version: int) -> list[str]:
     return placeholders(spec.class_filter[version])
 
 
+def _times(column: Any) -> Any:
+    """Arrow timestamps as NumPy ``datetime64[us]`` (UTC; NaT for nulls)."""
+    import pyarrow as pa
+
+    return column.cast(pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
+
+
 def _collect(con: Any, rows: int) -> ChunkPairs:
     counts = dict(con.execute(f"SELECT reason, count(*) FROM {STAGE} GROUP BY reason").fetchall())
-    agg = con.execute(
+    agg = con.sql(
         f"SELECT entity, ip, coalesce(account, '') AS account, coalesce(region, '') AS region, count(*) AS events, "
         f"min(event_time) AS first_seen, max(event_time) AS last_seen FROM {STAGE} WHERE reason = 'ok' "
         "GROUP BY ALL"
-    ).arrow()
-    if hasattr(agg, "read_all"):
-        agg = agg.read_all()
+    ).to_arrow_table()
     col = agg.column
     return ChunkPairs(
         entity=col("entity").to_pylist(),
@@ -157,8 +162,8 @@ def _collect(con: Any, rows: int) -> ChunkPairs:
         account=col("account").to_pylist(),
         region=col("region").to_pylist(),
         events=col("events").to_numpy(),
-        first_seen=col("first_seen").cast("timestamp[us, tz=UTC]").to_numpy(),
-        last_seen=col("last_seen").cast("timestamp[us, tz=UTC]").to_numpy(),
+        first_seen=_times(col("first_seen")),
+        last_seen=_times(col("last_seen")),
         rows=int(rows),
         ok_rows=int(counts.get("ok", 0)),
         dropped={r: int(counts.get(r, 0)) for r in DROP_REASONS},
