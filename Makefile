@@ -23,6 +23,7 @@ SOURCE_VERSION ?= 1
 RUN_DATE ?= 2024-01-08T03:00:00+00:00
 RUN_CONF ?= {"lookback_days": 14}
 DAG_ID := seclake_ipinsights_training
+SCORING_DAG_ID := seclake_ipinsights_scoring
 LAKE := $(CURDIR)/var/lake
 WORK := $(CURDIR)/var/work
 LAKE_STAMP := $(LAKE)/.generated-$(LAKE_START)-$(LAKE_DAYS)-$(LAKE_SEED)-v$(SOURCE_VERSION)-$(subst $(space),_,$(subst -,,$(LAKE_SCALE)))
@@ -47,7 +48,8 @@ elapsed = $$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.arg
 
 help:
 	@echo "make run    create .venv if needed, migrate a local Airflow DB, generate a sample lake,"
-	@echo "            run the $(DAG_ID) DAG for $(RUN_DATE) and print what it extracted"
+	@echo "            run the $(DAG_ID) DAG for $(RUN_DATE) and print what it extracted, then drop"
+	@echo "            a new day into the lake, run $(SCORING_DAG_ID) and print its findings"
 	@echo "make test   create .venv if needed and run the whole test suite"
 	@echo "make clean  remove var/ (Airflow home, sample lake, outputs); keeps .venv"
 
@@ -89,6 +91,21 @@ run: venv db lake
 	@echo "---------------------------------------------------------------- summary"
 	@"$(VPY)" -c "import sys; from seclake_ml.airflow_support import print_latest_summary; \
 		sys.exit(print_latest_summary('$(WORK)', '$(DAG_ID)'))"
+	@echo "---------------------------------------------------------------- scoring a new log batch"
+	@"$(VPY)" -m seclake_ml scoring adopt
+	@"$(VPY)" -m seclake_ml lake drop-batch --root "$(LAKE)" --day next --seed $(LAKE_SEED) \
+		--source-version $(SOURCE_VERSION) $(LAKE_SCALE) > var/logs/drop-batch.log 2>&1 \
+		|| { tail -20 var/logs/drop-batch.log; exit 1; }
+	@echo "new batch: day $$(grep -o '"day": "[0-9-]*"' var/logs/drop-batch.log | cut -d'"' -f4), \
+		$$(grep -o '"objects": [0-9]*' var/logs/drop-batch.log | cut -d' ' -f2) objects dropped into $(LAKE)"
+	@echo 'airflow dags test $(SCORING_DAG_ID) (log: var/logs/dags-test-scoring.log)'
+	@t0=$(now); "$(VENV)/bin/airflow" dags test $(SCORING_DAG_ID) > var/logs/dags-test-scoring.log 2>&1 \
+		|| { grep -E "ERROR|Error|error|failed|Traceback" var/logs/dags-test-scoring.log | tail -40; \
+		     echo "dags test FAILED; full log: var/logs/dags-test-scoring.log"; exit 1; }; \
+		echo "dags test: ok in $(call elapsed,$$t0)"
+	@echo "---------------------------------------------------------------- findings"
+	@"$(VPY)" -m seclake_ml scoring show --top 8 \
+		--truth "$$(ls -d $(LAKE)/ground_truth/batches/* | sort | tail -1)/anomalies.parquet"
 
 test: venv
 	@export AIRFLOW_HOME="$(CURDIR)/var/airflow-test"; mkdir -p "$$AIRFLOW_HOME"; \

@@ -1,7 +1,8 @@
 """Command line: ``python -m seclake_ml <group> <command> …``.
 
 Groups: ``lake generate`` (sample Security Lake), ``pairs extract`` (pairs for a data interval),
-``ipinsights train|score|calibration-sets|calibrate`` (the local IP Insights engine).
+``ipinsights train|score|calibration-sets|calibrate`` (the local IP Insights engine),
+``lake drop-batch`` (a new day landing in the sample lake), ``scoring adopt|show`` (local scoring).
 Errors in the input are reported on one line with exit status 2; no traceback for bad input.
 """
 
@@ -39,6 +40,24 @@ def _add_lake(sub: argparse._SubParsersAction) -> None:
     from seclake_ml.lake.generate import add_generate_arguments
 
     add_generate_arguments(gen)
+    drop = lsub.add_parser("drop-batch", help="add one new generated day to a sample lake (a new log batch)")
+    drop.add_argument("--root", required=True, help="the sample lake")
+    drop.add_argument("--day", required=True, help="UTC day to add, YYYY-MM-DD, or 'next' (the day after the newest)")
+    drop.add_argument("--seed", type=int, default=42, help="the lake's seed (same world)")
+    drop.add_argument("--source-version", type=int, choices=(1, 2), default=1)
+    drop.add_argument("--flows-per-day", type=int)
+    drop.add_argument("--dns-per-day", type=int)
+    drop.add_argument("--api-calls-per-day", type=int)
+    drop.add_argument("--anomalies-per-kind", type=int)
+
+
+def _add_scoring(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser("scoring", help="scoring of new log batches (local backend)")
+    ssub = sc.add_subparsers(dest="command", required=True)
+    ssub.add_parser("adopt", help="record the objects now in the local lake as history (not scored)")
+    show = ssub.add_parser("show", help="print the latest scored batch and its strongest findings")
+    show.add_argument("--top", type=int, default=10, help="findings to print (default 10)")
+    show.add_argument("--truth", help="ground-truth anomalies.parquet of the sample lake, to count hits")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
     _add_lake(sub)
     _add_pairs(sub)
+    _add_scoring(sub)
     from seclake_ml.ipinsights.cli import register
 
     register(sub)
@@ -98,6 +118,46 @@ def _lake_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lake_drop_batch(args: argparse.Namespace) -> int:
+    from datetime import date, timedelta
+
+    from seclake_ml.lake.generate import drop_batch
+
+    scale = {k: getattr(args, k) for k in ("flows_per_day", "dns_per_day", "api_calls_per_day", "anomalies_per_kind")
+             if getattr(args, k) is not None}
+    from seclake_ml.lake.generate import newest_day
+
+    day = newest_day(args.root) + timedelta(days=1) if args.day == "next" else date.fromisoformat(args.day)
+    summary = drop_batch(args.root, day, args.seed, args.source_version, **scale)
+    print(json.dumps({k: v for k, v in summary.items() if k != "objects"} | {"objects": len(summary["objects"])},
+                     indent=2, default=str))
+    return 0
+
+
+def _scoring_adopt(args: argparse.Namespace) -> int:
+    from seclake_ml.config import load_config
+    from seclake_ml.scoring.report import adopt_existing
+
+    cfg = load_config()
+    n = adopt_existing(cfg)
+    print(f"recorded {n} objects under {cfg.lake_root} as history; new objects are scored from now on")
+    return 0
+
+
+def _scoring_show(args: argparse.Namespace) -> int:
+    from seclake_ml.config import load_config
+    from seclake_ml.scoring.report import format_batch, latest_batch
+    from seclake_ml.scoring.service import work_root
+
+    cfg = load_config()
+    batch = latest_batch(work_root(cfg))
+    if batch is None:
+        print(f"no scored batch under {work_root(cfg)}/scoring/batches")
+        return 1
+    print("\n".join(format_batch(batch, top=args.top, truth=args.truth)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -106,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handlers = {("pairs", "extract"): _pairs_extract, ("lake", "generate"): _lake_generate}
+    handlers = {("pairs", "extract"): _pairs_extract, ("lake", "generate"): _lake_generate,
+                ("lake", "drop-batch"): _lake_drop_batch, ("scoring", "adopt"): _scoring_adopt,
+                ("scoring", "show"): _scoring_show}
     try:
         if args.group == "ipinsights":
             from seclake_ml.ipinsights.cli import run

@@ -457,6 +457,46 @@ def generate_lake(
     }
 
 
+def newest_day(root: str | os.PathLike[str]) -> _dt.date:
+    """The newest ``eventDay`` partition in a local lake (``ValueError`` when it holds none)."""
+    days = [p.name.split("=", 1)[1] for p in Path(root).glob("aws/*/*/*/*/eventDay=*") if p.is_dir()]
+    valid = sorted(d for d in days if len(d) == 8 and d.isdigit())
+    if not valid:
+        raise ValueError(f"no eventDay partitions under {root}/aws")
+    return _dt.datetime.strptime(valid[-1], "%Y%m%d").date()
+
+
+def drop_batch(root: str | os.PathLike[str], day: _dt.date, seed: int, source_version: int = 1,
+               **scale: Any) -> dict[str, Any]:
+    """Add one new day of data to an existing sample lake, as a new log batch landing in it.
+
+    The day is generated with the same ``seed`` (so the same accounts, instances and people as the
+    lake) and anomalies anywhere in the day (``warmup_fraction=0`` unless given), in a hidden staging
+    folder under ``root``, then every object is moved into the lake atomically (``os.replace``), so a
+    scanner never sees a half-written object. The day's ground truth goes to
+    ``ground_truth/batches/<YYYYMMDD>/`` (the lake's own ground truth is left alone).
+    """
+    root = Path(root)
+    stamp = day.strftime("%Y%m%d")
+    staging = root / f".incoming-{stamp}"
+    shutil.rmtree(staging, ignore_errors=True)
+    scale = {"warmup_fraction": 0.0, **scale, "overwrite": True}
+    summary = generate_lake(staging, day, 1, seed, source_version=source_version, **scale)
+    moved = []
+    for path in sorted((staging / "aws").rglob("*.parquet")):
+        dst = root / path.relative_to(staging)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dst)
+        moved.append(str(dst.relative_to(root)))
+    truth = root / "ground_truth" / "batches" / stamp
+    truth.mkdir(parents=True, exist_ok=True)
+    for name in ("anomalies.parquet", "manifest.json"):
+        os.replace(staging / "ground_truth" / name, truth / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return {"day": day.isoformat(), "objects": moved, "rows": summary["rows"], "anomalies": summary["anomalies"],
+            "ground_truth": str(truth / "anomalies.parquet")}
+
+
 def _iso(ms: int) -> str:
     return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).isoformat().replace("+00:00", "Z")
 

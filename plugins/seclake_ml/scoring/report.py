@@ -1,0 +1,89 @@
+"""Human-readable views of scoring results (for the CLI and ``make run``), and ledger adoption.
+
+* :func:`latest_batch` finds the most recently finished batch in a local work location.
+* :func:`format_batch` prints what a batch did and its top findings with their explanations; with a
+  ground-truth file of the sample lake it also says which injected anomalies were found.
+* :func:`adopt_existing` records the objects already in a local lake as history, so that the
+  continuous scoring DAG only scores what lands afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seclake_ml.config import SeclakeConfig
+
+
+def latest_batch(work_location: str) -> dict[str, Any] | None:
+    base = Path(work_location) / "scoring" / "batches"
+    results = [p for p in base.glob("*/result.json")] if base.is_dir() else []
+    if not results:
+        return None
+    docs = [json.loads(p.read_text(encoding="utf-8")) for p in results]
+    return max(docs, key=lambda d: str(d.get("finished_at", "")))
+
+
+def _batch_files(batch: dict[str, Any]) -> list[str]:
+    return sorted({f for o in batch.get("objects", []) for f in o.get("files", [])})
+
+
+def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = None) -> list[str]:
+    """Lines describing one finished batch and its strongest findings."""
+    from seclake_ml.scoring.findings import read_findings
+
+    t = batch["totals"]
+    lines = [
+        f"batch         {batch['batch_id']} ({batch.get('origin')}), model {batch['model_version']}",
+        f"objects       {t['objects']} (scored {t['scored']}, quarantined {t['quarantined']}, failed {t['failed']})",
+        f"rows / pairs  {t['rows']:,} rows, {t['pairs']:,} pairs ({t['distinct_pairs']:,} distinct per chunk)",
+        f"dropped       {', '.join(f'{k} {v:,}' for k, v in t['dropped'].items() if v) or 'none'}",
+        f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}",
+        f"seconds       {json.dumps(batch.get('seconds', {}), sort_keys=True)}",
+        f"findings at   {batch.get('findings_location')}/ext/…",
+    ]
+    files = [f for f in _batch_files(batch) if Path(f).is_file()]
+    records = read_findings(files) if files else []
+    records.sort(key=lambda r: (-int(r.get("severity_id") or 0), -float((r.get("unmapped") or {}).get("score", 0) or 0)))
+    for r in records[:top]:
+        un = r.get("unmapped") or {}
+        lines.append(f"  [{r.get('severity'):<8}] {un.get('source')}/{un.get('view')} {un.get('entity')} -> {un.get('ip')} "
+                     f"score {float(un.get('score', 'nan')):.3f} > {float(un.get('threshold', 'nan')):.3f}")
+        text = ((r.get("evidences") or [{}])[0].get("data") or {}).get("explanation", {}).get("text")
+        if text:
+            lines.append(f"               {text[:220]}")
+    if truth and Path(truth).is_file() and records:
+        import pyarrow.parquet as pq
+
+        gt = pq.read_table(truth).to_pylist()
+        found = {((r.get("unmapped") or {}).get("entity"), (r.get("unmapped") or {}).get("ip")) for r in records}
+        kinds: dict[str, list[int]] = {}
+        seen_pairs: set[tuple[str, str, str]] = set()
+        for row in gt:
+            key = (row["kind"], row["entity"], row["ip"])
+            if key in seen_pairs:
+                continue
+            seen_pairs.add(key)
+            hit = (row["entity"], row["ip"]) in found
+            kinds.setdefault(row["kind"], [0, 0])
+            kinds[row["kind"]][0] += hit
+            kinds[row["kind"]][1] += 1
+        lines.append("ground truth  injected pairs found: " + ", ".join(f"{k} {h}/{n}" for k, (h, n) in sorted(kinds.items())))
+    return lines
+
+
+def adopt_existing(cfg: SeclakeConfig) -> int:
+    """Mark every object now in the local lake as history (not scored); returns how many were new."""
+    from seclake_ml.scoring.ledger import Ledger
+    from seclake_ml.scoring.service import iter_local_objects, work_store
+
+    ledger = Ledger(work_store(cfg))
+    done = ledger.done_keys()
+    objects, _ = iter_local_objects(cfg)
+    n = 0
+    for obj in objects:
+        if Ledger.entry_key(obj.uri) not in done:
+            ledger.mark(obj, status="adopted", batch_id="adopted", model_version=None)
+            n += 1
+    return n
