@@ -24,7 +24,7 @@ NO_RESOURCE_LEVEL = {
 }
 SAMPLE = {
     "Partition": "aws", "Region": "us-east-1", "AccountId": "111122223333",
-    "LakeBucket": "aws-security-data-lake-us-east-1-abc", "CustomSourceName": "seclake-ml-findings",
+    "LakeBucket": "aws-security-data-lake-us-east-1-abc", "CustomSourcePrefix": "ipinsights",
     "GlueDatabase": "amazon_security_lake_glue_db_us_east_1", "AthenaWorkgroup": "seclake-ml",
     "WorkBucket": "example-work", "WorkPrefix": "ipinsights", "ResourcePrefix": "seclake-ml",
     "SageMakerExecutionRoleName": "seclake-ml-sagemaker", "ParameterPath": "seclake-ml/ipinsights",
@@ -125,9 +125,9 @@ def test_mwaa_role_scopes() -> None:
     lake_reads = [r for r in grants["s3:GetObject"] if "${LakeBucket}" in r]
     assert sorted(lake_reads) == sorted(
         f"arn:${{Partition}}:s3:::${{LakeBucket}}/{p}" for p in
-        ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "ext/${CustomSourceName}/*"))
+        ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "ext/${CustomSourcePrefix}-*"))
     assert grants["s3:PutObject"] and all(
-        r.endswith(("${WorkBucket}/${WorkPrefix}/*", "${LakeBucket}/ext/${CustomSourceName}/*"))
+        r.endswith(("${WorkBucket}/${WorkPrefix}/*", "${LakeBucket}/ext/${CustomSourcePrefix}-*"))
         for r in grants["s3:PutObject"])
     assert grants["ssm:PutParameter"] == [
         "arn:${Partition}:ssm:${Region}:${AccountId}:parameter/${ParameterPath}",
