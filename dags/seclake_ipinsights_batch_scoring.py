@@ -21,17 +21,11 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
-from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
+from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.scoring import IntervalBatchOperator, ScoreBatchOperator
 from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
 
-default_args = {
-    "owner": "security-analytics",
-    "retries": 2,
-    "retry_delay": retry_delay_from_env(),
-    "retry_exponential_backoff": 2.0,
-    "on_failure_callback": on_task_failure,
-}
+default_args = default_task_args(retries=2)
 
 with DAG(
     dag_id="seclake_ipinsights_batch_scoring",

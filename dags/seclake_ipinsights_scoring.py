@@ -35,17 +35,11 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset
 
-from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
+from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.scoring import SCORING_DAG_ID, NewLogBatchSensor, ScoreBatchOperator
 from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
 
-default_args = {
-    "owner": "security-analytics",
-    "retries": 3,
-    "retry_delay": retry_delay_from_env(),
-    "retry_exponential_backoff": 2.0,
-    "on_failure_callback": on_task_failure,
-}
+default_args = default_task_args(retries=3)
 
 with DAG(
     dag_id=SCORING_DAG_ID,

@@ -57,7 +57,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup, task
 
-from seclake_ml.airflow_support import on_task_failure, retry_delay_from_env
+from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.extract import SecurityLakePairsOperator
 from seclake_ml.operators.training import (
     ACTIVE_MODEL_ASSET,
@@ -71,13 +71,7 @@ from seclake_ml.operators.training import (
 DAG_ID = "seclake_ipinsights_training"
 log = logging.getLogger("seclake_ml.dags.training")
 
-default_args = {
-    "owner": "security-analytics",
-    "retries": 2,
-    "retry_delay": retry_delay_from_env(),
-    "retry_exponential_backoff": 2.0,
-    "on_failure_callback": on_task_failure,
-}
+default_args = default_task_args(retries=2)
 
 with DAG(
     dag_id=DAG_ID,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.airflow_env import airflow_env
+
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "seclake_ipinsights_training"
 PAIR_COLUMNS = {"entity", "ip", "event_time", "source"}
@@ -124,19 +126,7 @@ def test_operator_execute_writes_interval_keyed_output(sample_lake: Path, tmp_pa
 
 # ---------------------------------------------------------------------------- end to end (DAG)
 def _airflow_env(home: Path, lake: Path, work: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SECLAKE_ML_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
-        SECLAKE_ML_CONFIG=json.dumps({"backend": "local", "sources": SOURCES, "source_version": 1}),
-        SECLAKE_ML_LAKE_ROOT=str(lake),
-        SECLAKE_ML_WORK_LOCATION=str(work),
-        SECLAKE_ML_RETRY_DELAY_SECONDS="1",
-    )
-    return env
+    return airflow_env(home, lake, work, {"backend": "local", "sources": SOURCES, "source_version": 1})
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: int, what: str) -> tuple[subprocess.CompletedProcess, float]:

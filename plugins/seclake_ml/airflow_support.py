@@ -360,6 +360,17 @@ def format_training_outcome(work_location: str, interval_dir: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- callbacks
+def default_task_args(retries: int = 2) -> dict[str, Any]:
+    """``default_args`` of the package's DAGs: owner, retries with exponential backoff, failure log."""
+    return {
+        "owner": "security-analytics",
+        "retries": retries,
+        "retry_delay": retry_delay_from_env(),
+        "retry_exponential_backoff": 2.0,
+        "on_failure_callback": on_task_failure,
+    }
+
+
 def on_task_failure(context: Mapping[str, Any]) -> None:
     """Failure callback: one log line naming the task, the run, its data interval and the error."""
     ti = context.get("ti") or context.get("task_instance")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from seclake_ml.scoring.findings import read_findings
+from tests.airflow_env import airflow_env
 
 from .conftest import SOURCES, drop_day
 
@@ -20,20 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(home: Path, site: dict) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SECLAKE_ML_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
-        SECLAKE_ML_CONFIG=json.dumps({"backend": "local", "sources": SOURCES, "source_version": 1,
-                                      "extra": {"scoring": {"chunk_rows": 2000}}}),
-        SECLAKE_ML_LAKE_ROOT=str(site["lake"]),
-        SECLAKE_ML_WORK_LOCATION=str(site["work"]),
-        SECLAKE_ML_RETRY_DELAY_SECONDS="1",
-    )
-    return env
+    config = {"backend": "local", "sources": SOURCES, "source_version": 1, "extra": {"scoring": {"chunk_rows": 2000}}}
+    return airflow_env(home, site["lake"], site["work"], config)
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str, timeout: int = 400) -> str:

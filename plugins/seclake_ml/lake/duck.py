@@ -94,6 +94,29 @@ def _schema_paths(schema: Any) -> set[str]:
     return out
 
 
+def column_resolver(available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:
+    """``resolve(path)`` for :func:`~seclake_ml.pairs.render_view_sql` over files whose columns are ``available``.
+
+    Paths present become quoted column references (``t.…``, or the unnested alias' field); absent
+    ones become ``NULL`` and are appended to ``missing``, so schema drift never fails a query.
+    """
+
+    def resolve(path: str) -> str:
+        if path in HIVE_COLUMNS:
+            return sqlsafe.column_path(path)
+        head = path.split(".", 1)[0]
+        if unnest and head == unnest[1]:
+            # a field of the unnested list element, e.g. ans.rdata -> answers[].rdata
+            if f"{unnest[0]}[]{path[len(head):]}" in available:
+                return sqlsafe.column_path(path)
+        elif path in available:
+            return sqlsafe.column_path(f"t.{path}")
+        missing.append(path)
+        return "NULL"
+
+    return resolve
+
+
 def find_files(
     root: Path,
     lake_source: str,
@@ -191,22 +214,6 @@ class DuckDBLake:
             con.execute(f"SET threads = {int(self.threads)}")
         return con
 
-    def _resolver(self, available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:
-        def resolve(path: str) -> str:
-            if path in HIVE_COLUMNS:
-                return sqlsafe.column_path(path)
-            head = path.split(".", 1)[0]
-            if unnest and head == unnest[1]:
-                # a field of the unnested list element, e.g. ans.rdata -> answers[].rdata
-                if f"{unnest[0]}[]{path[len(head):]}" in available:
-                    return sqlsafe.column_path(path)
-            elif path in available:
-                return sqlsafe.column_path(f"t.{path}")
-            missing.append(path)
-            return "NULL"
-
-        return resolve
-
     def extract(self, source: str, view: str, start: datetime, end: datetime, out: str) -> ExtractionResult:
         t0 = time.perf_counter()
         spec = get_source(source)
@@ -228,7 +235,7 @@ class DuckDBLake:
         missing: list[str] = []
         if pv.unnest and f"{pv.unnest[0]}[]" not in probed.paths and probed.good:
             log.warning("%s/%s: list column '%s' absent from every file; view yields nothing", source, view, pv.unnest[0])
-        rendered = render_view_sql(source, view, version, self._resolver(probed.paths, pv.unnest, missing))
+        rendered = render_view_sql(source, view, version, column_resolver(probed.paths, pv.unnest, missing))
         res.missing_columns = sorted(set(missing))
         if res.missing_columns and probed.good:
             log.warning("%s/%s: columns absent from all files, read as NULL: %s", source, view, ", ".join(res.missing_columns))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from seclake_ml.lake.duck import HIVE_COLUMNS, _schema_paths, stage_sql
+from seclake_ml.lake.duck import _schema_paths, column_resolver, stage_sql
 from seclake_ml.pairs import DROP_REASONS, render_view_sql
 from seclake_ml.scoring.notifications import LakeObject
 from seclake_ml.sources import get_source
@@ -52,24 +52,6 @@ class ChunkPairs:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def _resolver(available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:
-    from seclake_ml import sqlsafe
-
-    def resolve(path: str) -> str:
-        if path in HIVE_COLUMNS:
-            return sqlsafe.column_path(path)
-        head = path.split(".", 1)[0]
-        if unnest and head == unnest[1]:
-            if f"{unnest[0]}[]{path[len(head):]}" in available:
-                return sqlsafe.column_path(path)
-        elif path in available:
-            return sqlsafe.column_path(f"t.{path}")
-        missing.append(path)
-        return "NULL"
-
-    return resolve
-
-
 def open_parquet(path: str) -> Any:
     """``pyarrow.parquet.ParquetFile`` of ``path`` or :class:`UnreadableObject` with the reason."""
     import pyarrow.parquet as pq
@@ -97,7 +79,7 @@ def iter_view_chunks(
     if time_col not in paths:
         raise UnreadableObject(f"no '{time_col}' column")
     missing: list[str] = []
-    rendered = render_view_sql(source, view, version, _resolver(paths, pv.unnest, missing))
+    rendered = render_view_sql(source, view, version, column_resolver(paths, pv.unnest, missing))
     if missing:
         log.warning("%s: %s/%s columns absent, read as NULL: %s", obj.key[-200:], source, view, ", ".join(sorted(set(missing))))
     top = {f.name for f in pf.schema_arrow}
