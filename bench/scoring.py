@@ -1,6 +1,18 @@
+# Figures from one run on a 2-core machine (shared and noisy; read the ratios), default flags:
+#   lake 2,000,122 VPC flow rows in 24 objects over 4 days, 48 instances; model trained on days 1-2
+#   (772,625 vpc_flow:instance_peer pairs), threshold at 1% FPR (calibration AUC 0.9977).
+#   new batches, 12 objects, 1,000,122 rows, best of 3 alternating runs:
+#     package score_objects  1.82 s   549k rows/s   539k pairs/s (983,167 pairs)  180 findings written
+#     seed pandas + HTTP    17.94 s    56k rows/s    28k pairs/s (498,642 pairs)   96 flagged pairs
+#     ratio 9.8x the rows/s (per run 7.7x, 4.5x, 9.8x; an earlier run 8.6x), largest seed request
+#     14 MiB (over SageMaker's real-time payload limit).
+#   one 5,000,000-row object, fresh processes: package peak RSS 766 MiB (119 MiB of it after
+#     imports; goal < 1.5 GB met), 11.2 s; seed pattern killed at its 12 GiB cap after 81 s.
+#   --view instance_src_ip (the seed's own pair definition, a model trained on it): 16.7x the rows/s;
+#     flagged 0 (package) vs 2 per-object pairs (seed), the one distinct pair being a float32 score
+#     equal to the threshold that the endpoint's JSON text rounds past it.
+#   whole run 5 min from an empty bench folder, 2 min with the lake and model reused.
 """Scoring benchmark: the package's scoring engine vs the seed's ipcheck Lambda pattern, side by side.
-
-Figures from one run on a 2-core machine: (filled in below from a measured run)
 
 On one sample lake (generated with the package generator, reused when present) it:
 
@@ -42,7 +54,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -392,75 +403,92 @@ def run_seed(lake: Path, objects: list, endpoint: Endpoint, threshold: float, pe
 
 
 # ---------------------------------------------------------------------------------------------- big object, child side
-def child_main(args: argparse.Namespace) -> int:
-    """Runs in a fresh interpreter: score the big object one way and print a JSON line."""
-    import pandas  # noqa: F401  (libraries imported before the baseline reading, as in a warm worker)
-    import pyarrow  # noqa: F401
-    import duckdb  # noqa: F401
+def child_run(kind: str, p: dict) -> dict:
+    """In a fresh process: score the big object one way; returns figures and the process's peaks."""
+    import duckdb  # noqa: F401  (libraries imported before the baseline reading, as in a warm worker)
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
 
     from seclake_ml.scoring.notifications import parse_lake_key
 
+    logging.basicConfig(level=logging.INFO if p.get("verbose") else logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
     base_kib = _status_kib("VmRSS")
-    lake = Path(args.child_lake)
-    obj = parse_lake_key(args.child_key)
-    record = json.loads(args.child_record)
+    lake = Path(p["lake"])
+    obj = parse_lake_key(p["key"])
+    record = p["record"]
     t0 = time.perf_counter()
-    if args.child == "package":
-        res = run_package(lake, [obj], record, args.view, Path(args.child_out), args.chunk_rows)
+    if kind == "package":
+        res = run_package(lake, [obj], record, p["view"], Path(p["out"]), p["chunk_rows"])
         out = {k: res[k] for k in ("rows", "pairs", "distinct", "flagged")}
     else:
         df, n_rows = seed_read_object(lake / obj.key)
         after_read = _status_kib("VmHWM")
-        conn = http.client.HTTPConnection("127.0.0.1", args.child_port, timeout=600)
+        conn = http.client.HTTPConnection("127.0.0.1", p["port"], timeout=600)
         preds = seed_invoke(conn, df)
         conn.close()
-        hit = sum(1 for p in preds if p.get("dot_product") is not None and -p["dot_product"] > record["threshold"])
+        hit = sum(1 for x in preds if x.get("dot_product") is not None and -x["dot_product"] > record["threshold"])
         out = {"rows": n_rows, "pairs": len(df), "flagged_rows": hit, "hwm_after_read_kib": after_read}
     out["seconds"] = time.perf_counter() - t0
     out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["vmhwm_kib"] = _status_kib("VmHWM")
     out["baseline_kib"] = base_kib
-    print("CHILD-RESULT " + json.dumps(out))
-    return 0
+    return out
 
 
-def run_child(kind: str, args: argparse.Namespace, big_lake: Path, obj: Any, record: dict, out: Path,
-              port: int | None = None, cap_bytes: int | None = None) -> dict:
-    """Start this script in a fresh interpreter for one big-object run; watch its memory from here."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-lake", str(big_lake),
-           "--child-key", obj.key, "--child-record", json.dumps(record), "--child-out", str(out),
-           "--view", args.view, "--chunk-rows", str(args.chunk_rows)]
-    if port is not None:
-        cmd += ["--child-port", str(port)]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    watched_hwm = 0
-    killed = False
+def _child_entry(kind: str, params: dict, conn: Any) -> None:
+    try:
+        res = child_run(kind, params)
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent
+        res = {"failed": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    conn.send(res)
+    conn.close()
 
-    def watch() -> None:
-        nonlocal watched_hwm, killed
-        while proc.poll() is None:
-            hwm = _status_kib("VmHWM", proc.pid)
-            if hwm:
-                watched_hwm = max(watched_hwm, hwm)
-            rss = _status_kib("VmRSS", proc.pid)
-            if cap_bytes and rss and rss * 1024 > cap_bytes:
-                killed = True
-                proc.kill()
-                return
-            time.sleep(0.1)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    stdout, stderr = proc.communicate()
-    watcher.join()
-    for line in stdout.splitlines():
-        if line.startswith("CHILD-RESULT "):
-            res = json.loads(line[len("CHILD-RESULT "):])
-            res["watched_hwm_kib"] = watched_hwm
-            return res
-    return {"failed": True, "killed": killed, "watched_hwm_kib": watched_hwm, "rc": proc.returncode,
-            "stderr": stderr.strip().splitlines()[-3:]}
+def start_forkserver() -> None:
+    """Start the fork server while this process is still small.
+
+    Linux keeps a process's RSS high-water mark across fork and exec (``ru_maxrss`` of a child
+    started from a 1 GB parent reads at least 1 GB), so the big-object runs are forked from a server
+    started before pandas, DuckDB or torch are loaded here; their ``ru_maxrss`` is then their own.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.set_forkserver_preload(["__main__"])
+    forkserver.ensure_running()
+
+
+def run_child(kind: str, params: dict, cap_bytes: int | None = None) -> dict:
+    """Run :func:`child_run` in a fresh process from the fork server; watch its memory from here."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_entry, args=(kind, params, send), name=f"bench-{kind}")
+    t0 = time.perf_counter()
+    proc.start()
+    send.close()
+    watched_hwm, killed = 0, False
+    while proc.is_alive():
+        hwm = _status_kib("VmHWM", proc.pid)
+        if hwm:
+            watched_hwm = max(watched_hwm, hwm)
+        rss = _status_kib("VmRSS", proc.pid)
+        if cap_bytes and rss and rss * 1024 > cap_bytes:
+            killed = True
+            proc.kill()
+            break
+        if recv.poll(0.1):
+            break
+    res = recv.recv() if not killed and recv.poll(5) else None
+    proc.join()
+    recv.close()
+    if res is None:
+        res = {"failed": True, "error": f"exit code {proc.exitcode}"}
+    res["killed"] = killed
+    res["watched_hwm_kib"] = watched_hwm
+    res["elapsed"] = time.perf_counter() - t0
+    return res
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -470,11 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=4, help="days in the sample lake; the first half trains the model")
     ap.add_argument("--train-days", type=int, help="days that train the model (default days // 2); the rest are scored")
     ap.add_argument("--flows-per-day", type=int, default=500_000, help="VPC flow rows per day over the estate")
-    ap.add_argument("--view", default="instance_src_ip", choices=["instance_src_ip", "instance_peer", "instance_own_ip"],
-                    help="vpc_flow view the model is trained on and the package scores (the seed reads src_endpoint)")
+    ap.add_argument("--view", default="instance_peer", choices=["instance_peer", "instance_src_ip", "instance_own_ip"],
+                    help="vpc_flow view the model is trained on and the package scores (default: the DAGs' default "
+                    "view; instance_src_ip is the seed's own pair definition); the seed always reads src_endpoint")
     ap.add_argument("--chunk-rows", type=int, default=250_000, help="rows per chunk in the package path")
     ap.add_argument("--messages-per-request", type=int, default=10, help="objects per seed request (SQS batch size)")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each path, alternating; the best is reported")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each path, alternating; the best is reported")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--seed", type=int, default=7)
@@ -483,19 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-big", choices=["auto", "yes", "no"], default="auto",
                     help="run the seed pattern on the big object (auto: only with > 8 GB available)")
     ap.add_argument("--seed-mem-cap-gb", type=float, help="kill the seed big-object run past this RSS "
-                    "(default: available memory less 3 GB, at most 16)")
+                    "(default: available memory less 4 GB, at most 12)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    # hidden: the big-object child processes
-    ap.add_argument("--child", choices=["package", "seed"], help=argparse.SUPPRESS)
-    ap.add_argument("--child-lake", help=argparse.SUPPRESS)
-    ap.add_argument("--child-key", help=argparse.SUPPRESS)
-    ap.add_argument("--child-record", help=argparse.SUPPRESS)
-    ap.add_argument("--child-out", help=argparse.SUPPRESS)
-    ap.add_argument("--child-port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
-    if args.child:
-        return child_main(args)
+    if not args.skip_big:
+        start_forkserver()
 
     import duckdb  # noqa: F401  (imported before anything is timed)
     import numpy as np  # noqa: F401
@@ -530,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:28s} {r['rows']:>11,} {r['pairs']:>11,} {r['seconds']:>8.2f} {r['rows'] / r['seconds']:>11,.0f} "
               f"{r['pairs'] / r['seconds']:>11,.0f} {r['flagged']:>8,}")
     ratio = seed["seconds"] / pkg["seconds"]
-    print(f"  ratio package/seed: {ratio:.2f}x the rows/s  (each run: "
-          + ", ".join(f"{s['seconds'] / p['seconds']:.2f}x" for p, s in zip(pkg_runs, seed_runs)) + ")")
+    print(f"  ratio package/seed: {ratio:.2f}x the rows/s (each run: "
+          + ", ".join(f"{s['seconds'] / p['seconds']:.2f}x" for p, s in zip(pkg_runs, seed_runs))
+          + f"), {(pkg['pairs'] / pkg['seconds']) / (seed['pairs'] / seed['seconds']):.2f}x the pairs/s")
     parts = ", ".join(f"{k} {v:.2f}s" for k, v in pkg["parts"].items())
     print(f"  package time: {parts}; {pkg['distinct']:,} distinct pairs scored in {pkg['requests']} scorer calls; "
           f"{pkg['flagged']:,} findings written, {pkg['published']} severe published")
@@ -543,32 +566,50 @@ def main(argv: list[str] | None = None) -> int:
 
     # Why the flagged counts differ.
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
+    from seclake_ml.scoring.findings import read_findings
 
     scorer = IPInsightsScorer.load(record["model_dir"])
     fl = sorted(seed["flagged_set"])
-    known = scorer.known_entities([e for _, e, _ in fl]) if fl else np.zeros(0, bool)
-    seed_known = int(known.sum())
+    seed_pairs = {(e, ip) for _, e, ip in fl}
+    found = sorted((root / "out-package" / "findings").rglob("*.parquet"))
+    pkg_pairs = {(r["unmapped"]["entity"], r["unmapped"]["ip"]) for r in read_findings(found)} if found else set()
+    unknown = rounding = 0
+    if seed_pairs:
+        ents, ips = zip(*sorted(seed_pairs))
+        local = scorer.score(list(ents), list(ips))
+        unknown = int((~np.asarray(local.known_entity, bool)).sum())
+        rounding = int((~(-np.asarray(local.dot_product, np.float64) > record["threshold"])).sum())
     print(f"  flagged: package {pkg['flagged']:,} findings (distinct entity/ip/account/region per object); seed "
-          f"{seed['flagged']:,} distinct entity/ip per object ({seed['flagged_rows']:,} flagged rows), of which "
-          f"{seed['flagged'] - seed_known:,} belong to entities the model never saw")
-    views_note = ("same pair definition as the seed (src_endpoint.instance_uid, src_endpoint.ip), so the views differ only in "
-                  "cleaning" if args.view == "instance_src_ip" else
-                  f"a different pair definition: the package's {args.view} view is direction-aware, the seed always pairs "
-                  "src_endpoint.instance_uid with src_endpoint.ip (for outbound flows the instance's own address)")
-    print("  note: the counts differ because the two paths do not see the same pairs. The package scores the "
-          f"vpc_flow:{args.view} view, {views_note}; it keeps only class 4001 rows and well-formed IPv4 "
+          f"{seed['flagged']:,} distinct entity/ip per object ({seed['flagged_rows']:,} flagged rows)")
+    print(f"  distinct entity/ip over the batch: flagged by both {len(pkg_pairs & seed_pairs):,}, package only "
+          f"{len(pkg_pairs - seed_pairs):,}, seed only {len(seed_pairs - pkg_pairs):,}; of the seed's, {unknown:,} of "
+          f"entities the model never saw, {rounding:,} flagged only because the endpoint's JSON text of a float32 "
+          "score rounds it past a threshold that equals that score (the threshold is a calibration pair's score)")
+    views_note = ("the same pair definition as the seed (src_endpoint.instance_uid, src_endpoint.ip), so the pairs "
+                  "differ only in cleaning" if args.view == "instance_src_ip" else
+                  f"a different pair definition: {args.view} is direction-aware (the instance and the remote IP it "
+                  "talks to), the seed always pairs src_endpoint.instance_uid with src_endpoint.ip, which for outbound "
+                  "flows is the instance's own address and for inbound ones has no instance (dropped as null); a "
+                  f"model trained on {args.view} pairs finds most own-address pairs unusual (run --view "
+                  "instance_src_ip to score the seed's definition with a model trained on it)")
+    print("  note: the flagged counts differ because the two paths do not score the same pairs. The package scores "
+          f"vpc_flow:{args.view}, {views_note}. The package also keeps only class 4001 rows and well-formed IPv4 "
           f"(dropped: {', '.join(f'{k} {v:,}' for k, v in pkg['dropped'].items() if v) or 'none'}), scores each "
-          "distinct pair of an object once, and does not flag entities unknown to the model (their scores are "
-          f"not comparable; {pkg['unknown']:,} distinct pairs). The seed sends every row, IPv6 included (null "
-          "dot_product, never flagged), and flags whatever entity scores past the threshold.")
+          "distinct pair of an object once (merged over chunks), and never flags entities unknown to the model "
+          f"(scores not comparable; {pkg['unknown']:,} distinct pairs here). The seed sends every row, IPv6 included "
+          "(null dot_product, never flagged), and flags any entity past the threshold. The seed writes nothing; "
+          "the package's time includes explaining, writing the findings and publishing the severe ones.")
 
     if not args.skip_big:
         print(f"\npeak memory scoring one {args.rows_big:,}-row VPC Flow object, each in a fresh process")
         source_objs = lake_objects(lake, new_days) or objects
         big_lake, big_obj = ensure_big_object(root, lake, source_objs, args.rows_big)
-        res = run_child("package", args, big_lake, big_obj, record, root / "out-big-package")
+        params = {"lake": str(big_lake), "key": big_obj.key, "record": record, "view": args.view,
+                  "chunk_rows": args.chunk_rows, "out": str(root / "out-big-package"), "port": endpoint.port,
+                  "verbose": args.verbose}
+        res = run_child("package", params)
         if res.get("failed"):
-            print(f"  package: FAILED rc={res['rc']}: {res['stderr']}")
+            print(f"  package: FAILED: {res['error']}")
         else:
             peak = max(res["maxrss_kib"], res["vmhwm_kib"] or 0)
             print(f"  package (chunk {args.chunk_rows:,} rows): peak RSS {_mib(res['maxrss_kib'])} (ru_maxrss), "
@@ -578,11 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         avail = mem_available()
         run_seed_big = args.seed_big == "yes" or (args.seed_big == "auto" and avail > SEED_BIG_MIN_AVAILABLE)
         if run_seed_big:
-            cap = int((args.seed_mem_cap_gb or min(16.0, max(1.0, avail / 1024**3 - 3.0))) * 1024**3)
-            sres = run_child("seed", args, big_lake, big_obj, record, root / "out-big-seed", port=endpoint.port,
-                             cap_bytes=cap)
+            cap = int((args.seed_mem_cap_gb or min(12.0, max(1.0, avail / 1024**3 - 4.0))) * 1024**3)
+            sres = run_child("seed", params, cap_bytes=cap)
             if sres.get("failed"):
-                why = f"killed past the {cap / 1024**3:.1f} GiB cap" if sres["killed"] else f"failed rc={sres['rc']}: {sres['stderr']}"
+                why = f"killed past the {cap / 1024**3:.1f} GiB cap after {sres['elapsed']:.0f}s" if sres["killed"] else f"failed: {sres['error']}"
                 print(f"  seed pattern: {why}; peak RSS at least {_mib(sres['watched_hwm_kib'])}")
             else:
                 print(f"  seed pattern (read whole with pandas): peak RSS {_mib(sres['maxrss_kib'])} (ru_maxrss), "

@@ -142,3 +142,29 @@ def test_sagemaker_role_scopes() -> None:
         "arn:${Partition}:ecr:${Region}:${IpInsightsRegistryAccount}:repository/ipinsights"]
     assert grants["s3:PutObject"] == ["arn:${Partition}:s3:::${WorkBucket}/${WorkPrefix}/*"]
     assert not any(a.startswith(("iam:", "sagemaker:")) for a in grants)
+
+
+def test_lambda_ipcheck_role_scopes() -> None:
+    doc = load(IAM / "lambda-ipcheck-policy.json")
+    grants = _grants("lambda-ipcheck-policy.json")
+    assert all(s["Resource"] != "*" for s in doc["Statement"])
+    assert grants["sagemaker:InvokeEndpoint"] == [
+        "arn:${Partition}:sagemaker:${Region}:${AccountId}:endpoint/${ResourcePrefix}-ipinsights"]
+    assert grants["ssm:GetParameter"] == [
+        "arn:${Partition}:ssm:${Region}:${AccountId}:parameter/${ParameterPath}/${ResourcePrefix}-ipinsights/active"]
+    lake_reads = [r for r in grants["s3:GetObject"] if "${LakeBucket}" in r]
+    assert sorted(lake_reads) == sorted(
+        f"arn:${{Partition}}:s3:::${{LakeBucket}}/aws/{p}/*" for p in ("VPC_FLOW", "ROUTE53", "CLOUD_TRAIL_MGMT"))
+    assert sorted(grants["s3:PutObject"]) == sorted([
+        "arn:${Partition}:s3:::${LakeBucket}/ext/${CustomSourcePrefix}-*",
+        "arn:${Partition}:s3:::${WorkBucket}/${WorkPrefix}/*"])
+    listing = [s for s in doc["Statement"] if "s3:ListBucket" in as_list(s["Action"])]
+    assert len(listing) == 1 and listing[0]["Resource"] == "arn:${Partition}:s3:::${WorkBucket}"
+    assert listing[0]["Condition"]["StringLike"]["s3:prefix"] == ["${WorkPrefix}", "${WorkPrefix}/*"]
+    assert grants["sqs:ReceiveMessage"] == grants["sqs:DeleteMessage"] == [
+        "arn:${Partition}:sqs:${Region}:${AccountId}:${SubscriberQueueName}"]
+    assert grants["sns:Publish"] == ["arn:${Partition}:sns:${Region}:${AccountId}:${FindingsTopicName}"]
+    assert set(grants) == {
+        "sagemaker:InvokeEndpoint", "ssm:GetParameter", "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sns:Publish",
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert all(r.endswith("log-group:/aws/lambda/${ResourcePrefix}-ipcheck:*") for r in grants["logs:PutLogEvents"])

@@ -452,6 +452,8 @@ def test_build_channels_splits_filters_and_streams(pairs: dict[str, Any]) -> Non
         "train_entities": 3,
         "split_time": "2026-01-07T00:00:00+00:00",
         "seed": 7,
+        "profile_uri": f"{WORK}/run/profile/profile.parquet",  # the entity profile of the five training rows
+        "profile": {"entities": 3, "pairs": 5, "events": 5},
         "seconds": result["seconds"],
     }
     assert len(train) >= 3  # chunks of 2 rows: several files per prefix

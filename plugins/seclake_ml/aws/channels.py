@@ -6,24 +6,35 @@ S3 prefix per source view. IP Insights trains on headerless ``entity,ip`` CSV in
 chunks of ``chunk_rows`` rows (awswrangler, with the boto3 session of an :class:`S3Hook`), splits
 each chunk at ``split_time`` (earlier rows train, the rest validate, so validation measures how well
 the model generalises to later traffic), shuffles each part with a seeded generator and writes it as
-one CSV object. The worker never holds more than one chunk.
+one CSV object. The worker holds one chunk at a time, plus the profile's running aggregate (below).
 
-Layout under ``output_uri`` (emptied first, so a re-run replaces the channels)::
+Layout under ``output_uri`` (the channel folders are emptied first and the profile is overwritten,
+so a re-run replaces them)::
 
     train/part-<prefix #>-<chunk #>.csv
     validation/part-<prefix #>-<chunk #>.csv
+    profile/profile.parquet
 
 Rows are dropped, and counted, when the entity or IP is missing or empty (``null``), when the
 entity or IP holds a CSV delimiter, quote or line break (``delimiter``: the container's CSV reader
 is not documented to understand quoting), or when ``event_time`` is missing (``no_event_time``).
+
+The same pass aggregates the **entity profile** of the training rows (one row per ``(entity, ip)``
+with event count and first/last time, :func:`seclake_ml.scoring.profile.profile_from_frames`, so
+memory follows the distinct pairs, not the rows) and writes it to ``profile/profile.parquet`` under
+``output_uri``. The scoring DAGs read it (its URI travels to the registry record as
+``profile_uri``) to explain findings with the networks an entity used in training, as the local
+backend does with the ``profile.parquet`` in its model folder.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -78,13 +89,17 @@ def build_channels(
     :param aws_conn_id: Airflow AWS connection.
     :return: ``train_uri``, ``validation_uri`` (``None`` when no row is at or after ``split_time``),
         row counts per channel, rows read, drops by reason, files written, distinct training
-        entities, the split time and the seed.
+        entities, the split time, the seed, and ``profile_uri`` with ``profile`` (entities, pairs,
+        events) of the entity profile of the training rows.
     :raises ValueError: bad arguments, or no row left for training.
     """
     import awswrangler as wr
     import numpy as np
     import pandas as pd
+    import pyarrow.compute as pc
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from seclake_ml.scoring.profile import PROFILE_FILE, profile_from_frames, write_profile_table
 
     if isinstance(pairs_uris, str) or not pairs_uris:
         raise ValueError(f"pairs_uris: got {pairs_uris!r}; expected a non-empty list of s3:// prefixes")
@@ -115,7 +130,10 @@ def build_channels(
     dropped = dict.fromkeys(DROP_REASONS, 0)
     rows_read = 0
     entity_hashes: list[Any] = []
-    for p_idx, (bucket, key) in enumerate(inputs):
+
+    def prefix_chunks(p_idx: int, bucket: str, key: str) -> Any:
+        """Write the channel files of one input prefix chunk by chunk; yield each chunk's training rows."""
+        nonlocal rows_read
         uri = f"s3://{bucket}/{key}"
         try:
             chunks = wr.s3.read_parquet(path=uri, columns=PAIR_COLUMNS, chunked=chunk_rows, boto3_session=session)
@@ -125,7 +143,7 @@ def build_channels(
             first = None
         if first is None:
             log.warning("no pairs Parquet under %s; nothing read from it", uri)
-            continue
+            return
         for c_idx, df in enumerate(_chain(first, chunks)):
             rows_read += len(df)
             entity = df["entity"].astype("string")
@@ -152,13 +170,27 @@ def build_channels(
                 files[channel] += 1
                 if channel == "train":
                     entity_hashes.append(np.unique(pd.util.hash_array(part["entity"].to_numpy(dtype=object))))
+            yield pairs[is_train].assign(event_time=times[keep].to_numpy(dtype="datetime64[ns]")[is_train])
 
+    # One pass over the input: the channels are written while the profile aggregates the training rows.
+    profile = profile_from_frames(
+        frame for p_idx, (bucket, key) in enumerate(inputs) for frame in prefix_chunks(p_idx, bucket, key)
+    )
     if rows["train"] == 0:
         raise ValueError(
             f"no training rows: {rows_read} row(s) read under {list(pairs_uris)}, dropped {dropped}, "
             f"{rows['validation']} at or after split_time {split.isoformat()}"
         )
     entities = int(len(np.unique(np.concatenate(entity_hashes)))) if entity_hashes else 0
+    profile_key = f"{out_key}profile/{PROFILE_FILE}"
+    with tempfile.TemporaryDirectory(prefix="seclake-profile-") as tmp:
+        local = write_profile_table(profile, Path(tmp) / PROFILE_FILE)
+        s3.load_file(str(local), key=profile_key, bucket_name=out_bucket, replace=True)
+    profile_summary = {
+        "entities": int(pc.count_distinct(profile["entity"]).as_py()) if profile.num_rows else 0,
+        "pairs": int(profile.num_rows),
+        "events": int(pc.sum(profile["events"]).as_py() or 0),
+    }
     result = {
         "train_uri": f"{base}train/",
         "validation_uri": f"{base}validation/" if rows["validation"] else None,
@@ -171,13 +203,15 @@ def build_channels(
         "train_entities": entities,
         "split_time": split.isoformat(),
         "seed": seed,
+        "profile_uri": f"s3://{out_bucket}/{profile_key}",
+        "profile": profile_summary,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info(
         "channels: read %d row(s) from %d prefix(es); train %d row(s) in %d file(s) (%d entities), "
-        "validation %d row(s) in %d file(s); dropped %s; split at %s; output %s",
+        "validation %d row(s) in %d file(s); dropped %s; split at %s; output %s; entity profile %s (%s)",
         rows_read, len(inputs), rows["train"], files["train"], entities, rows["validation"],
-        files["validation"], dropped, split.isoformat(), base,
+        files["validation"], dropped, split.isoformat(), base, result["profile_uri"], profile_summary,
     )
     return result
 

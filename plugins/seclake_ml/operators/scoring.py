@@ -41,24 +41,57 @@ def _runtime_config(overrides: Any) -> "SeclakeConfig":
     return load_runtime_config(dict(overrides) if overrides else None)
 
 
+class _LazyClients:
+    """:class:`~seclake_ml.scoring.service.AwsClients`'s attributes, each client made on first use.
+
+    Every client costs a boto3 session and its service model (a good part of a second); a sensor run
+    that only looks for a pending batch needs S3 alone.
+    """
+
+    def __init__(self, makers: Mapping[str, Any]) -> None:
+        self._makers = dict(makers)
+
+    def __getattr__(self, name: str) -> Any:
+        makers = self.__dict__.get("_makers") or {}
+        if name not in makers:
+            raise AttributeError(name)
+        made = makers[name]()
+        setattr(self, name, made)
+        return made
+
+
 def aws_clients(cfg: "SeclakeConfig", aws_conn_id: str | None) -> "AwsClients":
-    """boto3 clients from the Amazon provider's hooks (connection, region, endpoint URL from Airflow)."""
+    """boto3 clients from the Amazon provider's hooks (connection, region, endpoint URL from Airflow).
+
+    The result has the attributes of :class:`~seclake_ml.scoring.service.AwsClients` (``s3``, ``ssm``,
+    ``sns``, ``runtime``, ``sqs``); each client is created when first used.
+    """
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.amazon.aws.hooks.sns import SnsHook
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 
-    from seclake_ml.scoring.service import AwsClients
-
     region = cfg.region
-    return AwsClients(
-        s3=S3Hook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        ssm=SsmHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        sns=SnsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        runtime=AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region).get_conn(),
-        sqs=SqsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-    )
+
+    def runtime() -> Any:
+        # EndpointScorer retries invoke_endpoint itself (backoff with jitter, then ScoringError);
+        # botocore's own retries would multiply its attempts and delays, so this client makes one
+        # attempt per call. The connection's other botocore settings (timeouts, proxies) are kept.
+        from botocore.config import Config
+
+        base = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region)
+        single = base.config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region,
+                           config=single).get_conn()
+
+    return _LazyClients({  # type: ignore[return-value]
+        "s3": lambda: S3Hook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        "ssm": lambda: SsmHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        "sns": lambda: SnsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        "runtime": runtime,
+        "sqs": lambda: SqsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+    })
 
 
 def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,7 +267,13 @@ class IntervalBatchOperator(BaseOperator):
         objects = interval_objects(cfg, start, end, clients)
         batch_id = "interval-" + interval_key(start, end).removeprefix("interval=")
         # A re-run re-scores: the previous manifest is replaced (model pinned afresh) and the
-        # objects' ledger entries are rewritten after scoring.
+        # objects' ledger entries are rewritten after scoring. Entries that an earlier run of this
+        # interval wrote carry this same batch id, so ScoreBatchOperator would take them for its
+        # own retry's progress and skip the objects: they are dropped here, at the hand-off.
+        for obj in objects:
+            entry = ledger.entry(obj.uri)
+            if entry and entry.get("batch_id") == batch_id:
+                ledger.store.delete(Ledger.entry_key(obj.uri))
         for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id)):
             ledger.store.delete(key)
         manifest = ledger.create_batch(objects, origin="interval", batch_id=batch_id,

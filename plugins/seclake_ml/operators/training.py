@@ -204,8 +204,9 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
                                    validation_uri=data.get("holdout"), hyperparameters=hp,
                                    deferrable=self.deferrable, aws_conn_id=self.aws_conn_id)
             # With deferrable=True run_training defers (raises) and execute_complete finishes.
+            # profile_uri (the entity profile of the training rows) travels on to the registry record.
             return dict(summary) | {"version": version, "backend": "aws", "start": iso(start), "end": iso(end),
-                                    "train_rows": data.get("train_rows")}
+                                    "train_rows": data.get("train_rows"), "profile_uri": data.get("profile_uri")}
         return self._train_local(cfg, data, hp, version, start, end)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -218,7 +219,8 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
         start, end = _interval(data)
         summary = training_complete(self, context, event, cfg=cfg, aws_conn_id=self.aws_conn_id)
         return dict(summary) | {"version": version_for_interval(start, end), "backend": "aws", "start": iso(start),
-                                "end": iso(end), "train_rows": data.get("train_rows")}
+                                "end": iso(end), "train_rows": data.get("train_rows"),
+                                "profile_uri": data.get("profile_uri")}
 
     def _train_local(self, cfg: SeclakeConfig, data: Mapping[str, Any], hp: dict[str, Any], version: str,
                      start: Any, end: Any) -> dict[str, Any]:
@@ -431,13 +433,16 @@ class ModelRolloutOperator(_ConfiguredOperator):
             from seclake_ml.aws.rollout import rollout_endpoint
 
             # The record keeps the artifact (model_data_url) and image, which the next run's quality
-            # gate needs to score the candidate's sets with this model by Batch Transform.
+            # gate needs to score the candidate's sets with this model by Batch Transform, and the
+            # entity profile (profile_uri) that the scoring DAGs explain findings with.
             metadata = {
                 **metrics,
                 "training_job": model.get("job_name"),
                 "interval": {"start": model.get("start"), "end": model.get("end")},
                 "report": cal.get("report_html"),
             }
+            if model.get("profile_uri"):
+                metadata["profile_uri"] = model["profile_uri"]
             record = rollout_endpoint(cfg, model_data_url=model["model_data_url"], version=model["version"],
                                       threshold=float(cal["threshold"]), metadata=metadata,
                                       aws_conn_id=self.aws_conn_id)

@@ -341,6 +341,8 @@ def score_batch(
 
         publisher = publisher or LogPublisher(Path(work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl")
 
+    s3_profile: dict[str, Any] = {}  # the S3 profile's bytes (or why they are missing), fetched once per batch
+
     def load_profile(entities: set[str]) -> Any:
         uri = model.profile_uri
         if not uri:
@@ -348,8 +350,15 @@ def score_batch(
         if uri.startswith("s3://"):
             from seclake_ml.scoring.stores import split_s3_uri
 
-            bucket, key = split_s3_uri(uri)
-            data = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if uri not in s3_profile:
+                bucket, key = split_s3_uri(uri)
+                try:
+                    s3_profile[uri] = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                except Exception as exc:  # noqa: BLE001 - reported by the engine per object, not retried
+                    s3_profile[uri] = RuntimeError(f"cannot read profile {uri}: {type(exc).__name__}: {exc}")
+            data = s3_profile[uri]
+            if isinstance(data, Exception):
+                raise data
             return EntityProfile.load(data, entities=entities)
         return EntityProfile.load(uri, entities=entities)
 

@@ -172,7 +172,11 @@ def open_local_object(root: str | os.PathLike[str], key: str) -> Iterator[str]:
 
 
 class S3Objects:
-    """Lake objects on S3, streamed to a temporary file per object (``download_fileobj``)."""
+    """Lake objects on S3, streamed to a temporary file per object (``download_fileobj``).
+
+    An object that does not exist (any more) raises :class:`~.objects.UnreadableObject`, so it is
+    quarantined instead of failing the batch on every retry; other S3 errors propagate (retried).
+    """
 
     def __init__(self, client: Any, tmp_dir: str | None = None) -> None:
         self.client = client
@@ -180,10 +184,19 @@ class S3Objects:
 
     @contextlib.contextmanager
     def open(self, bucket: str, key: str) -> Iterator[str]:
+        from botocore.exceptions import ClientError
+
         fd, tmp = tempfile.mkstemp(prefix="seclake-object-", suffix=".parquet", dir=self.tmp_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
-                self.client.download_fileobj(bucket, key, fh)
+                try:
+                    self.client.download_fileobj(bucket, key, fh)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                        raise
+                    from seclake_ml.scoring.objects import UnreadableObject
+
+                    raise UnreadableObject(f"object s3://{bucket}/{key[:300]} does not exist (404)") from None
             yield tmp
         finally:
             with contextlib.suppress(OSError):
