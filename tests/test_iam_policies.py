@@ -50,7 +50,7 @@ def test_expected_documents_exist() -> None:
     assert {p.name for p in FILES} == {
         "mwaa-execution-role-policy.json", "mwaa-execution-role-base-policy.json",
         "mwaa-execution-role-trust-policy.json", "sagemaker-execution-role-policy.json",
-        "sagemaker-execution-role-trust-policy.json",
+        "sagemaker-execution-role-trust-policy.json", "lambda-ipcheck-policy.json",
     }
 
 

@@ -277,6 +277,7 @@ def test_hostile_objects_are_quarantined_while_good_objects_are_scored(site: dic
     put("drift.parquet", template.drop_columns(["dst_endpoint", "connection_info"]), "scored")
     put("hostile-values.parquet", _hostile_rows(template), "scored")
     put("name with spaces '; DROP.parquet", template.slice(0, 50), "scored")
+    put("vanishes.parquet", template.slice(0, 20), "does not exist under the lake root")
     (vdir / "notes.json").write_text("{}")  # not Parquet: never listed
     (vdir / ".partial.parquet").write_bytes(b"half")  # hidden in-flight upload: never listed
     bad_day = vdir.parent / "eventDay=notaday"
@@ -288,6 +289,7 @@ def test_hostile_objects_are_quarantined_while_good_objects_are_scored(site: dic
     assert set(cases) <= keys and not any(k.endswith(("notes.json", ".partial.parquet")) for k in keys)
     assert [r["key"] for r in manifest["rejected"]] == [(bad_day / "x.parquet").relative_to(site["lake"]).as_posix()]
     assert "eventDay" in manifest["rejected"][0]["reason"]
+    (vdir / "vanishes.parquet").unlink()  # deleted between hand-off and scoring: quarantined, not retried
 
     summary = service.score_batch(cfg, ledger, manifest["batch_id"])
     outcome = {o["key"]: o for o in summary["objects"]}

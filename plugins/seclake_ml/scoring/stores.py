@@ -161,13 +161,19 @@ def store_for(location: str, client: Any = None) -> LocalStore:
 # ------------------------------------------------------------------------------ lake objects
 @contextlib.contextmanager
 def open_local_object(root: str | os.PathLike[str], key: str) -> Iterator[str]:
-    """The path of lake key ``key`` under ``root``, refusing anything that resolves outside the root."""
+    """The path of lake key ``key`` under ``root``, refusing anything that resolves outside the root.
+
+    Both refusals raise :class:`~.objects.UnreadableObject`, so the object is quarantined.
+    """
+    from seclake_ml.scoring.objects import UnreadableObject
+
     base = Path(root).resolve()
     path = (base / key).resolve()
     if base not in path.parents:
-        raise ValueError(f"key {key[:200]!r} resolves outside the lake root")
+        raise UnreadableObject(f"key {key[:200]!r} resolves outside the lake root")
     if not path.is_file():
-        raise FileNotFoundError(f"object {key[:200]!r} does not exist under the lake root")
+        # Gone since it was listed (or never there): quarantined like an S3 404, never retried forever.
+        raise UnreadableObject(f"object {key[:200]!r} does not exist under the lake root")
     yield str(path)
 
 
