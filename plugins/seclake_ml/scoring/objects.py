@@ -135,7 +135,7 @@ def _collect(con: Any, rows: int) -> ChunkPairs:
     agg = con.sql(
         f"SELECT entity, ip, coalesce(account, '') AS account, coalesce(region, '') AS region, count(*) AS events, "
         f"min(event_time) AS first_seen, max(event_time) AS last_seen FROM {STAGE} WHERE reason = 'ok' "
-        "GROUP BY ALL"
+        "GROUP BY ALL ORDER BY entity, ip, account, region"  # same pairs, same order: reproducible requests
     ).to_arrow_table()
     col = agg.column
     return ChunkPairs(
