@@ -1048,5 +1048,5 @@ def test_training_profile_reaches_the_registry_and_explains_findings(
         assert explanation["entity_known"] is (r["unmapped"]["entity"] in profile)
     for r in known:
         explanation = r["evidences"][0]["data"]["explanation"]
-        assert explanation["known_networks"] and "usually talks to" in explanation["text"]
+        assert explanation["known_networks"] and "was usually seen with" in explanation["text"]
         assert explanation["text"] in r["message"]

@@ -134,7 +134,7 @@ def test_explain_networks_nearest_ip_and_text(built: tuple[dict, Path]) -> None:
     # .17 and .18 both share 24 bits with .200; the tie goes to the IP with more events (.17: 5 events).
     assert (e["nearest_known_ip"], e["common_prefix_bits"]) == ("10.0.2.17", 24)
     assert e["text"] == (
-        "i-0abc usually talks to 10.0.2.0/24 (8 events), 10.0.3.0/24 (2 events), 192.168.1.0/24 (1 event); "
+        "i-0abc was usually seen with 10.0.2.0/24 (8 events), 10.0.3.0/24 (2 events), 192.168.1.0/24 (1 event); "
         "4 known IPs and 11 events in training; nearest known IP 10.0.2.17 shares 24 leading bits with 10.0.2.200"
     )
     e = prof.explain("i-0abc", "10.0.3.9", top=1)

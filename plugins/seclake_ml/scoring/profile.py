@@ -2,7 +2,7 @@
 
 IP Insights says *that* a pair is unusual, not *why*. The profile keeps, for every ``(entity, ip)``
 pair of the training data, its event count and first/last time, so a finding can say what was usual
-for the entity ("i-0abc usually talks to 10.0.2.0/24 (120 events) ...") and how close the flagged IP
+for the entity ("i-0abc was usually seen with 10.0.2.0/24 (120 events) ...") and how close the flagged IP
 comes to anything known (the known IP sharing the most leading bits with it).
 
 Design
@@ -388,7 +388,7 @@ class EntityProfile:
         result["known_networks"] = networks
         listed = ", ".join(f"{n['cidr']} ({_count(n['events'], 'event')})" for n in networks)
         more = len(nets) - len(networks)
-        usual = f"{ent_s} usually talks to {listed}" if networks else f"{ent_s} was seen in training"
+        usual = f"{ent_s} was usually seen with {listed}" if networks else f"{ent_s} was seen in training"
         if more > 0:
             usual += f" and {_count(more, 'more /24 network')}"
         usual += (
