@@ -2,16 +2,16 @@
 #   lake 2,000,122 VPC flow rows in 24 objects over 4 days, 48 instances; model trained on days 1-2
 #   (772,625 vpc_flow:instance_peer pairs), threshold at 1% FPR (calibration AUC 0.9977).
 #   new batches, 12 objects, 1,000,122 rows, best of 3 alternating runs:
-#     package score_objects  1.82 s   549k rows/s   539k pairs/s (983,167 pairs)  180 findings written
-#     seed pandas + HTTP    17.94 s    56k rows/s    28k pairs/s (498,642 pairs)   96 flagged pairs
-#     ratio 9.8x the rows/s (per run 7.7x, 4.5x, 9.8x; an earlier run 8.6x), largest seed request
-#     14 MiB (over SageMaker's real-time payload limit).
-#   one 5,000,000-row object, fresh processes: package peak RSS 766 MiB (119 MiB of it after
-#     imports; goal < 1.5 GB met), 11.2 s; seed pattern killed at its 12 GiB cap after 81 s.
+#     package score_objects  1.30 s   769k rows/s   756k pairs/s (983,167 pairs)  180 findings written
+#     seed pandas + HTTP    10.54 s    95k rows/s    47k pairs/s (498,642 pairs)   96 flagged pairs
+#     ratio 8.1x the rows/s (per run 8.09x, 8.34x, 7.91x; earlier runs 4.5x-9.8x), largest seed
+#     request 14 MiB (over SageMaker's real-time payload limit).
+#   one 5,000,000-row object, fresh processes: package peak RSS 782 MiB (119 MiB of it after
+#     imports; goal < 1.5 GB met), 4.2 s; seed pattern killed at its 12 GiB cap after 49 s.
 #   --view instance_src_ip (the seed's own pair definition, a model trained on it): 16.7x the rows/s;
 #     flagged 0 (package) vs 2 per-object pairs (seed), the one distinct pair being a float32 score
 #     equal to the threshold that the endpoint's JSON text rounds past it.
-#   whole run 5 min from an empty bench folder, 2 min with the lake and model reused.
+#   whole run 2 min from an empty bench folder (5 min on a busier machine).
 """Scoring benchmark: the package's scoring engine vs the seed's ipcheck Lambda pattern, side by side.
 
 On one sample lake (generated with the package generator, reused when present) it:
