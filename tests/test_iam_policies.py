@@ -159,8 +159,10 @@ def test_lambda_ipcheck_role_scopes() -> None:
         "arn:${Partition}:s3:::${LakeBucket}/ext/${CustomSourcePrefix}-*",
         "arn:${Partition}:s3:::${WorkBucket}/${WorkPrefix}/*"])
     listing = [s for s in doc["Statement"] if "s3:ListBucket" in as_list(s["Action"])]
-    assert len(listing) == 1 and listing[0]["Resource"] == "arn:${Partition}:s3:::${WorkBucket}"
-    assert listing[0]["Condition"]["StringLike"]["s3:prefix"] == ["${WorkPrefix}", "${WorkPrefix}/*"]
+    assert {s["Resource"]: s["Condition"]["StringLike"]["s3:prefix"] for s in listing} == {
+        "arn:${Partition}:s3:::${WorkBucket}": ["${WorkPrefix}", "${WorkPrefix}/*"],
+        "arn:${Partition}:s3:::${LakeBucket}": ["aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*"]}
+    assert all(set(s["Condition"]) == {"StringLike"} for s in listing)
     assert grants["sqs:ReceiveMessage"] == grants["sqs:DeleteMessage"] == [
         "arn:${Partition}:sqs:${Region}:${AccountId}:${SubscriberQueueName}"]
     assert grants["sns:Publish"] == ["arn:${Partition}:sns:${Region}:${AccountId}:${FindingsTopicName}"]

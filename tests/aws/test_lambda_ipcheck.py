@@ -713,7 +713,10 @@ def test_template_policy_is_least_privilege_and_matches_the_iam_document() -> No
         assert f"${{LakeBucket}}/{prefix}" in lake_reads
     assert "ext/ipinsights-*" in text(grant("s3:PutObject"))
     listing = [s for s in statements if "s3:ListBucket" in _as_list(s["Action"])]
-    assert len(listing) == 1 and "s3:prefix" in text(listing[0]["Condition"])
+    assert len(listing) == 2 and all("s3:prefix" in text(s["Condition"]) for s in listing)
+    assert {text(s["Resource"]) for s in listing} == {
+        text({"Fn::Sub": "arn:${AWS::Partition}:s3:::${LakeBucket}"}),
+        text({"Fn::Sub": "arn:${AWS::Partition}:s3:::${WorkBucket}"})}
     assert grant("sqs:ReceiveMessage") == [{"Ref": "SubscriberQueueArn"}]
     assert grant("sns:Publish") == [{"Ref": "FindingsTopicArn"}]
 

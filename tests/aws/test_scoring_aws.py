@@ -611,7 +611,7 @@ def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
                       lake_uri(REFERENCE_KEY): ("scored", bid, VERSION),
                       lake_uri(MISSING_KEY): ("quarantined", bid, VERSION)}
     missing = next(e for e in entries if e["uri"] == lake_uri(MISSING_KEY))
-    assert missing["reason"] == f"object {lake_uri(MISSING_KEY)} does not exist (404)"
+    assert missing["reason"] == f"object {lake_uri(MISSING_KEY)} does not exist"
 
     # ---- findings: Security Lake custom-source layout in the lake bucket, valid OCSF 1.1, explained
     files = keys_under(LAKE_BUCKET, "ext/")

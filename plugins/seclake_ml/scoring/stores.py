@@ -120,20 +120,47 @@ class S3Store(LocalStore):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return self.uri(key)
 
-    def get_bytes(self, key: str) -> bytes | None:
+    # S3 answers a GET or HEAD of a missing key with 404 only when the caller may list the bucket;
+    # a role whose s3:ListBucket is limited by an s3:prefix condition (include/iam) can get 403
+    # instead. A 403 is therefore settled with a listing of that exact key (which such a role may
+    # do): absent -> "missing"; present -> a real access problem, raised.
+    def _listed(self, full_key: str) -> bool:
+        page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full_key, MaxKeys=1)
+        return any(item.get("Key") == full_key for item in page.get("Contents", []))
+
+    def _missing(self, exc: Exception, full_key: str) -> bool:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return True
+        if code not in ("403", "AccessDenied", "Forbidden"):
+            return False
+        from botocore.exceptions import ClientError
+
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            return None
+            return not self._listed(full_key)
+        except ClientError:
+            return False  # the listing is refused too: a real access problem, the 403 is raised
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        except ClientError as exc:
+            if self._missing(exc, full):
+                return None
+            raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
+        full = self._key(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.head_object(Bucket=self.bucket, Key=full)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if self._missing(exc, full):
                 return False
             raise
 
@@ -188,6 +215,21 @@ class S3Objects:
         self.client = client
         self.tmp_dir = tmp_dir
 
+    def _missing(self, exc: Exception, bucket: str, key: str) -> bool:
+        """404, or a 403 for a key that a listing shows absent (see :class:`S3Store`)."""
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return True
+        if code not in ("403", "AccessDenied", "Forbidden"):
+            return False
+        from botocore.exceptions import ClientError
+
+        try:
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        except ClientError:
+            return False  # cannot tell: leave it failed (retried), never quarantine a maybe-present object
+        return not any(item.get("Key") == key for item in page.get("Contents", []))
+
     @contextlib.contextmanager
     def open(self, bucket: str, key: str) -> Iterator[str]:
         from botocore.exceptions import ClientError
@@ -198,11 +240,11 @@ class S3Objects:
                 try:
                     self.client.download_fileobj(bucket, key, fh)
                 except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    if not self._missing(exc, bucket, key):
                         raise
                     from seclake_ml.scoring.objects import UnreadableObject
 
-                    raise UnreadableObject(f"object s3://{bucket}/{key[:300]} does not exist (404)") from None
+                    raise UnreadableObject(f"object s3://{bucket}/{key[:300]} does not exist") from None
             yield tmp
         finally:
             with contextlib.suppress(OSError):
