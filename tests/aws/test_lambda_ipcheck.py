@@ -736,3 +736,14 @@ def test_dockerfile_pins_the_lock_and_ships_no_pandas() -> None:
     assert re.search(r"^COPY include/sql /opt/src/seclake_ml/sql$", docker, flags=re.M)
     assert re.search(r"^COPY --from=build /opt/src \$\{LAMBDA_TASK_ROOT\}$", docker, flags=re.M)
     assert re.search(r'^CMD \["app\.lambda_handler"\]', docker, flags=re.M)
+
+
+def test_template_passes_cfn_lint() -> None:
+    """cfn-lint (installed with moto) checks the SAM template against the CloudFormation specs."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("cfn-lint")
+    assert exe.exists(), "cfn-lint comes with moto's dependencies in requirements-dev.lock"
+    proc = subprocess.run([str(exe), "--format", "parseable", str(LAMBDA_DIR / "template.yaml")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
