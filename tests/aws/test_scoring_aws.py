@@ -305,6 +305,11 @@ def pair_of(record: dict[str, Any]) -> tuple[str, str]:
     return record["unmapped"]["entity"], record["unmapped"]["ip"]
 
 
+def md5_etag(key: str) -> str:
+    """The ETag that :func:`eventbridge` announces for ``key``."""
+    return hashlib.md5(key.encode()).hexdigest()
+
+
 def eventbridge(key: str, *, bucket: str = LAKE_BUCKET, size: int = 1, event_id: str | None = None) -> str:
     """A Security Lake subscriber notification (EventBridge shape, as the reference sample)."""
     return json.dumps({
@@ -312,7 +317,7 @@ def eventbridge(key: str, *, bucket: str = LAKE_BUCKET, size: int = 1, event_id:
         "source": "aws.s3", "account": DEFAULT_ACCOUNT, "time": "2024-03-05T10:00:00Z", "region": DEFAULT_REGION,
         "resources": [f"arn:aws:s3:::{bucket}"],
         "detail": {"version": "0", "bucket": {"name": bucket},
-                   "object": {"key": key, "size": size, "etag": hashlib.md5(key.encode()).hexdigest()},
+                   "object": {"key": key, "size": size, "etag": md5_etag(key)},
                    "request-id": "N4N7GDK58NMKJ12R", "requester": "securitylake.amazonaws.com"},
     })
 
@@ -570,7 +575,8 @@ def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
     assert "[DAG TEST] running trigger in line" in output  # the SqsSensorTrigger ran (aiobotocore -> moto)
 
     uris = [lake_uri(k) for k in (key_a, key_b, REFERENCE_KEY, MISSING_KEY)]
-    bid = batch_id_for(uris, "sqs")
+    etags = [md5_etag(key_a), "0" * 32, md5_etag(REFERENCE_KEY), md5_etag(MISSING_KEY)]  # as announced
+    bid = batch_id_for(uris, "sqs", etags)
     handed = result["xcom"]["wait_for_new_batch:return_value"]
     assert handed == {"batch_id": bid, "origin": "sqs", "objects": 4, "rejected": 1, "ignored": 1}
 
@@ -718,7 +724,7 @@ def test_crash_between_hand_off_and_delete_loses_nothing_and_duplicates_nothing(
         return clients
 
     monkeypatch.setattr(scoring_ops, "aws_clients", aws_clients)
-    bid = batch_id_for([lake_uri(k) for k in keys], "sqs")
+    bid = batch_id_for([lake_uri(k) for k in keys], "sqs", [md5_etag(k) for k in keys])
 
     with pytest.raises(WorkerCrash):
         sensor_run(sensor(visibility_timeout=4))
@@ -731,17 +737,20 @@ def test_crash_between_hand_off_and_delete_loses_nothing_and_duplicates_nothing(
         time.sleep(0.25)
     assert env.queue_counts() == (2, 0)  # visibility timeout over: redelivered
 
-    # the retry of the sensor resumes the pending batch (it does not touch the queue)
+    # the retry of the sensor resumes the pending batch; it drains the queue too: the redelivered
+    # messages name the same objects (same ETags), so they hand off that same batch and are deleted
     resumed = sensor_run(sensor(visibility_timeout=4))
     assert resumed == {"batch_id": bid, "origin": "sqs", "objects": 2, "rejected": 0, "ignored": 0}
+    assert env.queue_counts() == (0, 0) and [d["entries"] for d in env.deletes] == [2]
+    assert ledger().pending() == [bid]
     summary = score(resumed)
     assert [lines(c["body"]) for c in env.calls] == [lines(r.body) for r in reqs]  # each object scored once
     assert summary["totals"]["scored"] == 2 and summary["totals"]["findings"] == len(flagged(site, reqs))
-    assert env.queue_counts() == (2, 0)
 
-    # the next run gets the redelivered messages: their objects are done; deleted, nothing handed off
+    # the same messages once more (a late duplicate): their objects are done; deleted, nothing handed off
+    env.send(*(eventbridge(k) for k in keys))
     assert sensor_run(sensor(visibility_timeout=4)) is None
-    assert env.queue_counts() == (0, 0) and [d["entries"] for d in env.deletes] == [2]
+    assert env.queue_counts() == (0, 0) and [d["entries"] for d in env.deletes] == [2, 2]
     assert keys_under(WORK_BUCKET, "ml/scoring/batches/") == [f"ml/scoring/batches/{bid}/manifest.json",
                                                              f"ml/scoring/batches/{bid}/result.json"]
     for k in keys:  # no lost object

@@ -147,15 +147,33 @@ class NewLogBatchSensor(BaseSensorOperator):
     def execute(self, context: "Context") -> Any:
         cfg = _runtime_config(self.config_overrides)
         if cfg.backend == "aws":
+            from seclake_ml.scoring.service import resume_pending
+
             clients = aws_clients(cfg, self.aws_conn_id)
             ledger = self._ledger(cfg, clients)
-            pending = ledger.pending()
-            if pending:
-                self.log.info("resuming pending batch %s", pending[0])
-                return _batch_summary(ledger.manifest(pending[0]))
+            resumed = resume_pending(ledger)
+            if resumed is not None:
+                # While an earlier batch is retried, the queue is still drained into handed-off
+                # batches, so no notification outlives the queue's retention period.
+                self._drain(cfg, clients)
+                return _batch_summary(resumed)
             if self.deferrable:
                 self._defer(cfg)
         return super().execute(context)
+
+    def _drain(self, cfg: "SeclakeConfig", clients: Any) -> None:
+        messages: list[dict] = []
+        for _ in range(self.num_batches):
+            resp = clients.sqs.receive_message(QueueUrl=self._queue(cfg), MaxNumberOfMessages=self.max_messages,
+                                               WaitTimeSeconds=0, VisibilityTimeout=self.visibility_timeout)
+            got = resp.get("Messages", [])
+            messages += got
+            if len(got) < self.max_messages:
+                break
+        if messages:
+            summary = self._hand_off(cfg, clients, messages)
+            if summary is not None:
+                self.log.info("queued batch %s handed off behind the resumed one", summary["batch_id"])
 
     def _defer(self, cfg: "SeclakeConfig") -> None:
         from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
@@ -257,6 +275,7 @@ class IntervalBatchOperator(BaseOperator):
         from seclake_ml.airflow_support import interval_key, to_utc
         from seclake_ml.scoring.ledger import Ledger
         from seclake_ml.scoring.service import interval_objects, work_store
+        from seclake_ml.scoring.stores import object_stem
 
         cfg = _runtime_config(self.config_overrides)
         start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
@@ -270,15 +289,41 @@ class IntervalBatchOperator(BaseOperator):
         # objects' ledger entries are rewritten after scoring. Entries that an earlier run of this
         # interval wrote carry this same batch id, so ScoreBatchOperator would take them for its
         # own retry's progress and skip the objects: they are dropped here, at the hand-off.
+        # The findings files that earlier scorings of these objects wrote go into the manifest
+        # (``replace_files``): scoring removes those it does not write again. Objects of the
+        # previous run that are no longer in the lake lose their findings (``orphan_files``).
+        previous = ledger._read(Ledger.manifest_key(batch_id)) or {}
+        replace: dict[str, set[str]] = {u: set(f) for u, f in (previous.get("replace_files") or {}).items()}
+        orphans: set[str] = set(previous.get("orphan_files") or [])
+        current = {obj.uri for obj in objects}
         for obj in objects:
             entry = ledger.entry(obj.uri)
-            if entry and entry.get("batch_id") == batch_id:
-                ledger.store.delete(Ledger.entry_key(obj.uri))
-        for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id)):
+            files = replace.setdefault(obj.uri, set())
+            if entry:
+                files.update(entry.get("files") or [])
+                if entry.get("batch_id") == batch_id:
+                    ledger.store.delete(Ledger.entry_key(obj.uri))
+        for d in previous.get("objects") or []:
+            from seclake_ml.scoring.notifications import LakeObject
+
+            uri = LakeObject.from_dict(d).uri
+            if uri in current:
+                continue
+            entry = ledger.entry(uri) or {}
+            orphans.update(entry.get("files") or [])
+            orphans.update(replace.pop(uri, set()))
+            ledger.forget(uri)
+            self.log.warning("object of the previous run is no longer in the lake; its findings go: %s", uri[-200:])
+        # never an object's own files: an object can be gone from one run and back in the next
+        stems = {object_stem(uri) for uri in current}
+        orphans = {f for f in orphans if f.rsplit("/", 1)[-1].split(".", 1)[0] not in stems}
+        for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id), Ledger.attempts_key(batch_id)):
             ledger.store.delete(key)
         manifest = ledger.create_batch(objects, origin="interval", batch_id=batch_id,
                                        extra={"interval": {"start": start.isoformat(), "end": end.isoformat()},
-                                              "rescore": True})
+                                              "rescore": True,
+                                              "replace_files": {u: sorted(f) for u, f in replace.items() if f},
+                                              "orphan_files": sorted(orphans)})
         summary = _batch_summary(manifest)
         self.log.info("interval [%s, %s): %d objects in eventDay partitions handed off as %s",
                       start.isoformat(), end.isoformat(), summary["objects"], batch_id)

@@ -127,14 +127,35 @@ class _Flagged:
                 self.items[key] = [int(chunk.events[i]), first, last, float(dots[i])]
             else:
                 cur[0] += int(chunk.events[i])
-                cur[1] = min(cur[1], first) if not np.isnat(first) else cur[1]
-                cur[2] = max(cur[2], last) if not np.isnat(last) else cur[2]
+                cur[1] = _earlier(cur[1], first)
+                cur[2] = _later(cur[2], last)
+
+
+def _earlier(a: Any, b: Any) -> Any:
+    """min() that skips NaT (NumPy's min/max with NaT gives NaT)."""
+    if np.isnat(a):
+        return b
+    return a if np.isnat(b) else min(a, b)
+
+
+def _later(a: Any, b: Any) -> Any:
+    if np.isnat(a):
+        return b
+    return a if np.isnat(b) else max(a, b)
+
+
+_MIN_US = int(np.datetime64("1970-01-01T00:00:00", "us").astype(np.int64))
+_MAX_US = int(np.datetime64("9999-12-31T23:59:59", "us").astype(np.int64))
 
 
 def _utc(value: Any, fallback: datetime) -> datetime:
+    """An event time as an aware datetime; missing or unrepresentable times (before 1970, past year
+    9999, e.g. microseconds written where milliseconds belong) fall back to the object's day."""
     if value is None or (isinstance(value, np.datetime64) and np.isnat(value)):
         return fallback
     micros = int(np.datetime64(value, "us").astype(np.int64))
+    if not _MIN_US <= micros <= _MAX_US:
+        return fallback
     return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc)
 
 
@@ -228,45 +249,50 @@ def score_objects(
                 out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
                 log.error("failed %s: %s", obj.uri[:300], out.reason)
                 continue
-            t2 = time.perf_counter()
-            entities = {k[2] for k in flagged.items}
-            profile = None
-            if entities:
-                try:
-                    profile = profile_loader(entities) if profile_loader else None
-                except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
-                    log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
-                    profile = None
-            profile = profile or EntityProfile.empty()
-            day0 = _day_start(obj)
-            candidates, explanations = [], {}
-            for (source, view, entity, ip, account, region), (events, first, last, dot) in flagged.items.items():
-                candidates.append(Candidate(
-                    source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
-                    region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
-                    events=int(events), dot_product=float(dot), score=-float(dot),
-                ))
-                explanations[(entity, ip)] = profile.explain(entity, ip)
-            secs["explain"] += time.perf_counter() - t2
-            t3 = time.perf_counter()
-            records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
-                                     created_time=created, product_version=product_version)
-            for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
-                out.files.append(sink.put_bytes(rel_key, data))
-            out.findings = len(records)
-            for rec in records:
-                name = str(rec.get("severity"))
-                out.severity[name] = out.severity.get(name, 0) + 1
-            secs["write"] += time.perf_counter() - t3
-            if publisher is not None:
-                # Published before the object is marked done: a crash in between re-publishes on the
-                # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
-                t4 = time.perf_counter()
-                severe = [r for r in records if int(r.get("severity_id", 0)) >= min_severity_to_publish]
-                result.published += publisher.publish(severe)
-                secs["publish"] += time.perf_counter() - t4
-            if on_object_done is not None:
-                on_object_done(obj, out)
+            try:
+                t2 = time.perf_counter()
+                entities = {k[2] for k in flagged.items}
+                profile = None
+                if entities:
+                    try:
+                        profile = profile_loader(entities) if profile_loader else None
+                    except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
+                        log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
+                        profile = None
+                profile = profile or EntityProfile.empty()
+                day0 = _day_start(obj)
+                candidates, explanations = [], {}
+                for (source, view, entity, ip, account, region), (events, first, last, dot) in flagged.items.items():
+                    candidates.append(Candidate(
+                        source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
+                        region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
+                        events=int(events), dot_product=float(dot), score=-float(dot),
+                    ))
+                    explanations[(entity, ip)] = profile.explain(entity, ip)
+                secs["explain"] += time.perf_counter() - t2
+                t3 = time.perf_counter()
+                records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
+                                         created_time=created, product_version=product_version)
+                for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
+                    out.files.append(sink.put_bytes(rel_key, data))
+                out.findings = len(records)
+                for rec in records:
+                    name = str(rec.get("severity"))
+                    out.severity[name] = out.severity.get(name, 0) + 1
+                secs["write"] += time.perf_counter() - t3
+                if publisher is not None:
+                    # Published before the object is marked done: a crash in between re-publishes on the
+                    # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
+                    t4 = time.perf_counter()
+                    severe = [r for r in records if int(r.get("severity_id", 0)) >= min_severity_to_publish]
+                    result.published += publisher.publish(severe)
+                    secs["publish"] += time.perf_counter() - t4
+                if on_object_done is not None:
+                    on_object_done(obj, out)
+            except Exception as exc:  # noqa: BLE001 - one object's failure never stops the batch
+                out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.exception("failed %s after scoring", obj.uri[:300])
+                continue
             out.seconds = round(time.perf_counter() - t_obj, 3)
             log.info(
                 "scored %s: %d rows, %d pairs (%d distinct), dropped %s, %d findings %s in %.2fs",

@@ -306,6 +306,13 @@ def parse_lake_key(key: str, *, bucket: str = "", size: Any = None, etag: Any = 
 
 
 # ----------------------------------------------------------------------------- message plans
+def is_notable_ignore(reason: str) -> bool:
+    """Ignored because the configured source version differs from the announced object's: unlike a
+    test event or a source that is not enabled, this usually means the configuration is out of date
+    (e.g. the lake moved to source version 2), so the objects are worth a durable record."""
+    return reason.startswith("source version ")
+
+
 @dataclass
 class MessagePlan:
     """What a batch of notifications asks for.
@@ -412,7 +419,10 @@ class _Parser:
 
     def ignore(self, mid: str, reason: str, key: str | None = None) -> None:
         self._record(self.plan.ignored, mid, reason, key)
-        log.debug("ignored notification (message %s): %s", shown(mid, 100), reason)
+        if is_notable_ignore(reason):  # a configuration that disagrees with the lake: say so loudly
+            log.warning("ignored notification (message %s): %s [key %s]", shown(mid, 100), reason, key)
+        else:
+            log.debug("ignored notification (message %s): %s", shown(mid, 100), reason)
 
     def accept(self, mid: str, obj: LakeObject) -> None:
         ident = (obj.bucket, obj.key)

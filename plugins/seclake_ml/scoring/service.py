@@ -36,7 +36,13 @@ from typing import Any
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.scoring.engine import ActiveModel, BatchResult, score_objects
 from seclake_ml.scoring.ledger import Ledger
-from seclake_ml.scoring.notifications import InvalidLakeKey, LakeObject, parse_lake_key, parse_messages
+from seclake_ml.scoring.notifications import (
+    InvalidLakeKey,
+    LakeObject,
+    is_notable_ignore,
+    parse_lake_key,
+    parse_messages,
+)
 from seclake_ml.sources import get_source
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "chunk_rows": 250_000,
     "max_objects": 200,
     "settle_seconds": 0,
+    "max_object_attempts": 5,
     "adopt_existing": True,
     "endpoint_name": None,
 }
@@ -181,45 +188,66 @@ def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> t
     return objects, rejected
 
 
+CONTINUOUS_ORIGINS = ("lake", "sqs")
+
+
+def resume_pending(ledger: Ledger) -> dict[str, Any] | None:
+    """The manifest of the oldest pending batch of the continuous DAG, if any (interval batches belong
+    to the batch-scoring DAG). A batch whose manifest is missing or unreadable is set aside."""
+    for bid in ledger.pending(CONTINUOUS_ORIGINS):
+        try:
+            manifest = ledger.manifest(bid)
+        except FileNotFoundError as exc:
+            ledger.set_aside(bid, f"{exc}; its objects are not marked, so the lake listing finds them "
+                                  "again (local); re-score their day with seclake_ipinsights_batch_scoring (aws)")
+            continue
+        log.info("resuming pending batch %s", bid)
+        return manifest
+    return None
+
+
 def find_new_local_batch(cfg: SeclakeConfig, ledger: Ledger) -> dict[str, Any] | None:
     """Resume the oldest pending batch, else hand off the lake's objects not yet in the ledger."""
-    pending = ledger.pending()
-    if pending:
-        log.info("resuming pending batch %s (%d pending)", pending[0], len(pending))
-        return ledger.manifest(pending[0])
+    resumed = resume_pending(ledger)
+    if resumed is not None:
+        return resumed
     done = ledger.done_keys()
-    first_run = not done and not ledger.store.list("scoring/batches")
+    adopt = bool(setting(cfg, "adopt_existing")) and not ledger.adopted() and not done \
+        and not ledger.store.list("scoring/batches")
     objects, rejected = iter_local_objects(cfg)
     settle = float(setting(cfg, "settle_seconds"))
     now = time.time()
-    new = []
+    new, known = [], []
     for obj in objects:
         if Ledger.entry_key(obj.uri) in done:
+            known.append(obj)
             continue
         if settle > 0:
             mtime_ns = int(str(obj.etag).split("-", 1)[0])
             if now - mtime_ns / 1e9 < settle:
                 continue
         new.append(obj)
+    changed = ledger.changed_quarantined(known)
+    for obj in changed:
+        log.warning("quarantined object changed since (size/mtime %s): handed off again: %s", obj.etag, obj.key[:300])
+    new += changed
     fresh_rejected = [r for r in rejected if Ledger.entry_key("rejected:" + r["key"]) not in done]
-    if first_run and bool(setting(cfg, "adopt_existing")) and new:
+    for r in fresh_rejected:  # recorded (and logged) once
+        ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected"})
+        log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
+    if adopt:
+        # The first look at the lake (even an empty one) settles what is history: later objects are new.
         log.warning("empty ledger: recording %d existing objects as history (not scored); "
                     "score history with seclake_ipinsights_batch_scoring", len(new))
         for obj in new:
             ledger.mark(obj, status="adopted", batch_id="adopted", model_version=None)
-        for r in fresh_rejected:
-            ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected"})
+        ledger.mark_adopted(len(new))
         return None
-    if not new and not fresh_rejected:
+    if not new:
         return None
     new.sort(key=lambda o: (o.event_day, o.key))
     batch = new[: int(setting(cfg, "max_objects"))]
-    manifest = ledger.create_batch(batch, origin="lake", rejected=fresh_rejected)
-    for r in fresh_rejected:  # reported once, in this batch's manifest
-        ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected",
-                                                                         "batch_id": manifest["batch_id"]})
-        log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
-    return manifest
+    return ledger.create_batch(batch, origin="lake", rejected=fresh_rejected)
 
 
 # ------------------------------------------------------------------------------ aws signal
@@ -232,13 +260,19 @@ def hand_off_messages(cfg: SeclakeConfig, ledger: Ledger, messages: list[dict]) 
     """
     plan = parse_messages(messages, lake_bucket=cfg.lake_bucket or None, lake_sources=enabled_lake_sources(cfg),
                           source_version=cfg.source_version)
-    new = [o for o in plan.objects if not ledger.is_done(o.uri)]
+    new = [o for o in plan.objects if not ledger.done_for(o)]
     duplicates = len(plan.objects) - len(new)
     if duplicates:
         log.info("%d announced objects are already scored (duplicate delivery); skipped", duplicates)
     if not new:
-        if plan.rejected:
-            ledger.store.put_json(f"scoring/rejected/{_stamp()}.json", {"rejected": plan.rejected, "ignored": plan.ignored})
+        notable = [r for r in plan.ignored if is_notable_ignore(r.get("reason", ""))]
+        if plan.rejected or notable:
+            # The messages are deleted next: what they announced stays on record (keys and reasons),
+            # so a day whose objects were dropped here can be re-scored with the batch DAG.
+            uri = ledger.store.put_json(f"scoring/rejected/{_stamp()}.json",
+                                        {"rejected": plan.rejected, "ignored": plan.ignored})
+            log.warning("%d rejected and %d notable ignored messages recorded at %s", len(plan.rejected),
+                        len(notable), uri)
         return None, plan
     manifest = ledger.create_batch(new, origin="sqs", rejected=plan.rejected, ignored=plan.ignored,
                                    extra={"message_ids": sorted(plan.by_message)})
@@ -319,7 +353,7 @@ def score_batch(
         manifest = ledger.pin_model(manifest, model.to_dict())
         model = ActiveModel.from_dict(manifest["model"])
     objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
-    todo = [o for o in objects if not ledger.is_done(o.uri)]
+    todo = [o for o in objects if not ledger.done_for(o)]
     log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
              len(objects) - len(todo), model.version, model.threshold)
 
@@ -364,7 +398,28 @@ def score_batch(
 
     sink = store_for(findings_location(cfg), clients.s3 if clients else None)
 
+    # Re-scoring (the interval DAG): findings files of an earlier scoring of an object that this
+    # scoring did not write again (fewer findings, other days, no findings at all) are removed once
+    # the object's new findings are written, so a re-run leaves exactly its own findings.
+    replace = {str(k): list(v) for k, v in (manifest.get("replace_files") or {}).items()}
+
+    def remove_files(uris: list[str], keep: set[str]) -> int:
+        removed = 0
+        for uri in uris:
+            key = sink.key_of(uri)
+            if uri in keep:
+                continue
+            if key is None:
+                log.warning("not removing %s: outside the findings location %s", uri[:300], sink.uri("x")[:-1])
+                continue
+            sink.delete(key)
+            removed += 1
+        return removed
+
     def mark(obj: LakeObject, out: Any) -> None:
+        stale = remove_files(replace.get(obj.uri, []), set(out.files))
+        if stale:
+            log.info("removed %d findings files of an earlier scoring of %s", stale, obj.uri[-200:])
         ledger.mark(obj, status=out.status, batch_id=batch_id, model_version=model.version,
                     findings=out.findings, files=out.files)
 
@@ -375,8 +430,22 @@ def score_batch(
         chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
         product_version=product_version, on_object_done=mark,
     )
-    for out, obj in zip(result.objects, todo):
+    by_uri = {o.uri: o for o in todo}
+    failed_now = {out.uri: out.reason or "failed" for out in result.objects if out.status == "failed"}
+    if failed_now:
+        # A failure that repeats is not transient: past max_object_attempts the object is quarantined,
+        # so one bad object cannot hold the batch (and every batch after it) pending for ever.
+        limit = max(1, int(setting(cfg, "max_object_attempts")))
+        attempts = ledger.record_failures(batch_id, failed_now)
+        for out in result.objects:
+            if out.status == "failed" and attempts.get(out.uri, 0) >= limit:
+                out.status = "quarantined"
+                out.reason = f"failed {attempts[out.uri]} times, last: {out.reason}"
+                log.error("quarantined %s after %d failed attempts", out.uri[:300], attempts[out.uri])
+    for out in result.objects:
         if out.status == "quarantined":
+            obj = by_uri[out.uri]
+            remove_files(replace.get(obj.uri, []), set())
             ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version, reason=out.reason)
     failed = [o for o in result.objects if o.status == "failed"]
     summary = result.to_dict()
@@ -388,5 +457,8 @@ def score_batch(
     if failed:
         summary["failed"] = [{"uri": o.uri, "reason": o.reason} for o in failed]
         return summary
+    orphans = list(manifest.get("orphan_files") or [])
+    if orphans:
+        log.info("removed %d findings files of objects no longer in the lake", remove_files(orphans, set()))
     summary["result"] = ledger.finish(batch_id, summary)
     return summary

@@ -52,6 +52,14 @@ class LocalStore:
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
+    def key_of(self, uri: str) -> str | None:
+        """The key of ``uri`` when it lies in this store (the inverse of :meth:`uri`), else ``None``."""
+        base = str(self.root).rstrip("/") + "/"
+        key = str(uri)[len(base):] if str(uri).startswith(base) else None
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            return None
+        return key
+
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +123,13 @@ class S3Store(LocalStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def key_of(self, uri: str) -> str | None:
+        base = f"s3://{self.bucket}/{self.prefix}"
+        key = str(uri)[len(base):] if str(uri).startswith(base) else None
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            return None
+        return key
 
     def put_bytes(self, key: str, data: bytes) -> str:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
