@@ -667,7 +667,10 @@ def test_template_function_settings() -> None:
     assert props["MemorySize"] >= 1024
     assert props["Timeout"] == {"Ref": "FunctionTimeout"} and 60 <= t["Parameters"]["FunctionTimeout"]["Default"] <= 900
     assert props["EphemeralStorage"]["Size"] >= 1024
-    assert "ReservedConcurrentExecutions" in props  # optional: AWS::NoValue unless the parameter is set
+    # reserved concurrency, when asked for, equals the SQS poller's maximum (never below it)
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "MaximumConcurrency"}, {"Ref": "AWS::NoValue"}]}
+    assert t["Parameters"]["ChunkRows"]["MaxValue"] == 5_000_000  # what app.py accepts
     assert "Policies" not in props and "Role" in props  # own role: SAM adds no broad managed policies
     (sqs,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "SQS"]
     assert sqs["BatchSize"] == 10 and sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -679,7 +682,7 @@ def test_template_function_settings() -> None:
             "WORK_LOCATION", "SNS_TOPIC_ARN", "PUBLISH_MIN_SEVERITY", "CHUNK_ROWS", "ENDPOINT_NAME"} <= set(env)
     params = set(t["Parameters"])
     assert {"SubscriberQueueArn", "LakeBucket", "FindingsBucket", "WorkBucket", "WorkPrefix", "ActiveParameterName",
-            "FindingsTopicArn", "EndpointName", "ReservedConcurrency"} <= params
+            "FindingsTopicArn", "EndpointName", "ReserveConcurrency"} <= params
     readme = (LAMBDA_DIR / "README.md").read_text()
     assert "sam build" in readme and "sam deploy" in readme and "maxReceiveCount" in readme
 
@@ -747,3 +750,34 @@ def test_template_passes_cfn_lint() -> None:
     proc = subprocess.run([str(exe), "--format", "parseable", str(LAMBDA_DIR / "template.yaml")],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_endpoint_client_sends_each_call_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore must not retry invoke_endpoint under EndpointScorer's own retries (their product
+    would outlast the function timeout): one HTTP request per call, even on throttling."""
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ClientError
+
+    class _Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = body
+
+        def stream(self, **_: Any) -> Any:
+            yield self.body
+
+    monkeypatch.setattr(app, "_CLIENTS", {})
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    runtime = app.client("sagemaker-runtime", "us-east-1")
+    sent: list[str] = []
+
+    def throttled(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request.url)
+        return AWSResponse(request.url, 429, {"x-amzn-ErrorType": "ThrottlingException:"},
+                           _Raw(b'{"message": "slow down"}'))
+
+    runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", throttled)
+    with pytest.raises(ClientError) as err:
+        runtime.invoke_endpoint(EndpointName="ep", Body=b"i-1,10.0.0.1\n", ContentType="text/csv")
+    assert err.value.response["Error"]["Code"] == "ThrottlingException"
+    assert len(sent) == 1

@@ -238,7 +238,8 @@ def client(service: str, region: str) -> Any:
         from botocore.config import Config
 
         if service == "sagemaker-runtime":
-            conf = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=70)
+            # total_max_attempts counts the first call (max_attempts would count retries only)
+            conf = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=70)
         else:
             conf = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
         found = _CLIENTS[key] = boto3.client(service, region_name=region, config=conf)
