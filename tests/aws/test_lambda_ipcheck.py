@@ -455,11 +455,18 @@ def test_poison_and_test_events_need_no_model_and_are_not_retried(env: Env, caps
         record("m-test", as_string({"Event": "s3:TestEvent"})),
         record("m-other-source", as_string(eventbridge_body(
             "aws/ROUTE53/1.0/region=us-east-1/accountId=123456789012/eventDay=20240305/x.gz.parquet"))),
+        record("m-v2", as_string(eventbridge_body(
+            "aws/VPC_FLOW/2.0/region=us-east-1/accountId=123456789012/eventDay=20240305/v2.gz.parquet"))),
     ]}
     response, summary = invoke(event, capsys)  # no SSM parameter exists: not needed
     assert failures(response) == []
-    assert summary["rejected"] == 4 and summary["ignored"] == 2 and "error" not in summary
+    assert summary["rejected"] == 4 and summary["ignored"] == 3 and "error" not in summary
     assert env.ledger() == {} and env.findings_objects() == {}
+    # acknowledged, but on record: the rejected ones and the object of another source version
+    listed = env.s3.list_objects_v2(Bucket=WORK_BUCKET, Prefix="ipinsights/scoring/rejected/")["Contents"]
+    assert [f"s3://{WORK_BUCKET}/{o['Key']}" for o in listed] == [summary["rejected_record"]]
+    doc = json.loads(env.s3.get_object(Bucket=WORK_BUCKET, Key=listed[0]["Key"])["Body"].read())
+    assert len(doc["rejected"]) == 4 and [r["message_id"] for r in doc["ignored"]] == ["m-test", "m-other-source", "m-v2"]
 
 
 def test_objects_scored_by_the_dag_are_skipped(env: Env, site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -874,6 +874,64 @@ def test_persistent_endpoint_error_keeps_the_object_pending_until_a_rerun(
     assert {pair_of(r) for r in records} == flagged(site, [req_a, req_b]) and len(set(uids(records))) == len(records)
 
 
+def test_a_model_error_that_persists_quarantines_the_object_after_the_attempt_limit(env: Env, site: Site) -> None:
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.scoring.service import hand_off_messages
+
+    cfg = SeclakeConfig.from_mapping(config(env, max_object_attempts=2))
+    key_a, key_b = site.keys[SCORE_DAY]
+    env.upload(site, [key_a, key_b])
+    activate(site)
+    predicted = predict(site, [key_a, key_b])
+    (req_a,), (req_b,) = predicted[key_a], predicted[key_b]
+    manifest, _ = hand_off_messages(cfg, ledger(), [
+        {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
+        {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
+    ])
+    env.fault = lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
+                                             OriginalStatusCode=400, OriginalMessage="bad input")
+                              if lines(call["body"]) == lines(req_a.body) else None)
+    env.model = site.scorer
+    conf = config(env, max_object_attempts=2)
+    from seclake_ml.operators.scoring import ScoreBatchOperator
+
+    def run() -> dict[str, Any]:
+        return ScoreBatchOperator(task_id="score_batch", batch={"batch_id": manifest["batch_id"]},
+                                  config_overrides=conf).execute({})
+
+    with pytest.raises(RuntimeError, match="1 objects failed"):
+        run()  # attempt 1: A stays pending, B is scored
+    summary = run()  # attempt 2: A reaches the limit and is quarantined; the batch is done
+    assert summary["totals"]["quarantined"] == 1 and ledger().pending() == []
+    entry = ledger().entry(lake_uri(key_a))
+    assert entry["status"] == "quarantined" and entry["reason"].startswith("failed 2 times, last: ScoringError")
+    assert env.requests_for([req_a]) == 2 and env.requests_for([req_b]) == 1
+
+
+def test_messages_of_another_source_version_are_deleted_on_record(env: Env, site: Site,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.scoring.service import hand_off_messages
+
+    cfg = SeclakeConfig.from_mapping(config(env))
+    v2 = [f"aws/VPC_FLOW/2.0/region=us-east-1/accountId=123456789012/eventDay={SCORE_DAY}/v2-{i}.gz.parquet"
+          for i in range(3)]
+    manifest, plan = hand_off_messages(cfg, ledger(), [
+        {"MessageId": f"m-{i}", "ReceiptHandle": f"r-{i}", "Body": eventbridge(k)} for i, k in enumerate(v2)])
+    assert manifest is None and len(plan.ignored) == 3
+    (record_key,) = keys_under(WORK_BUCKET, "ml/scoring/rejected/")
+    record = read_json(WORK_BUCKET, record_key)
+    assert sorted(r["key"] for r in record["ignored"]) == sorted(v2)
+    assert all(r["reason"] == "source version 2 is not the configured version 1" for r in record["ignored"])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("source version 2" in w for w in warned) == 3 and any("recorded at s3://" in w for w in warned)
+
+    # test events alone leave no record
+    hand_off_messages(cfg, ledger(), [{"MessageId": "t", "ReceiptHandle": "r",
+                                       "Body": json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})}])
+    assert keys_under(WORK_BUCKET, "ml/scoring/rejected/") == [record_key]
+
+
 # ============================================================================= 5. no active model
 def test_without_an_active_model_the_batch_waits(env: Env, site: Site) -> None:
     from airflow.sdk.exceptions import AirflowFailException

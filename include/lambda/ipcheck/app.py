@@ -68,6 +68,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from seclake_ml import __version__ as PACKAGE_VERSION
@@ -75,7 +76,7 @@ from seclake_ml.config import ConfigError, SeclakeConfig
 from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.engine import ActiveModel, ObjectOutcome, score_objects
 from seclake_ml.scoring.ledger import Ledger, batch_id_for
-from seclake_ml.scoring.notifications import LakeObject, parse_messages
+from seclake_ml.scoring.notifications import LakeObject, is_notable_ignore, parse_messages
 from seclake_ml.scoring.service import enabled_lake_sources
 from seclake_ml.scoring.stores import LogPublisher, S3Objects, S3Store, SnsPublisher, split_s3_uri
 
@@ -443,6 +444,17 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
     lost = [mid for mid, objs in plan.by_message.items() if objs and mid not in record_ids]
     if lost:  # cannot be named in batchItemFailures; cannot happen with records from the SQS poller
         log.error("%d messages without a usable messageId announced objects", len(lost))
+    notable = [r for r in plan.ignored if is_notable_ignore(r.get("reason", ""))]
+    if plan.rejected or notable:
+        # These messages are acknowledged (deleted): what they announced stays on record in the work
+        # location, so a day dropped here (e.g. a source version the settings do not name) can be
+        # re-scored with the batch-scoring DAG once the settings are right.
+        try:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            summary["rejected_record"] = S3Store(client("s3", cfg.region), settings.work_location).put_json(
+                f"scoring/rejected/{stamp}-lambda.json", {"rejected": plan.rejected, "ignored": plan.ignored})
+        except Exception as exc:  # noqa: BLE001 - the log line still names them
+            log.error("could not record %d rejected / %d ignored messages: %s", len(plan.rejected), len(notable), exc)
     if not plan.objects:
         return []
 
