@@ -86,4 +86,5 @@ def adopt_existing(cfg: SeclakeConfig) -> int:
         if Ledger.entry_key(obj.uri) not in done:
             ledger.mark(obj, status="adopted", batch_id="adopted", model_version=None)
             n += 1
+    ledger.mark_adopted(n)
     return n
