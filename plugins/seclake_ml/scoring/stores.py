@@ -310,28 +310,72 @@ class LogPublisher:
 
 
 class SnsPublisher:
-    """Severe findings to an SNS topic, one message each (deduplicated downstream by ``uid``)."""
+    """Severe findings to an SNS topic, one message each (deduplicated downstream by ``uid``).
 
-    def __init__(self, client: Any, topic_arn: str) -> None:
+    Messages go out with ``PublishBatch``: up to 10 per request and under SNS's 256 KiB per request.
+    Entries SNS reports as failed are sent again (up to ``attempts`` rounds, with backoff); what still
+    fails raises, so the object is not marked done and is retried (alerts are at-least-once).
+    """
+
+    MAX_ENTRIES = 10
+    MAX_REQUEST_BYTES = 250_000  # SNS allows 262,144 for the whole request; room for attributes
+
+    def __init__(self, client: Any, topic_arn: str, *, attempts: int = 4, base_delay: float = 0.2) -> None:
         self.client = client
         self.topic_arn = topic_arn
+        self.attempts = max(1, int(attempts))
+        self.base_delay = float(base_delay)
+        self.requests = 0
+
+    @staticmethod
+    def _entry(i: int, rec: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        alert = _alert(rec)
+        body = json.dumps(alert, sort_keys=True, default=str)
+        if len(body.encode()) > 200_000:
+            alert["message"] = str(alert["message"])[:1000]
+            body = json.dumps(alert, sort_keys=True, default=str)
+        subject = f"[{alert['severity']}] IP Insights finding"[:100]
+        attrs = {
+            "severity_id": {"DataType": "Number", "StringValue": str(alert["severity_id"])},
+            "finding_uid": {"DataType": "String", "StringValue": str(alert["uid"])},
+        }
+        size = len(body.encode()) + len(subject.encode()) + sum(
+            len(k) + len(v["DataType"]) + len(v["StringValue"].encode()) for k, v in attrs.items())
+        return {"Id": f"f{i}", "Message": body, "Subject": subject, "MessageAttributes": attrs}, size
+
+    def _batches(self, entries: list[tuple[dict[str, Any], int]]) -> Iterator[list[dict[str, Any]]]:
+        batch: list[dict[str, Any]] = []
+        used = 0
+        for entry, size in entries:
+            if batch and (len(batch) == self.MAX_ENTRIES or used + size > self.MAX_REQUEST_BYTES):
+                yield batch
+                batch, used = [], 0
+            batch.append(entry)
+            used += size
+        if batch:
+            yield batch
 
     def publish(self, records: list[dict[str, Any]]) -> int:
-        for rec in records:
-            alert = _alert(rec)
-            body = json.dumps(alert, sort_keys=True, default=str)
-            if len(body.encode()) > 250_000:
-                alert["message"] = str(alert["message"])[:1000]
-                body = json.dumps(alert, sort_keys=True, default=str)
-            subject = f"[{alert['severity']}] IP Insights finding"[:100]
-            self.client.publish(
-                TopicArn=self.topic_arn, Subject=subject, Message=body,
-                MessageAttributes={
-                    "severity_id": {"DataType": "Number", "StringValue": str(alert["severity_id"])},
-                    "finding_uid": {"DataType": "String", "StringValue": str(alert["uid"])},
-                },
-            )
-        return len(records)
+        import time
+
+        todo = [self._entry(i, rec) for i, rec in enumerate(records)]
+        for attempt in range(self.attempts):
+            failed: list[tuple[dict[str, Any], int]] = []
+            reasons: list[str] = []
+            by_id = {e["Id"]: (e, size) for e, size in todo}
+            for batch in self._batches(todo):
+                self.requests += 1
+                resp = self.client.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=batch)
+                for f in resp.get("Failed", []):
+                    failed.append(by_id[f["Id"]])
+                    reasons.append(f"{f.get('Code')}: {str(f.get('Message'))[:200]}")
+            if not failed:
+                return len(records)
+            todo = failed
+            if attempt + 1 < self.attempts:
+                time.sleep(self.base_delay * (2 ** attempt))
+        raise RuntimeError(f"SNS refused {len(todo)} of {len(records)} alerts after {self.attempts} rounds: "
+                           + "; ".join(sorted(set(reasons))[:3]))
 
 
 def object_stem(uri: str) -> str:
