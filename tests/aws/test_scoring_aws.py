@@ -932,6 +932,89 @@ def test_messages_of_another_source_version_are_deleted_on_record(env: Env, site
     assert keys_under(WORK_BUCKET, "ml/scoring/rejected/") == [record_key]
 
 
+def _serve(config_name: str, status: str = "InService") -> None:
+    """The endpoint serves ``config_name`` (moto has no UpdateEndpoint: its backend is set, as the
+    update would leave it)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    sm = client("sagemaker")
+    backend = sagemaker_backends[DEFAULT_ACCOUNT][DEFAULT_REGION]
+    if ENDPOINT not in backend.endpoints:
+        sm.create_model(ModelName="m-1", ExecutionRoleArn=f"arn:aws:iam::{DEFAULT_ACCOUNT}:role/sm",
+                        PrimaryContainer={"Image": "382416733822.dkr.ecr.us-east-1.amazonaws.com/ipinsights:1"})
+        sm.create_endpoint_config(EndpointConfigName=config_name, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "m-1", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+        sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=config_name)
+    backend.endpoints[ENDPOINT].endpoint_config_name = config_name
+    backend.endpoints[ENDPOINT].endpoint_status = status
+
+
+def _roll_out(site: Site, version: str, config_name: str) -> None:
+    from seclake_ml.aws import registry
+    from seclake_ml.config import SeclakeConfig
+
+    cfg = SeclakeConfig.from_mapping(json.loads(os.environ["SECLAKE_ML_CONFIG"]))
+    record = dict(activate(site), version=version, endpoint_config_name=config_name)
+    registry.record_active(cfg, record)
+    _serve(config_name)
+
+
+def test_a_rollout_between_retries_never_mixes_models_in_a_batch(env: Env, site: Site) -> None:
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.scoring.service import hand_off_messages
+
+    cfg = SeclakeConfig.from_mapping(config(env))
+    key_a, key_b = site.keys[SCORE_DAY]
+    env.upload(site, [key_a, key_b])
+    activate(site)
+    _serve("seclake-ml-epc-0001")
+    predicted = predict(site, [key_a, key_b])
+    (req_a,), (req_b,) = predicted[key_a], predicted[key_b]
+    manifest, _ = hand_off_messages(cfg, ledger(), [
+        {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
+        {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
+    ])
+    bid = manifest["batch_id"]
+    env.model = site.scorer
+    env.fault = lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
+                                             OriginalStatusCode=400, OriginalMessage="bad input")
+                              if lines(call["body"]) == lines(req_b.body) else None)
+    with pytest.raises(RuntimeError, match="1 objects failed"):
+        score({"batch_id": bid})  # A is scored with the pinned model, B stays pending
+    env.fault = None
+
+    # a canary rollout in progress: nothing is scored, no attempt is counted
+    _serve("seclake-ml-epc-0001", status="Updating")
+    with pytest.raises(RuntimeError, match=f"endpoint {ENDPOINT} is Updating"):
+        score({"batch_id": bid})
+    assert ledger().store.get_json(f"scoring/batches/{bid}/attempts.json")[lake_uri(key_b)]["attempts"] == 1
+
+    # the rollout is done: the endpoint serves the new model, so B cannot be scored by the pinned one
+    _roll_out(site, "ipinsights-v2", "seclake-ml-epc-0002")
+    done = score({"batch_id": bid})
+    assert done["totals"]["objects"] == 0 and ledger().pending() != [bid] and ledger().result(bid)
+    split_to = ledger().manifest(bid)["split_to"]
+    assert ledger().pending() == [split_to] and ledger().manifest(split_to)["model"]["version"] == "ipinsights-v2"
+    assert [o["key"] for o in ledger().manifest(split_to)["objects"]] == [key_b]
+    rest = score({"batch_id": split_to})
+    assert rest["model_version"] == "ipinsights-v2" and rest["totals"]["scored"] == 1
+    versions = {lake_uri(k): ledger().entry(lake_uri(k))["model_version"] for k in (key_a, key_b)}
+    assert versions == {lake_uri(key_a): VERSION, lake_uri(key_b): "ipinsights-v2"}
+    by_object = {}
+    for r in findings():
+        by_object.setdefault(r["evidences"][0]["data"]["model_version"], set()).add(pair_of(r))
+    assert by_object == {VERSION: flagged(site, [req_a]), "ipinsights-v2": flagged(site, [req_b])}
+
+    # a batch with nothing scored yet is simply re-pinned to the model the endpoint serves
+    key_c = REFERENCE_KEY
+    env.upload(site, [key_c])
+    fresh, _ = hand_off_messages(cfg, ledger(), [{"MessageId": "m-c", "ReceiptHandle": "r-c", "Body": eventbridge(key_c)}])
+    ledger().pin_model(fresh, dict(ledger().manifest(bid)["model"]))  # pinned to the old model before the rollout
+    summary = score({"batch_id": fresh["batch_id"]})
+    assert summary["model_version"] == "ipinsights-v2" and summary["totals"]["scored"] == 1
+    assert ledger().manifest(fresh["batch_id"])["repinned_from"]["version"] == VERSION
+
+
 # ============================================================================= 5. no active model
 def test_without_an_active_model_the_batch_waits(env: Env, site: Site) -> None:
     from airflow.sdk.exceptions import AirflowFailException

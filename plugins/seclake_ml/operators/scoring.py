@@ -91,6 +91,8 @@ def aws_clients(cfg: "SeclakeConfig", aws_conn_id: str | None) -> "AwsClients":
         "sns": lambda: SnsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
         "runtime": runtime,
         "sqs": lambda: SqsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
+        "sagemaker": lambda: AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker",
+                                         region_name=region).get_conn(),
     })
 
 
@@ -354,7 +356,7 @@ class ScoreBatchOperator(BaseOperator):
 
         from seclake_ml import __version__
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import NoActiveModel, score_batch, work_store
+        from seclake_ml.scoring.service import EndpointChanging, NoActiveModel, score_batch, work_store
 
         batch = self.batch
         if isinstance(batch, str):
@@ -374,6 +376,8 @@ class ScoreBatchOperator(BaseOperator):
                     ledger.store.delete(Ledger.entry_key(LakeObject.from_dict(d).uri))
         try:
             summary = score_batch(cfg, ledger, batch["batch_id"], clients=clients, product_version=__version__)
+        except EndpointChanging as exc:
+            raise RuntimeError(f"{exc}; the batch stays pending and is retried") from None
         except NoActiveModel as exc:
             raise AirflowFailException(f"{exc} (the batch stays pending and is scored once a model is active)") from None
         self._log_summary(summary)

@@ -53,6 +53,7 @@ class ActiveModel:
     endpoint_name: str | None = None
     profile_uri: str | None = None
     severity_scale: float = 1.0
+    endpoint_config_name: str | None = None  # aws: the endpoint config the rollout put this model in
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -67,6 +67,10 @@ class NoActiveModel(RuntimeError):
     """No model is active yet: train and roll one out first (``seclake_ipinsights_training``)."""
 
 
+class EndpointChanging(RuntimeError):
+    """The endpoint is being updated (a rollout in progress): no object is scored until it settles."""
+
+
 @dataclass
 class AwsClients:
     """boto3 clients the aws backend needs (any may be ``None`` when not used)."""
@@ -76,6 +80,7 @@ class AwsClients:
     sns: Any = None
     runtime: Any = None
     sqs: Any = None
+    sagemaker: Any = None
 
 
 def setting(cfg: SeclakeConfig, name: str) -> Any:
@@ -135,7 +140,8 @@ def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Activ
         record = json.loads(text)
         return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="aws",
                            endpoint_name=str(record.get("endpoint_name") or endpoint),
-                           profile_uri=record.get("profile_uri"), severity_scale=scale)
+                           profile_uri=record.get("profile_uri"), severity_scale=scale,
+                           endpoint_config_name=record.get("endpoint_config_name"))
     from seclake_ml.model_store import LocalModelStore
 
     store = LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
@@ -331,6 +337,71 @@ def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObj
 
 
 # ------------------------------------------------------------------------------ scoring
+_SETTLED = ("InService",)
+
+
+def _serving(clients: AwsClients, endpoint: str) -> tuple[str, str | None] | None:
+    """``(status, endpoint config)`` of the endpoint, or ``None`` when it cannot be described."""
+    if clients is None or getattr(clients, "sagemaker", None) is None:
+        return None
+    try:
+        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
+    except Exception as exc:  # noqa: BLE001 - invoke_endpoint will say what is wrong with the endpoint
+        log.warning("cannot describe endpoint %s (%s); scoring with the pinned model as recorded", endpoint,
+                    str(exc)[:200])
+        return None
+    return str(desc.get("EndpointStatus")), desc.get("EndpointConfigName")
+
+
+def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any], model: ActiveModel,
+                     objects: list[LakeObject], todo: list[LakeObject], clients: AwsClients) -> tuple[Any, Any, Any]:
+    """Keep "one batch, one model" true when a rollout replaced the endpoint's model in place.
+
+    The endpoint answers with whatever model it serves now, so the pinned version must be the one in
+    the endpoint config it serves. While the endpoint is updating (canary or linear traffic shifting
+    serves two models), nothing is scored. When it serves another config than the pinned one:
+    a batch with nothing scored yet is re-pinned to the active model; a continuous batch with some
+    objects scored is split (the rest becomes a new batch pinned to the active model); an interval
+    batch is re-pinned and scored again whole (its earlier findings files are replaced).
+    """
+    serving = _serving(clients, model.endpoint_name)
+    if serving is None:
+        return manifest, model, todo
+    status, config = serving
+    if status not in _SETTLED:
+        raise EndpointChanging(f"endpoint {model.endpoint_name} is {status}: it may answer with two models")
+    if config == model.endpoint_config_name:
+        return manifest, model, todo
+    active = active_model(cfg, clients)
+    if active.endpoint_config_name != config:
+        raise EndpointChanging(f"endpoint {model.endpoint_name} serves {config}, the registry names "
+                               f"{active.endpoint_config_name}: a rollout is finishing")
+    bid = manifest["batch_id"]
+    log.warning("batch %s was pinned to %s (%s) but endpoint %s now serves %s (%s)", bid, model.version,
+                model.endpoint_config_name, model.endpoint_name, config, active.version)
+    if len(todo) == len(objects) or manifest.get("origin") == "interval":
+        if len(todo) < len(objects):  # interval: score the whole day again with one model
+            replace = {k: set(v) for k, v in (manifest.get("replace_files") or {}).items()}
+            for obj in objects:
+                entry = ledger.entry(obj.uri)
+                if entry and entry.get("batch_id") == bid:
+                    replace.setdefault(obj.uri, set()).update(entry.get("files") or [])
+                    ledger.forget(obj.uri)
+            manifest = dict(manifest, replace_files={k: sorted(v) for k, v in replace.items() if v})
+            todo = list(objects)
+        manifest = dict(manifest, model=active.to_dict(), repinned_from=model.to_dict())
+        ledger.store.put_json(Ledger.manifest_key(bid), manifest)
+        return manifest, active, todo
+    rest = ledger.create_batch(todo, origin=str(manifest.get("origin") or "lake"),
+                               extra={"split_from": bid})
+    rest = ledger.pin_model(rest, active.to_dict())
+    log.warning("batch %s split: %d objects scored with %s stay; %d move to batch %s (model %s)", bid,
+                len(objects) - len(todo), model.version, len(todo), rest["batch_id"], active.version)
+    manifest = dict(manifest, split_to=rest["batch_id"])
+    ledger.store.put_json(Ledger.manifest_key(bid), manifest)
+    return manifest, model, []
+
+
 def score_batch(
     cfg: SeclakeConfig, ledger: Ledger, batch_id: str, *, clients: AwsClients | None = None,
     product_version: str = "0", publisher: Any = None,
@@ -354,6 +425,8 @@ def score_batch(
         model = ActiveModel.from_dict(manifest["model"])
     objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
     todo = [o for o in objects if not ledger.done_for(o)]
+    if model.backend == "aws" and model.endpoint_config_name and todo:
+        manifest, model, todo = _follow_endpoint(cfg, ledger, manifest, model, objects, todo, clients)
     log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
              len(objects) - len(todo), model.version, model.threshold)
 
