@@ -37,6 +37,28 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def s3_key_missing(client: Any, exc: Exception, bucket: str, key: str) -> bool:
+    """Whether a failed GET/HEAD of ``key`` means the key does not exist.
+
+    S3 answers a missing key with 404 only to a caller that may list it; a role whose s3:ListBucket
+    carries an s3:prefix condition (include/iam) can get 403 instead. A 403 is therefore settled with
+    a listing of that exact key (which such a role may do): absent -> missing; present, or the listing
+    refused too -> a real access problem (``False``: the caller raises).
+    """
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in ("404", "NoSuchKey", "NotFound"):
+        return True
+    if code not in ("403", "AccessDenied", "Forbidden"):
+        return False
+    from botocore.exceptions import ClientError
+
+    try:
+        page = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except ClientError:
+        return False
+    return not any(item.get("Key") == key for item in page.get("Contents", []))
+
+
 # ------------------------------------------------------------------------------ state stores
 class LocalStore:
     """JSON documents and blobs under a local folder; keys are ``/``-separated relative paths."""
@@ -135,26 +157,8 @@ class S3Store(LocalStore):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return self.uri(key)
 
-    # S3 answers a GET or HEAD of a missing key with 404 only when the caller may list the bucket;
-    # a role whose s3:ListBucket is limited by an s3:prefix condition (include/iam) can get 403
-    # instead. A 403 is therefore settled with a listing of that exact key (which such a role may
-    # do): absent -> "missing"; present -> a real access problem, raised.
-    def _listed(self, full_key: str) -> bool:
-        page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full_key, MaxKeys=1)
-        return any(item.get("Key") == full_key for item in page.get("Contents", []))
-
     def _missing(self, exc: Exception, full_key: str) -> bool:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return True
-        if code not in ("403", "AccessDenied", "Forbidden"):
-            return False
-        from botocore.exceptions import ClientError
-
-        try:
-            return not self._listed(full_key)
-        except ClientError:
-            return False  # the listing is refused too: a real access problem, the 403 is raised
+        return s3_key_missing(self.client, exc, self.bucket, full_key)
 
     def get_bytes(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
@@ -230,21 +234,6 @@ class S3Objects:
         self.client = client
         self.tmp_dir = tmp_dir
 
-    def _missing(self, exc: Exception, bucket: str, key: str) -> bool:
-        """404, or a 403 for a key that a listing shows absent (see :class:`S3Store`)."""
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return True
-        if code not in ("403", "AccessDenied", "Forbidden"):
-            return False
-        from botocore.exceptions import ClientError
-
-        try:
-            page = self.client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-        except ClientError:
-            return False  # cannot tell: leave it failed (retried), never quarantine a maybe-present object
-        return not any(item.get("Key") == key for item in page.get("Contents", []))
-
     @contextlib.contextmanager
     def open(self, bucket: str, key: str) -> Iterator[str]:
         from botocore.exceptions import ClientError
@@ -255,7 +244,7 @@ class S3Objects:
                 try:
                     self.client.download_fileobj(bucket, key, fh)
                 except ClientError as exc:
-                    if not self._missing(exc, bucket, key):
+                    if not s3_key_missing(self.client, exc, bucket, key):
                         raise
                     from seclake_ml.scoring.objects import UnreadableObject
 
