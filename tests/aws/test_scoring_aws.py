@@ -829,29 +829,39 @@ def test_endpoint_requests_are_split_under_the_payload_limit(env: Env, site: Sit
     assert {(c["content_type"], c["accept"]) for c in env.calls} == {("text/csv", "application/json")}
 
 
-def test_persistent_endpoint_error_keeps_the_object_pending_until_a_rerun(
-    env: Env, site: Site, monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _hand_off_two(env: Env, site: Site, **scoring: Any) -> tuple[str, str, Any, Any, dict[str, Any]]:
+    """Both objects of the scoring day uploaded and announced, the model active: keys, their
+    (single) endpoint requests and the handed-off manifest."""
     from seclake_ml.config import SeclakeConfig
     from seclake_ml.scoring.service import hand_off_messages
 
-    cfg = SeclakeConfig.from_mapping(config(env))
     key_a, key_b = site.keys[SCORE_DAY]
     env.upload(site, [key_a, key_b])
     activate(site)
     predicted = predict(site, [key_a, key_b])
     (req_a,), (req_b,) = predicted[key_a], predicted[key_b]
-    manifest, _ = hand_off_messages(cfg, ledger(), [
+    manifest, _ = hand_off_messages(SeclakeConfig.from_mapping(config(env, **scoring)), ledger(), [
         {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
         {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
     ])
+    env.model = site.scorer
+    return key_a, key_b, req_a, req_b, manifest
+
+
+def _model_error_for(req: Any) -> Callable[[dict[str, Any]], Any]:
+    """An endpoint fault: the model rejects ``req`` every time (a ModelError is not retried)."""
+    return lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
+                                        OriginalStatusCode=400, OriginalMessage="bad input")
+                         if lines(call["body"]) == lines(req.body) else None)
+
+
+def test_persistent_endpoint_error_keeps_the_object_pending_until_a_rerun(
+    env: Env, site: Site, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key_a, key_b, req_a, req_b, manifest = _hand_off_two(env, site)
     bid = manifest["batch_id"]
     batch = {"batch_id": bid}
-    # the model rejects object A's request every time (a ModelError is not retried); B's is answered
-    env.fault = lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
-                                             OriginalStatusCode=400, OriginalMessage="bad input")
-                              if lines(call["body"]) == lines(req_a.body) else None)
-    env.model = site.scorer
+    env.fault = _model_error_for(req_a)  # B's request is answered
 
     with pytest.raises(RuntimeError, match=r"1 objects failed and stay pending for a retry: .*ScoringError: "
                        rf"invoke_endpoint {ENDPOINT}: ModelError: Received client error \(400\) from model"):
@@ -875,23 +885,8 @@ def test_persistent_endpoint_error_keeps_the_object_pending_until_a_rerun(
 
 
 def test_a_model_error_that_persists_quarantines_the_object_after_the_attempt_limit(env: Env, site: Site) -> None:
-    from seclake_ml.config import SeclakeConfig
-    from seclake_ml.scoring.service import hand_off_messages
-
-    cfg = SeclakeConfig.from_mapping(config(env, max_object_attempts=2))
-    key_a, key_b = site.keys[SCORE_DAY]
-    env.upload(site, [key_a, key_b])
-    activate(site)
-    predicted = predict(site, [key_a, key_b])
-    (req_a,), (req_b,) = predicted[key_a], predicted[key_b]
-    manifest, _ = hand_off_messages(cfg, ledger(), [
-        {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
-        {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
-    ])
-    env.fault = lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
-                                             OriginalStatusCode=400, OriginalMessage="bad input")
-                              if lines(call["body"]) == lines(req_a.body) else None)
-    env.model = site.scorer
+    key_a, key_b, req_a, req_b, manifest = _hand_off_two(env, site, max_object_attempts=2)
+    env.fault = _model_error_for(req_a)
     conf = config(env, max_object_attempts=2)
     from seclake_ml.operators.scoring import ScoreBatchOperator
 
@@ -964,21 +959,10 @@ def test_a_rollout_between_retries_never_mixes_models_in_a_batch(env: Env, site:
     from seclake_ml.scoring.service import hand_off_messages
 
     cfg = SeclakeConfig.from_mapping(config(env))
-    key_a, key_b = site.keys[SCORE_DAY]
-    env.upload(site, [key_a, key_b])
-    activate(site)
     _serve("seclake-ml-epc-0001")
-    predicted = predict(site, [key_a, key_b])
-    (req_a,), (req_b,) = predicted[key_a], predicted[key_b]
-    manifest, _ = hand_off_messages(cfg, ledger(), [
-        {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
-        {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
-    ])
+    key_a, key_b, req_a, req_b, manifest = _hand_off_two(env, site)
     bid = manifest["batch_id"]
-    env.model = site.scorer
-    env.fault = lambda call: (endpoint_error("ModelError", 424, "Received client error (400) from model",
-                                             OriginalStatusCode=400, OriginalMessage="bad input")
-                              if lines(call["body"]) == lines(req_b.body) else None)
+    env.fault = _model_error_for(req_b)
     with pytest.raises(RuntimeError, match="1 objects failed"):
         score({"batch_id": bid})  # A is scored with the pinned model, B stays pending
     env.fault = None
