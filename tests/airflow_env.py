@@ -10,9 +10,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def airflow_env(home: Path, lake: Path, work: Path, config: dict[str, Any]) -> dict[str, str]:
+def airflow_env(home: Path, lake: Path | None, work: Path | None, config: dict[str, Any], *,
+                aws_connection: bool = False) -> dict[str, str]:
     """This process' environment without Airflow/package settings, plus a private Airflow home,
-    the repository's DAGs and plugins, and the package configuration ``config`` (JSON)."""
+    the repository's DAGs and plugins, and the package configuration ``config`` (JSON).
+
+    ``lake``/``work``: the local lake root and work location (left to ``config`` when ``None``).
+    ``aws_connection``: an ``aws_default`` connection with no settings of its own, so hooks take
+    credentials and endpoint from the environment (the moto server of the aws tests).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SECLAKE_ML_"))}
     env.update(
         AIRFLOW_HOME=str(home),
@@ -21,8 +27,12 @@ def airflow_env(home: Path, lake: Path, work: Path, config: dict[str, Any]) -> d
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
         SECLAKE_ML_CONFIG=json.dumps(config),
-        SECLAKE_ML_LAKE_ROOT=str(lake),
-        SECLAKE_ML_WORK_LOCATION=str(work),
         SECLAKE_ML_RETRY_DELAY_SECONDS="1",
     )
+    if lake is not None:
+        env["SECLAKE_ML_LAKE_ROOT"] = str(lake)
+    if work is not None:
+        env["SECLAKE_ML_WORK_LOCATION"] = str(work)
+    if aws_connection:
+        env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({"conn_type": "aws"})
     return env

@@ -61,6 +61,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.airflow_env import airflow_env
+
 from .moto_server import DEFAULT_ACCOUNT, DEFAULT_REGION, MotoServer
 from .test_training_operators_aws import no_poll_delay  # noqa: F401  (fixture)
 
@@ -509,17 +511,7 @@ DRIVER = textwrap.dedent(
 
 
 def _child_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW_CONN_AWS_DEFAULT=json.dumps({"conn_type": "aws"}),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
-        SECLAKE_ML_RETRY_DELAY_SECONDS="1",
-    )
-    return env
+    return airflow_env(home, None, None, json.loads(os.environ["SECLAKE_ML_CONFIG"]), aws_connection=True)
 
 
 @pytest.mark.e2e
@@ -558,7 +550,7 @@ def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
 
     driver = tmp_path / "run_dag.py"
     driver.write_text(DRIVER, encoding="utf-8")
-    child_env = _child_env(home) | {"SECLAKE_ML_CONFIG": os.environ["SECLAKE_ML_CONFIG"]}
+    child_env = _child_env(home)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(driver), str(REPO / "dags" / "seclake_ipinsights_scoring.py"), "2024-03-05T12:00:00+00:00"],

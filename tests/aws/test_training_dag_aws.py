@@ -36,7 +36,6 @@ describe, and the rollout's ``_sleep`` between endpoint polls is a no-op.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.airflow_env import airflow_env
 
 from .moto_server import DEFAULT_ACCOUNT, MotoServer, athena_result
 from .test_training_operators_aws import (  # noqa: F401  (batch_transform is a fixture)
@@ -120,18 +121,7 @@ DRIVER = textwrap.dedent(
 
 def _env(home: Path) -> dict[str, str]:
     """This process's environment (already pointed at moto by ``aws_env``) plus the Airflow home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SECLAKE_ML_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW_CONN_AWS_DEFAULT=json.dumps({"conn_type": "aws"}),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
-        SECLAKE_ML_CONFIG=json.dumps(config()),
-        SECLAKE_ML_RETRY_DELAY_SECONDS="1",
-    )
-    return env
+    return airflow_env(home, None, None, config(), aws_connection=True)
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,11 @@ def test_unrepresentable_event_times_fall_back_to_the_day(site: dict) -> None:
 
 
 def test_nat_does_not_hide_later_times() -> None:
-    from seclake_ml.scoring.engine import _earlier, _later
+    from functools import partial
+
+    from seclake_ml.scoring.engine import _skip_nat
+
+    _earlier, _later = partial(_skip_nat, min), partial(_skip_nat, max)
 
     nat, t1, t2 = np.datetime64("NaT", "us"), np.datetime64("2024-03-08T01:00", "us"), np.datetime64("2024-03-08T02:00", "us")
     assert _earlier(nat, t2) == t2 and _later(nat, t1) == t1

@@ -77,7 +77,8 @@ from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.engine import ActiveModel, ObjectOutcome, score_objects
 from seclake_ml.scoring.ledger import Ledger, batch_id_for
 from seclake_ml.scoring.notifications import LakeObject, is_notable_ignore, parse_messages
-from seclake_ml.scoring.service import enabled_lake_sources
+from seclake_ml.scoring.service import NoActiveModel, enabled_lake_sources
+from seclake_ml.scoring.service import model_from_record as service_model_from_record
 from seclake_ml.scoring.stores import LogPublisher, S3Objects, S3Store, SnsPublisher, split_s3_uri
 
 log = logging.getLogger("ipcheck")
@@ -249,41 +250,21 @@ def client(service: str, region: str) -> Any:
 
 # ------------------------------------------------------------------------------ active model
 def model_from_record(text: str, *, endpoint_guard: str | None, severity_scale: float) -> ActiveModel:
-    """The :class:`ActiveModel` of a registry ``active`` record (JSON text); :class:`ModelUnavailable` if unusable."""
+    """The :class:`ActiveModel` of a registry ``active`` record (JSON text); :class:`ModelUnavailable` if unusable.
+
+    The record is checked by :func:`seclake_ml.scoring.service.model_from_record`, as on the DAG path;
+    here the endpoint must be named and must be ``ENDPOINT_NAME`` when that is set.
+    """
     try:
-        record = json.loads(text)
-    except ValueError:
-        raise ModelUnavailable("active record is not JSON") from None
-    if not isinstance(record, dict):
-        raise ModelUnavailable(f"active record is a JSON {type(record).__name__}, not an object")
-    version = record.get("version")
-    if not isinstance(version, str) or not version or len(version) > 256:
-        raise ModelUnavailable("active record has no usable 'version'")
-    try:
-        threshold = float(record.get("threshold"))
-    except (TypeError, ValueError):
-        raise ModelUnavailable("active record has no numeric 'threshold'") from None
-    if not math.isfinite(threshold):
-        raise ModelUnavailable("active record's 'threshold' is not finite")
-    endpoint = record.get("endpoint_name")
-    if not isinstance(endpoint, str) or not _ENDPOINT_RE.fullmatch(endpoint):
+        model = service_model_from_record(text, severity_scale=severity_scale)
+    except NoActiveModel as exc:
+        raise ModelUnavailable(str(exc)) from None
+    if not model.endpoint_name:
         raise ModelUnavailable("active record has no valid 'endpoint_name'")
-    if endpoint_guard and endpoint != endpoint_guard:
-        raise ModelUnavailable(f"active record names endpoint {endpoint!r}; this function may invoke "
+    if endpoint_guard and model.endpoint_name != endpoint_guard:
+        raise ModelUnavailable(f"active record names endpoint {model.endpoint_name!r}; this function may invoke "
                                f"{endpoint_guard!r} only (ENDPOINT_NAME)")
-    profile_uri = record.get("profile_uri")
-    if profile_uri is not None and not (isinstance(profile_uri, str) and profile_uri.startswith("s3://")):
-        log.warning("active record's profile_uri is not an s3:// URI; findings carry no usual-network explanation")
-        profile_uri = None
-    scale = record.get("severity_scale")
-    try:
-        scale = float(scale) if scale is not None else severity_scale
-    except (TypeError, ValueError):
-        scale = severity_scale
-    if not math.isfinite(scale) or scale <= 0:
-        scale = severity_scale
-    return ActiveModel(version=version, threshold=threshold, backend="aws", endpoint_name=endpoint,
-                       profile_uri=profile_uri, severity_scale=scale)
+    return model
 
 
 def active_model(settings: Settings, ssm: Any) -> ActiveModel:

@@ -276,8 +276,7 @@ class IntervalBatchOperator(BaseOperator):
     def execute(self, context: "Context") -> dict[str, Any]:
         from seclake_ml.airflow_support import interval_key, to_utc
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import interval_objects, work_store
-        from seclake_ml.scoring.stores import object_stem
+        from seclake_ml.scoring.service import hand_off_interval, interval_objects, work_store
 
         cfg = _runtime_config(self.config_overrides)
         start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
@@ -287,45 +286,7 @@ class IntervalBatchOperator(BaseOperator):
         ledger = Ledger(work_store(cfg, clients))
         objects = interval_objects(cfg, start, end, clients)
         batch_id = "interval-" + interval_key(start, end).removeprefix("interval=")
-        # A re-run re-scores: the previous manifest is replaced (model pinned afresh) and the
-        # objects' ledger entries are rewritten after scoring. Entries that an earlier run of this
-        # interval wrote carry this same batch id, so ScoreBatchOperator would take them for its
-        # own retry's progress and skip the objects: they are dropped here, at the hand-off.
-        # The findings files that earlier scorings of these objects wrote go into the manifest
-        # (``replace_files``): scoring removes those it does not write again. Objects of the
-        # previous run that are no longer in the lake lose their findings (``orphan_files``).
-        previous = ledger._read(Ledger.manifest_key(batch_id)) or {}
-        replace: dict[str, set[str]] = {u: set(f) for u, f in (previous.get("replace_files") or {}).items()}
-        orphans: set[str] = set(previous.get("orphan_files") or [])
-        current = {obj.uri for obj in objects}
-        for obj in objects:
-            entry = ledger.entry(obj.uri)
-            files = replace.setdefault(obj.uri, set())
-            if entry:
-                files.update(entry.get("files") or [])
-                if entry.get("batch_id") == batch_id:
-                    ledger.store.delete(Ledger.entry_key(obj.uri))
-        for d in previous.get("objects") or []:
-            from seclake_ml.scoring.notifications import LakeObject
-
-            uri = LakeObject.from_dict(d).uri
-            if uri in current:
-                continue
-            entry = ledger.entry(uri) or {}
-            orphans.update(entry.get("files") or [])
-            orphans.update(replace.pop(uri, set()))
-            ledger.forget(uri)
-            self.log.warning("object of the previous run is no longer in the lake; its findings go: %s", uri[-200:])
-        # never an object's own files: an object can be gone from one run and back in the next
-        stems = {object_stem(uri) for uri in current}
-        orphans = {f for f in orphans if f.rsplit("/", 1)[-1].split(".", 1)[0] not in stems}
-        for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id), Ledger.attempts_key(batch_id)):
-            ledger.store.delete(key)
-        manifest = ledger.create_batch(objects, origin="interval", batch_id=batch_id,
-                                       extra={"interval": {"start": start.isoformat(), "end": end.isoformat()},
-                                              "rescore": True,
-                                              "replace_files": {u: sorted(f) for u, f in replace.items() if f},
-                                              "orphan_files": sorted(orphans)})
+        manifest = hand_off_interval(ledger, objects, batch_id, start, end)
         summary = _batch_summary(manifest)
         self.log.info("interval [%s, %s): %d objects in eventDay partitions handed off as %s",
                       start.isoformat(), end.isoformat(), summary["objects"], batch_id)
@@ -366,14 +327,6 @@ class ScoreBatchOperator(BaseOperator):
         cfg = _runtime_config(self.config_overrides)
         clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
         ledger = Ledger(work_store(cfg, clients))
-        manifest = ledger.manifest(batch["batch_id"])
-        if manifest.get("rescore"):
-            for d in manifest["objects"]:
-                from seclake_ml.scoring.notifications import LakeObject
-
-                entry = ledger.entry(LakeObject.from_dict(d).uri)
-                if entry and entry.get("batch_id") != manifest["batch_id"]:
-                    ledger.store.delete(Ledger.entry_key(LakeObject.from_dict(d).uri))
         try:
             summary = score_batch(cfg, ledger, batch["batch_id"], clients=clients, product_version=__version__)
         except EndpointChanging as exc:

@@ -128,21 +128,15 @@ class _Flagged:
                 self.items[key] = [int(chunk.events[i]), first, last, float(dots[i])]
             else:
                 cur[0] += int(chunk.events[i])
-                cur[1] = _earlier(cur[1], first)
-                cur[2] = _later(cur[2], last)
+                cur[1] = _skip_nat(min, cur[1], first)
+                cur[2] = _skip_nat(max, cur[2], last)
 
 
-def _earlier(a: Any, b: Any) -> Any:
-    """min() that skips NaT (NumPy's min/max with NaT gives NaT)."""
+def _skip_nat(pick: Any, a: Any, b: Any) -> Any:
+    """``pick(a, b)`` (min or max) that ignores a NaT side (NumPy's comparison with NaT gives NaT)."""
     if np.isnat(a):
         return b
-    return a if np.isnat(b) else min(a, b)
-
-
-def _later(a: Any, b: Any) -> Any:
-    if np.isnat(a):
-        return b
-    return a if np.isnat(b) else max(a, b)
+    return a if np.isnat(b) else pick(a, b)
 
 
 _MIN_US = int(np.datetime64("1970-01-01T00:00:00", "us").astype(np.int64))

@@ -224,8 +224,12 @@ class Ledger:
                  len(manifest["rejected"]), len(manifest["ignored"]))
         return manifest
 
+    def read_manifest(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's manifest, ``None`` when it has none (or an unreadable one, set aside)."""
+        return self._read(self.manifest_key(batch_id))
+
     def manifest(self, batch_id: str) -> dict[str, Any]:
-        doc = self._read(self.manifest_key(batch_id))
+        doc = self.read_manifest(batch_id)
         if doc is None:
             raise FileNotFoundError(f"batch {batch_id!r} has no manifest at {self.store.uri(self.manifest_key(batch_id))}")
         return doc

@@ -24,11 +24,15 @@ Scoring settings live in the configuration's ``extra["scoring"]`` mapping:
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -125,8 +129,6 @@ def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Activ
     """The active model and threshold: local model store, or the SSM registry record on aws."""
     scale = float(setting(cfg, "severity_scale"))
     if cfg.backend == "aws":
-        import json
-
         from seclake_ml.aws import aws_setting
         from seclake_ml.aws.names import endpoint_name as default_endpoint
         from seclake_ml.aws.registry import ACTIVE, parameter_names
@@ -137,11 +139,8 @@ def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Activ
             text = clients.ssm.get_parameter(Name=name)["Parameter"]["Value"]
         except clients.ssm.exceptions.ParameterNotFound:
             raise NoActiveModel(f"no active model: SSM parameter {name} does not exist; roll a model out first") from None
-        record = json.loads(text)
-        return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="aws",
-                           endpoint_name=str(record.get("endpoint_name") or endpoint),
-                           profile_uri=record.get("profile_uri"), severity_scale=scale,
-                           endpoint_config_name=record.get("endpoint_config_name"))
+        model = model_from_record(text, severity_scale=scale)
+        return model if model.endpoint_name else dc_replace(model, endpoint_name=endpoint)
     from seclake_ml.model_store import LocalModelStore
 
     store = LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
@@ -153,6 +152,53 @@ def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Activ
     return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="local",
                        model_dir=model_dir, profile_uri=str(profile) if profile.is_file() else None,
                        severity_scale=scale)
+
+
+_ENDPOINT_RE = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
+
+
+def model_from_record(text: str, *, severity_scale: float) -> ActiveModel:
+    """The :class:`ActiveModel` of a registry ``active`` record (JSON text, as the rollout writes it).
+
+    Raises :class:`NoActiveModel` naming what is unusable: not a JSON object, no version, a threshold
+    that is missing or not finite, an invalid endpoint name. ``endpoint_name`` is ``None`` when the
+    record names none; a ``profile_uri`` that is not ``s3://`` is dropped (findings are still written,
+    without the usual-network text); a valid positive ``severity_scale`` in the record wins over
+    ``severity_scale``.
+    """
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise NoActiveModel("active record is not JSON") from None
+    if not isinstance(record, dict):
+        raise NoActiveModel(f"active record is a JSON {type(record).__name__}, not an object")
+    version = record.get("version")
+    if not isinstance(version, str) or not version or len(version) > 256:
+        raise NoActiveModel("active record has no usable 'version'")
+    try:
+        threshold = float(record.get("threshold"))
+    except (TypeError, ValueError):
+        raise NoActiveModel("active record has no numeric 'threshold'") from None
+    if not math.isfinite(threshold):
+        raise NoActiveModel("active record's 'threshold' is not finite")
+    endpoint = record.get("endpoint_name")
+    if endpoint is not None and not (isinstance(endpoint, str) and _ENDPOINT_RE.fullmatch(endpoint)):
+        raise NoActiveModel("active record has no valid 'endpoint_name'")
+    profile_uri = record.get("profile_uri")
+    if profile_uri is not None and not (isinstance(profile_uri, str) and profile_uri.startswith("s3://")):
+        log.warning("active record's profile_uri is not an s3:// URI; findings carry no usual-network explanation")
+        profile_uri = None
+    scale = record.get("severity_scale")
+    try:
+        scale = float(scale) if scale is not None else severity_scale
+    except (TypeError, ValueError):
+        scale = severity_scale
+    if not math.isfinite(scale) or scale <= 0:
+        scale = severity_scale
+    config_name = record.get("endpoint_config_name")
+    return ActiveModel(version=version, threshold=threshold, backend="aws", endpoint_name=endpoint,
+                       profile_uri=profile_uri, severity_scale=scale,
+                       endpoint_config_name=config_name if isinstance(config_name, str) else None)
 
 
 # ------------------------------------------------------------------------------ local signal
@@ -285,6 +331,54 @@ def hand_off_messages(cfg: SeclakeConfig, ledger: Ledger, messages: list[dict]) 
     return manifest, plan
 
 
+def _earlier_files(ledger: Ledger, uris: list[str], replace: dict[str, set[str]], *,
+                   forget: str | None = None) -> None:
+    """Add to ``replace`` the findings files the ledger lists for ``uris``; drop the entries of batch
+    ``forget`` (``"*"``: every entry), so that those objects count as not scored."""
+    for uri in uris:
+        entry = ledger.entry(uri)
+        if not entry:
+            continue
+        replace.setdefault(uri, set()).update(entry.get("files") or [])
+        if forget == "*" or entry.get("batch_id") == forget:
+            ledger.forget(uri)
+
+
+def hand_off_interval(ledger: Ledger, objects: list[LakeObject], batch_id: str, start: datetime,
+                      end: datetime) -> dict[str, Any]:
+    """Hand off every object of an interval as batch ``batch_id`` (re-scored whole on every run).
+
+    The previous manifest of the interval is replaced (its model pinned afresh). The findings files
+    that earlier scorings of these objects wrote go into the manifest (``replace_files``): scoring
+    removes those it does not write again. Objects of the previous run that are no longer in the lake
+    lose their findings (``orphan_files``). Ledger entries of earlier scorings are dropped here, so
+    that scoring takes only this run's entries for progress; entries of other batches stay until
+    scoring replaces them (the continuous DAG keeps taking those objects for done meanwhile).
+    """
+    from seclake_ml.scoring.stores import object_stem
+
+    previous = ledger.read_manifest(batch_id) or {}
+    replace: dict[str, set[str]] = {u: set(f) for u, f in (previous.get("replace_files") or {}).items()}
+    orphans: set[str] = set(previous.get("orphan_files") or [])
+    current = [obj.uri for obj in objects]
+    _earlier_files(ledger, current, replace, forget=batch_id)
+    gone = [u for u in (LakeObject.from_dict(d).uri for d in previous.get("objects") or []) if u not in set(current)]
+    _earlier_files(ledger, gone, replace, forget="*")
+    for uri in gone:
+        orphans.update(replace.pop(uri, set()))
+        log.warning("object of the previous run is no longer in the lake; its findings go: %s", uri[-200:])
+    # never an object's own files: an object can be gone from one run and back in the next
+    stems = {object_stem(uri) for uri in current}
+    orphans = {f for f in orphans if f.rsplit("/", 1)[-1].split(".", 1)[0] not in stems}
+    for key in (Ledger.manifest_key(batch_id), Ledger.result_key(batch_id), Ledger.attempts_key(batch_id)):
+        ledger.store.delete(key)
+    return ledger.create_batch(objects, origin="interval", batch_id=batch_id,
+                               extra={"interval": {"start": start.isoformat(), "end": end.isoformat()},
+                                      "rescore": True,
+                                      "replace_files": {u: sorted(f) for u, f in replace.items() if f},
+                                      "orphan_files": sorted(orphans)})
+
+
 def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
@@ -337,9 +431,6 @@ def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObj
 
 
 # ------------------------------------------------------------------------------ scoring
-_SETTLED = ("InService",)
-
-
 def _serving(clients: AwsClients, endpoint: str) -> tuple[str, str | None] | None:
     """``(status, endpoint config)`` of the endpoint, or ``None`` when it cannot be described."""
     if clients is None or getattr(clients, "sagemaker", None) is None:
@@ -368,7 +459,7 @@ def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any
     if serving is None:
         return manifest, model, todo
     status, config = serving
-    if status not in _SETTLED:
+    if status != "InService":
         raise EndpointChanging(f"endpoint {model.endpoint_name} is {status}: it may answer with two models")
     if config == model.endpoint_config_name:
         return manifest, model, todo
@@ -382,11 +473,7 @@ def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any
     if len(todo) == len(objects) or manifest.get("origin") == "interval":
         if len(todo) < len(objects):  # interval: score the whole day again with one model
             replace = {k: set(v) for k, v in (manifest.get("replace_files") or {}).items()}
-            for obj in objects:
-                entry = ledger.entry(obj.uri)
-                if entry and entry.get("batch_id") == bid:
-                    replace.setdefault(obj.uri, set()).update(entry.get("files") or [])
-                    ledger.forget(obj.uri)
+            _earlier_files(ledger, [o.uri for o in objects], replace, forget=bid)
             manifest = dict(manifest, replace_files={k: sorted(v) for k, v in replace.items() if v})
             todo = list(objects)
         manifest = dict(manifest, model=active.to_dict(), repinned_from=model.to_dict())
@@ -424,7 +511,10 @@ def score_batch(
         manifest = ledger.pin_model(manifest, model.to_dict())
         model = ActiveModel.from_dict(manifest["model"])
     objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
-    todo = [o for o in objects if not ledger.done_for(o)]
+    if manifest.get("rescore"):  # every object is scored again; done = scored by this batch
+        todo = [o for o in objects if (ledger.entry(o.uri) or {}).get("batch_id") != batch_id]
+    else:
+        todo = [o for o in objects if not ledger.done_for(o)]
     if model.backend == "aws" and model.endpoint_config_name and todo:
         manifest, model, todo = _follow_endpoint(cfg, ledger, manifest, model, objects, todo, clients)
     log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
@@ -478,12 +568,10 @@ def score_batch(
 
     def remove_files(uris: list[str], keep: set[str]) -> int:
         removed = 0
-        for uri in uris:
+        for uri in (u for u in uris if u not in keep):
             key = sink.key_of(uri)
-            if uri in keep:
-                continue
             if key is None:
-                log.warning("not removing %s: outside the findings location %s", uri[:300], sink.uri("x")[:-1])
+                log.warning("not removing %s: outside the findings location %s", uri[:300], sink.base_uri())
                 continue
             sink.delete(key)
             removed += 1

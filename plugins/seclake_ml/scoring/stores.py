@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,13 @@ class LocalStore:
     def uri(self, key: str) -> str:
         return str(self._path(key))
 
+    def base_uri(self) -> str:
+        """What every :meth:`uri` of this store starts with."""
+        return str(self.root).rstrip("/") + "/"
+
     def key_of(self, uri: str) -> str | None:
         """The key of ``uri`` when it lies in this store (the inverse of :meth:`uri`), else ``None``."""
-        base = str(self.root).rstrip("/") + "/"
+        base = self.base_uri()
         key = str(uri)[len(base):] if str(uri).startswith(base) else None
         if not key or key.startswith("/") or ".." in key.split("/"):
             return None
@@ -146,12 +151,8 @@ class S3Store(LocalStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def key_of(self, uri: str) -> str | None:
-        base = f"s3://{self.bucket}/{self.prefix}"
-        key = str(uri)[len(base):] if str(uri).startswith(base) else None
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            return None
-        return key
+    def base_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
     def put_bytes(self, key: str, data: bytes) -> str:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
@@ -345,8 +346,6 @@ class SnsPublisher:
             yield batch
 
     def publish(self, records: list[dict[str, Any]]) -> int:
-        import time
-
         todo = [self._entry(i, rec) for i, rec in enumerate(records)]
         for attempt in range(self.attempts):
             failed: list[tuple[dict[str, Any], int]] = []
