@@ -43,27 +43,22 @@ class HiddenMissing:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def _check(self, operation: str, key: str, code: str) -> None:
-        if key in self.deny_keys:
+    def _read(self, call: Any, operation: str, code: str, kw: dict[str, Any]) -> Any:
+        """``call(**kw)``, answering a denied key, or a missing one, with 403 ``code``."""
+        if kw["Key"] in self.deny_keys:
             raise _denied(operation, code)
+        try:
+            return call(**kw)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                raise _denied(operation, code) from None
+            raise
 
     def head_object(self, **kw: Any) -> Any:
-        self._check("HeadObject", kw["Key"], "403")
-        try:
-            return self.inner.head_object(**kw)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
-                raise _denied("HeadObject", "403") from None
-            raise
+        return self._read(self.inner.head_object, "HeadObject", "403", kw)
 
     def get_object(self, **kw: Any) -> Any:
-        self._check("GetObject", kw["Key"], "AccessDenied")
-        try:
-            return self.inner.get_object(**kw)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
-                raise _denied("GetObject") from None
-            raise
+        return self._read(self.inner.get_object, "GetObject", "AccessDenied", kw)
 
     def download_fileobj(self, bucket: str, key: str, fh: Any) -> None:
         self.head_object(Bucket=bucket, Key=key)  # the transfer manager starts with a HEAD, as boto3 does
