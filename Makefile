@@ -44,7 +44,7 @@ export SECLAKE_ML_RETRY_DELAY_SECONDS ?= 5
 now = $$(date +%s.%N)
 elapsed = $$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" $(1) $$(date +%s.%N))
 
-.PHONY: help venv run test lake db clean
+.PHONY: help venv run test lake db clean mwaa-bundle config-doc
 
 help:
 	@echo "make run    create .venv if needed, migrate a local Airflow DB, generate a sample lake,"
@@ -52,6 +52,10 @@ help:
 	@echo "            a new day into the lake, run $(SCORING_DAG_ID) and print its findings"
 	@echo "make test   create .venv if needed and run the whole test suite"
 	@echo "make clean  remove var/ (Airflow home, sample lake, outputs); keeps .venv"
+	@echo "make mwaa-bundle [OFFLINE=1]"
+	@echo "            write the Amazon MWAA bundle to dist/mwaa (dags/, plugins.zip, requirements.txt,"
+	@echo "            startup.sh); OFFLINE=1 puts the requirements' wheels into plugins.zip"
+	@echo "make config-doc  regenerate docs/configuration.md from the typed configuration"
 
 venv: $(STAMP)
 
@@ -111,6 +115,16 @@ test: venv
 	@export AIRFLOW_HOME="$(CURDIR)/var/airflow-test"; mkdir -p "$$AIRFLOW_HOME"; \
 		unset SECLAKE_ML_CONFIG SECLAKE_ML_LAKE_ROOT SECLAKE_ML_WORK_LOCATION SECLAKE_ML_SOURCE_VERSION; \
 		"$(VPY)" -m pytest -q $(PYTEST_ARGS)
+
+# The MWAA bundle (include/mwaa/build_bundle.py, standard library only). OFFLINE=1 needs a Python 3.12
+# (pyenv's, or SECLAKE_PYTHON312) to build the wheels; they are cached under var/mwaa-wheels.
+OFFLINE ?=
+mwaa-bundle:
+	@"$(PYTHON)" include/mwaa/build_bundle.py --out "$(CURDIR)/dist/mwaa" $(if $(filter 1 yes true,$(OFFLINE)),--offline)
+
+# docs/configuration.md from the typed configuration (tests/test_configuration_doc.py fails when stale).
+config-doc: venv
+	@"$(VPY)" include/config/reference.py
 
 clean:
 	rm -rf var

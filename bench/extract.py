@@ -35,7 +35,7 @@ def ensure_lake(root: Path, rows: int, days: int, seed: int) -> dict:
         info = json.loads(manifest.read_text())
         if info.get("bench_rows") == rows and info.get("bench_days") == days:
             return info
-    from seclake_ml.lake.generate import generate_lake
+    from seclake_lakegen.generate import generate_lake
 
     t0 = time.perf_counter()
     summary = generate_lake(root, start=date(2026, 1, 5), days=days, seed=seed, source_version=1,

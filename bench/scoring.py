@@ -105,7 +105,7 @@ def ensure_lake(lake: Path, days: int, flows_per_day: int, seed: int) -> dict:
         info = json.loads(manifest.read_text())
         if info.get("bench_args") == want:
             return info
-    from seclake_ml.lake.generate import generate_lake
+    from seclake_lakegen.generate import generate_lake
 
     t0 = time.perf_counter()
     summary = generate_lake(lake, start=START, days=days, seed=seed, source_version=1, sources=("vpc_flow",),

@@ -36,3 +36,32 @@ def airflow_env(home: Path, lake: Path | None, work: Path | None, config: dict[s
     if aws_connection:
         env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({"conn_type": "aws"})
     return env
+
+
+class AirflowRuntime:
+    """Where a child Airflow process runs: its interpreter, DAG files, working folder and environment.
+
+    This one is the development checkout (``.venv``, the repository's ``dags/`` and ``plugins/``);
+    ``tests/mwaa`` provides one shaped like an MWAA environment, so the same end-to-end tests run there.
+    """
+
+    name = "dev"
+
+    @property
+    def python(self) -> str:
+        import sys
+
+        return sys.executable
+
+    @property
+    def cwd(self) -> Path:
+        return REPO
+
+    def dag_file(self, home: Path, name: str) -> Path:
+        """The DAG file ``name`` (e.g. ``seclake_ipinsights_training.py``) the child process loads."""
+        return REPO / "dags" / name
+
+    def env(self, home: Path, lake: Path | None, work: Path | None, config: dict[str, Any], *,
+            aws_connection: bool = False) -> dict[str, str]:
+        """The child's environment (see :func:`airflow_env`)."""
+        return airflow_env(home, lake, work, config, aws_connection=aws_connection)

@@ -1,8 +1,7 @@
-"""Shared test fixtures: paths to the repository and to the shared reference material."""
+"""Shared test fixtures: paths to the repository and to the reference samples under ``tests/data``."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,9 @@ PLUGINS = REPO / "plugins"
 if str(PLUGINS) not in sys.path:
     sys.path.insert(0, str(PLUGINS))
 
-SHARED = Path(os.environ.get("SECLAKE_SHARED_DIR", REPO.parent / "shared")).resolve()
-REFERENCE = SHARED / "reference"
+# Reference samples (AWS-written Parquet, OCSF schema and examples) copied into the repository;
+# tests/data/SOURCES.md says where each came from.
+REFERENCE = REPO / "tests" / "data" / "reference"
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +23,15 @@ def repo_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    if not REFERENCE.is_dir():
-        pytest.fail(f"reference material not found at {REFERENCE} (set SECLAKE_SHARED_DIR)")
-    return REFERENCE
+def dag_runtime():
+    """Where end-to-end tests run their child Airflow processes (overridden by ``tests/mwaa``)."""
+    from tests.airflow_env import AirflowRuntime
+
+    return AirflowRuntime()
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.fail(f"reference samples not found at {REFERENCE}")
+    return REFERENCE

@@ -1,4 +1,4 @@
-"""Tests of the sample Security Lake generator (seclake_ml.lake.generate and its gen_* modules)."""
+"""Tests of the sample Security Lake generator (seclake_lakegen.generate and its gen_* modules)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from seclake_ml.lake import ocsf_schemas as O
-from seclake_ml.lake.gen_anomalies import GROUND_TRUTH_SCHEMA, KINDS
-from seclake_ml.lake.gen_env import ANOMALY_OCTETS, BENIGN_OCTETS
-from seclake_ml.lake.generate import add_generate_arguments, generate_lake, run_generate
+from seclake_lakegen import ocsf_schemas as O
+from seclake_lakegen.gen_anomalies import GROUND_TRUTH_SCHEMA, KINDS
+from seclake_lakegen.gen_env import ANOMALY_OCTETS, BENIGN_OCTETS
+from seclake_lakegen.generate import add_generate_arguments, generate_lake, run_generate
 
 START = dt.date(2024, 5, 1)  # a Wednesday
 DAYS = 3

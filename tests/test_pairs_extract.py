@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.config import ConfigError, load_config
-from seclake_ml.pairs import extract_pairs
+from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS, extract_pairs
 from seclake_ml.sqlsafe import UnsafeSqlError
 
 SAMPLES = {
@@ -84,7 +84,8 @@ def test_console_signin_sample(sample_lake: Path, tmp_path: Path) -> None:
     # The successful sign-in carries the ARN; the failed one has a null ARN and is rebuilt from
     # the IAM user name and account.
     assert pairs == [("arn:aws:iam::111122223333:user/anaya", "192.0.2.0")] * 2
-    assert res.dropped == {"null": 0, "dash": 0, "hostile": 0, "ipv6": 0, "not_ip": 0}
+    assert res.dropped == {"null": 0, "dash": 0, "hostile": 0, "ipv6": 0, "not_ip": 0,
+                           **dict.fromkeys(SPECIAL_ADDRESS_REASONS, 0)}
 
 
 def test_api_call_sample(sample_lake: Path, tmp_path: Path) -> None:
@@ -99,8 +100,10 @@ def test_api_view_does_not_read_signins(sample_lake: Path, tmp_path: Path) -> No
 
 def test_route53_resolved_ip_view_unnests_answers(sample_lake: Path, tmp_path: Path) -> None:
     res = extract_pairs(_cfg(sample_lake), "route53", "instance_resolved_ip", "2022-10-13", "2022-10-14", str(tmp_path / "p.parquet"))
-    # No instance id on resolver-endpoint traffic: the querying source IP stands in for it.
-    assert _pairs(res.output) == [("10.200.21.100", "127.0.0.62")]
+    # No instance id on resolver-endpoint traffic: the querying source IP stands in for it. The
+    # documented sample's answer is a loopback address: no peer, so it is dropped with its own reason.
+    assert res.rows_read == 1 and _pairs(res.output) == []
+    assert res.dropped["loopback"] == 1 and sum(res.dropped.values()) == 1
 
 
 def test_interval_is_half_open_and_filters_apply(sample_lake: Path, tmp_path: Path) -> None:
@@ -241,7 +244,7 @@ def hostile_lake(tmp_path: Path, reference_dir: Path) -> tuple[Path, dict]:
         # good-1 (20), quoted file name (3), mixed (4 good), hostile-named region folder (2), drift (1)
         "good_pairs": 20 + 3 + 4 + 2 + 1,
         # "" counts as null; the entity "-" as dash; the huge and CR/LF entities as hostile
-        "dropped": {"null": 2, "dash": 2, "hostile": 5, "ipv6": 3, "not_ip": 7},
+        "dropped": {"null": 2, "dash": 2, "hostile": 5, "ipv6": 3, "not_ip": 7, **dict.fromkeys(SPECIAL_ADDRESS_REASONS, 0)},
         "quarantined": {"corrupt.parquet", "empty.parquet", "truncated.parquet", "no-time.parquet", "non-utf8.parquet"},
     }
     return root, expect

@@ -1,8 +1,12 @@
-"""The MWAA runtime requirements agree with MWAA's Airflow 3.3.1 / Python 3.12 constraints and the dev lock."""
+"""The MWAA runtime requirements are exactly what the deployed code imports, pinned, and agree with MWAA's
+Airflow 3.3.1 / Python 3.12 constraints and the dev lock."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,6 @@ FORBIDDEN = {
     "apache-airflow-core",
     "apache-airflow-task-sdk",
     "torch",
-    "duckdb",
     "moto",
     "pytest",
     "sagemaker",
@@ -30,6 +33,17 @@ FORBIDDEN = {
     "sagemaker-mlops",
 }
 PROVIDER = "apache-airflow-providers-amazon"
+CONSTRAINTS_FILE = Path("include") / "mwaa" / "constraints-3.3.1-py3.12.txt"
+# Imported by the runtime package only on the local backend (the engine's trainer); never on MWAA.
+LOCAL_ONLY_IMPORTS = {"torch"}
+# Provided by the MWAA image: Airflow and its constraints' providers.
+IMAGE_IMPORTS = {"airflow"}
+# Markers evaluated as on MWAA 3.3.1 (Amazon Linux, x86_64, CPython 3.12).
+MWAA_MARKER_ENV = {
+    "python_version": "3.12", "python_full_version": "3.12.13", "sys_platform": "linux",
+    "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+    "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": "",
+}
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -65,10 +79,10 @@ def requirements(requirements_lines: list[str]) -> list[Requirement]:
 
 
 @pytest.fixture(scope="module")
-def constraints(shared_dir: Path) -> dict[str, str]:
-    path = shared_dir / "mwaa" / "constraints-3.3.1-py3.12.txt"
+def constraints(repo_dir: Path) -> dict[str, str]:
+    path = repo_dir / CONSTRAINTS_FILE
     if not path.is_file():
-        pytest.fail(f"MWAA constraints file not found at {path} (set SECLAKE_SHARED_DIR to the shared folder)")
+        pytest.fail(f"MWAA constraints file not found at {path}")
     text = path.read_text(encoding="utf-8")
     assert "constraints-3.3.1/constraints-3.12.txt" in text[:2000], f"{path} is not Airflow's 3.3.1 / py3.12 file"
     return _pins(path)
@@ -108,12 +122,91 @@ def test_pins_agree_with_mwaa_constraints(requirements: list[Requirement], const
     assert checked >= 1, "expected at least the Amazon provider to be checked against the constraints"
 
 
-def test_pins_agree_with_dev_lock(requirements: list[Requirement], dev_lock: dict[str, str]) -> None:
+def test_pins_agree_with_dev_lock(
+    requirements: list[Requirement], dev_lock: dict[str, str], constraints: dict[str, str]
+) -> None:
+    """Packages the constraints leave free are pinned as in the dev lock (the constraints win for the others)."""
+    free = 0
     for req in requirements:
         name = canonicalize_name(req.name)
         pinned = next(iter(req.specifier)).version
         assert name in dev_lock, f"{req.name} is required on MWAA but missing from requirements-dev.lock"
-        assert dev_lock[name] == pinned, f"{req.name}: requirements.txt pins {pinned}, dev lock has {dev_lock[name]}"
+        if name not in constraints:
+            free += 1
+            assert dev_lock[name] == pinned, (
+                f"{req.name}: requirements.txt pins {pinned}, dev lock has {dev_lock[name]}")
+    assert free >= 2, "expected at least duckdb and matplotlib outside the constraints"
+
+
+def _runtime_imports(repo: Path) -> dict[str, set[str]]:
+    """Top-level third-party names imported anywhere (lazily too) by the bundle's code -> importing files."""
+    from tests.mwaa.runtime import load_builder
+
+    bundle_sources = load_builder().bundle_sources
+
+    found: dict[str, set[str]] = {}
+    for path, arcname in bundle_sources(repo):
+        if path.suffix != ".py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("seclake_ml", "seclake_lakegen", "__future__"):
+                    found.setdefault(top, set()).add(arcname)
+    return found
+
+
+def _unconstrained_closure(names: set[str], constraints: dict[str, str]) -> set[str]:
+    """``names`` plus every dependency (on MWAA's platform) that the constraints file does not pin, recursively."""
+    todo, seen = list(names), set()
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for raw in importlib.metadata.requires(name) or []:
+            dep = Requirement(raw)
+            if dep.marker is not None and not dep.marker.evaluate(MWAA_MARKER_ENV):
+                continue
+            dep_name = canonicalize_name(dep.name)
+            if dep_name not in constraints and not dep_name.startswith("apache-airflow"):
+                todo.append(dep_name)
+    return seen
+
+
+def test_requirements_are_exactly_what_the_bundle_imports(
+    repo_dir: Path, requirements: list[Requirement], constraints: dict[str, str]
+) -> None:
+    """Each third-party import of the deployed code is a requirement, and nothing else is one.
+
+    Exceptions: Airflow itself (the image), the Amazon provider (hooks and operators under ``airflow.``),
+    local-only imports (torch, the local trainer), and the dependencies of a requirement that the
+    constraints file leaves unpinned (they are pinned too, so MWAA installs exactly this set).
+    """
+    imports = _runtime_imports(repo_dir)
+    to_dist = importlib.metadata.packages_distributions()
+    imported = set()
+    for top in set(imports) - IMAGE_IMPORTS - LOCAL_ONLY_IMPORTS:
+        dists = to_dist.get(top)
+        assert dists, f"{top} (imported by {sorted(imports[top])}) is not installed in the dev environment"
+        imported |= {canonicalize_name(d) for d in dists}
+    required = {canonicalize_name(r.name) for r in requirements}
+    missing = imported - required
+    assert not missing, f"imported by the bundle but not in requirements.txt: {sorted(missing)}"
+    expected = _unconstrained_closure(imported, constraints) | imported | {PROVIDER}
+    extra = required - expected
+    assert not extra, (
+        f"in requirements.txt but not imported by the bundle (nor an unpinned dependency): {sorted(extra)}")
+    unpinned = _unconstrained_closure(required, constraints) - required
+    assert not unpinned, f"dependencies neither in the constraints nor pinned in requirements.txt: {sorted(unpinned)}"
+    assert {"duckdb", "matplotlib", "awswrangler"} <= required
 
 
 def test_provider_has_aiobotocore_extra_and_constraint_version(

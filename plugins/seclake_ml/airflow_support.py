@@ -14,17 +14,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from seclake_ml.config import VARIABLE_KEY, SeclakeConfig, load_config
+from seclake_ml.config import RETRY_DELAY_ENV, VARIABLE_KEY, SeclakeConfig, load_config  # noqa: F401
+from seclake_ml.pairs import DROP_REASONS  # the one drop-reason vocabulary
 
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.parquet"
 SUMMARY_FILE = "extract_summary.json"
-DROP_REASONS = ("null", "dash", "ipv6", "not_ip", "hostile")
 
 # A retry only helps with transient faults (throttling, a worker lost mid-query); keep the delay short
 # in local runs through this environment variable, long enough in production to ride out throttling.
-RETRY_DELAY_ENV = "SECLAKE_ML_RETRY_DELAY_SECONDS"
 DEFAULT_RETRY_DELAY = timedelta(minutes=5)
 
 
@@ -60,18 +59,12 @@ def load_runtime_config(overrides: Mapping[str, Any] | None = None) -> SeclakeCo
 
 
 def retry_delay_from_env(environ: Mapping[str, str] | None = None) -> timedelta:
-    """Retry delay for the DAGs' ``default_args``: ``SECLAKE_ML_RETRY_DELAY_SECONDS`` or 5 minutes."""
-    env = os.environ if environ is None else environ
-    raw = env.get(RETRY_DELAY_ENV, "").strip()
-    if not raw:
-        return DEFAULT_RETRY_DELAY
-    try:
-        seconds = int(raw)
-    except ValueError:
-        raise ValueError(f"{RETRY_DELAY_ENV}: got {raw!r}; expected a whole number of seconds (0-86400)") from None
-    if not 0 <= seconds <= 86400:
-        raise ValueError(f"{RETRY_DELAY_ENV}: got {seconds}; expected a whole number of seconds (0-86400)")
-    return timedelta(seconds=seconds)
+    """Retry delay for the DAGs' ``default_args``: ``SECLAKE_ML_RETRY_DELAY_SECONDS`` or 5 minutes
+    (read by the configuration loader, :func:`seclake_ml.config.retry_delay_seconds`)."""
+    from seclake_ml.config import retry_delay_seconds
+
+    seconds = retry_delay_seconds(environ)
+    return DEFAULT_RETRY_DELAY if seconds is None else timedelta(seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------- data window
@@ -341,7 +334,12 @@ def format_training_outcome(work_location: str, interval_dir: str) -> list[str]:
     lines = [
         f"calibration AUC {metrics.get('roc_auc', float('nan')):.4f} "
         + " ".join(f"[{k} {v:.4f}]" for k, v in sorted((metrics.get("roc_auc_by_kind") or {}).items())),
-        f"threshold {thr.get('value', float('nan')):.4f} (anomaly score = -dot_product; {thr.get('method')}"
+        *([("calibration AUC by component (held-out half of the sets): "
+            + ", ".join(f"{k} {v.get('roc_auc', float('nan')):.4f}" for k, v in metrics["components"].items()))]
+          if metrics.get("components") else []),
+        f"threshold {thr.get('value', float('nan')):.4f} ("
+        + ("combined log-odds of dot_product and entity history" if metrics.get("combiner") else "anomaly score = -dot_product")
+        + f"; {thr.get('method')}"
         + (f", target FPR {thr.get('target_fpr')}" if thr.get("target_fpr") is not None else "")
         + f"): precision {thr.get('precision', 0):.3f}, recall {thr.get('recall', 0):.3f}, FPR {thr.get('fpr', 0):.4f}",
     ]

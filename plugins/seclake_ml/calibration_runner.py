@@ -15,6 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_NORMAL = 100_000
+COMBINER_JSON = "combiner.json"
 
 
 def _read_pairs(path: str) -> Any:
@@ -23,10 +24,32 @@ def _read_pairs(path: str) -> Any:
     return pd.read_parquet(path, columns=["entity", "ip", "event_time"])
 
 
+def _history(profile: Any, train_df: Any) -> Any:
+    """The entity history the combiner is fitted with: the scoring profile when there is one (so
+    calibration sees exactly what scoring will), else the training pairs themselves."""
+    import numpy as np
+
+    from seclake_ml.ipinsights.history import HistoryIndex
+    from seclake_ml.scoring.profile import load_history
+
+    if profile is not None:
+        return load_history(profile)
+    return HistoryIndex.from_pairs(np.asarray(train_df["entity"], dtype=object), np.asarray(train_df["ip"], dtype=object))
+
+
+def _save_combiner(res: Any, out: Path) -> None:
+    import json
+
+    if res.combiner is not None:
+        (out / COMBINER_JSON).write_text(json.dumps(res.combiner, indent=2) + "\n")
+
+
 def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr: float) -> dict[str, Any]:
     thr = res.threshold
     return {
         "auc": float(res.auc),
+        "components": {k: float(v["roc_auc"]) for k, v in (res.components or {}).items()},
+        "combiner": res.combiner,
         "auc_by_kind": {k: float(v) for k, v in res.auc_by_kind.items()},
         "threshold": float(thr.value),
         "threshold_mode": mode,
@@ -53,8 +76,9 @@ def _render(res: Any, out: Path, title: str, context: dict[str, Any] | None = No
 def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, mode: str = "target_fpr",
                     target_fpr: float = 0.01, seed: int = 0) -> dict[str, Any]:
     """Calibrate the model in ``model_dir`` on sets built from ``train``/``holdout`` pairs files."""
-    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate
+    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate_combined
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
+    from seclake_ml.scoring.profile import PROFILE_FILE
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,21 +87,32 @@ def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, m
     normal.to_parquet(out / "normal.parquet", index=False)
     abnormal.to_parquet(out / "abnormal.parquet", index=False)
     scorer = IPInsightsScorer.load(model_dir)
-    res = calibrate(scorer, normal, abnormal, target_fpr=target_fpr if mode == "target_fpr" else None)
+    profile = Path(model_dir) / PROFILE_FILE
+    history = _history(profile if profile.is_file() else None, train_df)
+    res = calibrate_combined(scorer, normal, abnormal, history, target_fpr=target_fpr if mode == "target_fpr" else None,
+                             seed=seed)
     res.threshold.save(out / "threshold.json")
+    _save_combiner(res, out)
     html = _render(res, out, title=f"IP Insights calibration: {Path(model_dir).name}",
-                   context={"model_dir": str(model_dir), "train": train, "holdout": holdout, "seed": seed})
+                   context={"model_dir": str(model_dir), "train": train, "holdout": holdout, "seed": seed,
+                            "history": str(profile) if profile.is_file() else "training pairs"})
     log.info("calibration sets: %d normal, %d abnormal; counts %s", len(normal), len(abnormal), res.counts)
     return _summary(res, out, html, mode, target_fpr)
 
 
-def auc_on_sets(scorer: Any, normal_path: str, abnormal_path: str) -> float:
-    """ROC AUC of ``scorer`` on stored calibration sets (anomaly score = ``-dot_product``)."""
+def auc_on_sets(scorer: Any, normal_path: str, abnormal_path: str, *, combiner: Any = None,
+                history: Any = None) -> float:
+    """ROC AUC of ``scorer`` on stored calibration sets: of ``-dot_product``, or, for a model deployed
+    with a ``combiner`` (and the ``history`` it scores with), of its combined score, so a candidate
+    and the active model are compared on the scores they are deployed with."""
     import pandas as pd
 
-    from seclake_ml.ipinsights.calibration import calibrate
+    from seclake_ml.ipinsights.calibration import calibrate, combined_auc
 
-    res = calibrate(scorer, pd.read_parquet(normal_path), pd.read_parquet(abnormal_path), target_fpr=None)
+    normal, abnormal = pd.read_parquet(normal_path), pd.read_parquet(abnormal_path)
+    if combiner is not None and history is not None:
+        return float(combined_auc(scorer, normal, abnormal, combiner, history))
+    res = calibrate(scorer, normal, abnormal, target_fpr=None)
     return float(res.auc)
 
 
@@ -92,7 +127,11 @@ def score_sets_auc(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
         log.warning("active model folder %s is missing; comparing against the floor only", model_dir)
         return None
     try:
-        return auc_on_sets(IPInsightsScorer.load(model_dir), calibration["normal_set"], calibration["abnormal_set"])
+        combiner = active.get("combiner")
+        profile = Path(model_dir) / "profile.parquet"
+        history = _history(profile, None) if combiner is not None and profile.is_file() else None
+        return auc_on_sets(IPInsightsScorer.load(model_dir), calibration["normal_set"], calibration["abnormal_set"],
+                           combiner=combiner, history=history)
     except ValueError as exc:  # e.g. the active model knows none of the candidate's entities
         log.warning("active model %s could not be scored on the candidate's sets: %s", active.get("version"), exc)
         return None
@@ -189,6 +228,11 @@ def read_channel_sample(uri: str, *, session: Any, max_rows: int, total_rows: in
     return pd.concat(parts, ignore_index=True)
 
 
+def _read_s3_bytes(hook: Any, uri: str) -> bytes:
+    bucket, key = _bucket_key(uri)
+    return hook.get_conn().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
 def _csv_bytes(frame: Any) -> bytes:
     return frame[["entity", "ip"]].to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
 
@@ -262,7 +306,7 @@ def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], dat
     from seclake_ml.aws import names as naming
     from seclake_ml.aws.image_uris import resolve_image_uri
     from seclake_ml.ipinsights import report
-    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate
+    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate_combined
 
     conn_id = getattr(op, "aws_conn_id", "aws_default")
     prefix = out_dir.rstrip("/") + "/"
@@ -286,15 +330,22 @@ def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], dat
     scorer, job = _score_sets(op, context, cfg, hook, prefix, normal, abnormal, aws_conn_id=conn_id,
                               model_data_url=model["model_data_url"], model_name=model_name,
                               start=data.get("start"), end=data.get("end"))
-    res = calibrate(scorer, normal, abnormal, target_fpr=target_fpr if mode == "target_fpr" else None)
+    # The endpoint's dot_product is combined with the same profile features the scoring path reads
+    # (profile_uri); without a profile, with the training sample's pairs.
+    profile_uri = data.get("profile_uri") or model.get("profile_uri")
+    history = _history(_read_s3_bytes(hook, profile_uri) if profile_uri else None, train)
+    res = calibrate_combined(scorer, normal, abnormal, history,
+                             target_fpr=target_fpr if mode == "target_fpr" else None, seed=seed)
 
     report_dir = f"{prefix}report/"
     bucket, key = _bucket_key(report_dir)
     with tempfile.TemporaryDirectory(prefix="seclake-calibration-") as tmp:
         res.threshold.save(Path(tmp) / "threshold.json")
+        _save_combiner(res, Path(tmp))
         report.write_report(res, tmp, title=f"IP Insights calibration: {model.get('version')}", context={
             "model_data_url": model["model_data_url"], "training_job": model.get("job_name"),
             "train": data["train"], "holdout": data["holdout"], "transform_job": job.get("job_name"), "seed": seed,
+            "history": profile_uri or "training channel sample",
         })
         for path in sorted(Path(tmp).iterdir()):
             hook.load_file(str(path), key=f"{key}{path.name}", bucket_name=bucket, replace=True)
@@ -321,7 +372,7 @@ def active_auc_aws(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
 
     from seclake_ml.aws import names as naming
     from seclake_ml.aws.transform import TransformJobError, TransformOutputError
-    from seclake_ml.ipinsights.calibration import calibrate
+    from seclake_ml.ipinsights.calibration import calibrate, combined_auc
 
     version = active.get("version")
     url = active.get("model_data_url")
@@ -338,7 +389,11 @@ def active_auc_aws(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
         scorer, job = _score_sets(None, None, cfg, hook, prefix, normal, abnormal, aws_conn_id=aws_conn_id,
                                   model_data_url=url, model_name=active.get("model_name"),
                                   image_uri=active.get("image_uri"))
-        auc = float(calibrate(scorer, normal, abnormal, target_fpr=None).auc)
+        combiner, profile_uri = active.get("combiner"), active.get("profile_uri")
+        if combiner is not None and profile_uri:
+            auc = float(combined_auc(scorer, normal, abnormal, combiner, _history(_read_s3_bytes(hook, profile_uri), None)))
+        else:
+            auc = float(calibrate(scorer, normal, abnormal, target_fpr=None).auc)
     except (TransformJobError, TransformOutputError, ValueError) as exc:
         log.warning("active model %s could not be scored on the candidate's sets: %s", version, exc)
         return None

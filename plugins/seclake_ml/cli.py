@@ -24,7 +24,9 @@ def _add_pairs(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--view", help="pair view of the source (default: the source's first view)")
     ex.add_argument("--start", required=True, help="inclusive start, ISO date/time (UTC)")
     ex.add_argument("--end", required=True, help="exclusive end, ISO date/time (UTC)")
-    ex.add_argument("--out", required=True, help="output Parquet file (local) or s3://bucket/prefix/ (aws)")
+    ex.add_argument("--out", required=True, help="output Parquet file (local) or s3://bucket/prefix/ (aws); "
+                    "never inside the lake root")
+    ex.add_argument("--force", action="store_true", help="replace an existing output file")
     ex.add_argument("--source-version", type=int, choices=(1, 2), help="Security Lake source version")
     ex.add_argument("--backend", choices=("local", "aws"), help="query backend (default from configuration)")
     ex.add_argument("--accounts", help="comma-separated account ids to keep")
@@ -37,9 +39,15 @@ def _add_lake(sub: argparse._SubParsersAction) -> None:
     lake = sub.add_parser("lake", help="local Security Lake tools")
     lsub = lake.add_subparsers(dest="command", required=True)
     gen = lsub.add_parser("generate", help="generate a sample Security Lake tree with injected anomalies")
-    from seclake_ml.lake.generate import add_generate_arguments
-
-    add_generate_arguments(gen)
+    try:
+        from seclake_lakegen.generate import add_generate_arguments
+    except ModuleNotFoundError as exc:
+        if exc.name != "seclake_lakegen":
+            raise
+        # Without the generator any arguments are accepted here; the command then fails on one line.
+        gen.parse_known_args = lambda args=None, namespace=None: (namespace or argparse.Namespace(), [])
+    else:
+        add_generate_arguments(gen)
     drop = lsub.add_parser("drop-batch", help="add one new generated day to a sample lake (a new log batch)")
     drop.add_argument("--root", required=True, help="the sample lake")
     drop.add_argument("--day", required=True, help="UTC day to add, YYYY-MM-DD, or 'next' (the day after the newest)")
@@ -75,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _pairs_extract(args: argparse.Namespace) -> int:
     from seclake_ml.config import load_config
+    from seclake_ml.display import Escaper
     from seclake_ml.pairs import extract_pairs
     from seclake_ml.sources import get_source
 
@@ -91,6 +100,13 @@ def _pairs_extract(args: argparse.Namespace) -> int:
     if args.dedupe:
         overrides["dedupe"] = True
     cfg = load_config(overrides)
+    shown = Escaper()
+    if not args.out.startswith("s3://"):
+        from seclake_ml.outputs import check_output_file
+
+        lake_root = cfg.lake_root if cfg.backend == "local" else None
+        check_output_file(args.out, force=args.force, lake_root=lake_root, what="--out")
+        check_output_file(args.out + ".quarantine.json", force=True, lake_root=lake_root, what="--out")
     res = extract_pairs(cfg, spec.name, view, args.start, args.end, args.out)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
@@ -102,16 +118,30 @@ def _pairs_extract(args: argparse.Namespace) -> int:
     print(f"pairs written {res.pairs_written}" + (f" ({res.duplicates_removed} duplicates removed)" if res.duplicates_removed else ""))
     print("dropped       " + ", ".join(f"{k} {v}" for k, v in res.dropped.items()))
     for q in res.quarantined:
-        print(f"quarantined   {q['path']}: {q['reason']}")
+        print(f"quarantined   {shown(q['path'])}: {shown(q['reason'])}")
+    if shown.escaped:
+        print(f"escaped       {shown.escaped} control or bidi characters in the lines above")
     if res.missing_columns:
         print(f"absent cols   {', '.join(res.missing_columns)} (read as NULL)")
-    print(f"output        {res.output}")
+    print(f"output        {shown(res.output)}")
     print(f"seconds       {res.seconds:.2f}")
     return 0
 
 
+def _lakegen():
+    """The sample-lake generator module; a one-line ValueError where the development package is absent."""
+    try:
+        from seclake_lakegen import generate
+    except ModuleNotFoundError as exc:
+        if exc.name != "seclake_lakegen":
+            raise
+        raise ValueError("the sample-lake generator (package seclake_lakegen, a development tool) is not "
+                         "installed here: run this from a development checkout with plugins/ on PYTHONPATH") from None
+    return generate
+
+
 def _lake_generate(args: argparse.Namespace) -> int:
-    from seclake_ml.lake.generate import run_generate
+    run_generate = _lakegen().run_generate
 
     summary = run_generate(args)
     print(json.dumps(summary, indent=2, default=str))
@@ -121,12 +151,10 @@ def _lake_generate(args: argparse.Namespace) -> int:
 def _lake_drop_batch(args: argparse.Namespace) -> int:
     from datetime import date, timedelta
 
-    from seclake_ml.lake.generate import drop_batch
-
+    gen = _lakegen()
+    drop_batch, newest_day = gen.drop_batch, gen.newest_day
     scale = {k: getattr(args, k) for k in ("flows_per_day", "dns_per_day", "api_calls_per_day", "anomalies_per_kind")
              if getattr(args, k) is not None}
-    from seclake_ml.lake.generate import newest_day
-
     day = newest_day(args.root) + timedelta(days=1) if args.day == "next" else date.fromisoformat(args.day)
     summary = drop_batch(args.root, day, args.seed, args.source_version, **scale)
     print(json.dumps({k: v for k, v in summary.items() if k != "objects"} | {"objects": len(summary["objects"])},
@@ -175,6 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(args)
         return handlers[(args.group, args.command)](args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An input error as one printable line (file-system errors name their path)."""
+    from seclake_ml.display import escape
+
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc)
+    return escape(" ".join(text.split()), 2000)[0]

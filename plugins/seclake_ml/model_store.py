@@ -15,6 +15,8 @@ threshold, never a mix. No pickle: the store only copies files and writes JSON.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 import shutil
@@ -23,7 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+log = logging.getLogger(__name__)
+
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no '/', no trailing newline
 
 
 class ModelStoreError(RuntimeError):
@@ -39,9 +43,31 @@ def version_for_interval(start: datetime, end: datetime, prefix: str = "ipinsigh
 
 
 def _check_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
-        raise ValueError(f"invalid model version {version!r}: expected [A-Za-z0-9._-], at most 128 characters")
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version) or ".." in version:
+        shown = repr(version)[:200]
+        raise ValueError(f"invalid model version {shown}: expected [A-Za-z0-9._-], at most 128 characters, no '..'")
     return version
+
+
+def check_version(version: Any, where: str) -> str:
+    """``version`` when it is a valid version name (it names a folder of the store); else ``ValueError``
+    naming ``where`` (the record it came from)."""
+    try:
+        return _check_version(version)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def check_threshold(value: Any, where: str) -> float:
+    """``value`` as a float when it is a finite JSON number; else ``ValueError`` naming ``where``.
+
+    Strings, booleans, ``null``, NaN and infinities are refused: a NaN threshold flags nothing and
+    an infinite one flags nothing or everything, silently.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        shown = repr(value)[:100]
+        raise ValueError(f"{where}: threshold {shown} is not a finite number")
+    return float(value)
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -101,16 +127,29 @@ class LocalModelStore:
         return dst
 
     def active(self) -> dict[str, Any] | None:
-        """The active record (version, threshold, metrics, paths) or ``None`` when nothing is active."""
-        if not self.active_path.is_file():
+        """The active record (version, threshold, metrics, paths) or ``None`` when nothing is active.
+
+        The record is validated: a version name that names a folder of this store, a finite numeric
+        threshold. ``model_dir`` is derived from the store and the version, never taken from the
+        file. A record that fails raises :class:`ModelStoreError` naming the file and the field.
+        """
+        if not os.path.lexists(self.active_path):
             return None
+        if not self.active_path.is_file():
+            raise ModelStoreError(f"{self.active_path} is not a regular file; fix or remove it")
         try:
+            # Python's json reads NaN and Infinity; a threshold check below refuses them.
             record = json.loads(self.active_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ModelStoreError(f"{self.active_path} is not valid JSON ({exc.msg}); fix or remove it") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelStoreError(f"{self.active_path} is not valid JSON ({str(exc)[:100]}); fix or remove it") from None
         if not isinstance(record, dict) or "version" not in record or "threshold" not in record:
             raise ModelStoreError(f"{self.active_path} lacks 'version'/'threshold'")
-        return record
+        try:
+            version = check_version(record["version"], str(self.active_path))
+            threshold = check_threshold(record["threshold"], str(self.active_path))
+        except ValueError as exc:
+            raise ModelStoreError(str(exc)) from None
+        return dict(record, version=version, threshold=threshold, model_dir=str(self.version_dir(version)))
 
     def activate(self, version: str, *, threshold: float, metrics: dict[str, Any] | None = None,
                  interval: tuple[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -118,10 +157,15 @@ class LocalModelStore:
         vdir = self.version_dir(version)
         if not (vdir / "model.json").is_file():
             raise ModelStoreError(f"cannot activate {version}: {vdir} holds no model")
-        previous = self.active()
+        threshold = check_threshold(threshold, f"activating {version}")
+        try:
+            previous = self.active()
+        except ModelStoreError as exc:  # a damaged record is replaced by a valid one
+            log.warning("replacing an unusable active record: %s", exc)
+            previous = None
         record = {
             "version": version,
-            "threshold": float(threshold),
+            "threshold": threshold,
             "model_dir": str(vdir),
             "activated_at": datetime.now(timezone.utc).isoformat(),
             "previous_version": previous["version"] if previous else None,

@@ -14,6 +14,12 @@ counted, for one of these reasons (checked in this order):
 ``ipv6``     the IP contains ``:`` (IP Insights takes IPv4 only)
 ``not_ip``   anything else that is not dotted-decimal IPv4 without leading zeros
 
+A valid IPv4 address that is not a peer on any network is then classified explicitly, each kind with
+its own reason: ``unspecified`` (``0.0.0.0/8``), ``broadcast`` (``255.255.255.255``), ``loopback``
+(``127.0.0.0/8``), ``link_local`` (``169.254.0.0/16``, e.g. the instance metadata service) and
+``multicast`` (``224.0.0.0/4``). Control characters are C0 and C1 controls, bidi embeddings,
+overrides and isolates, zero-width characters and line/paragraph separators.
+
 The pairs contract: Parquet with ``entity`` (string), ``ip`` (string), ``event_time`` (UTC timestamp),
 ``source`` (string) plus context columns ``account`` and ``region``.
 """
@@ -30,13 +36,31 @@ from seclake_ml.sources import get_source, placeholders, substitute
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("null", "dash", "hostile", "ipv6", "not_ip")
+#: Special IPv4 ranges that are no peer, each its own drop reason (see :func:`special_address_sql`).
+SPECIAL_ADDRESS_REASONS = ("unspecified", "broadcast", "loopback", "link_local", "multicast")
+#: The one drop-reason vocabulary of extraction and scoring.
+DROP_REASONS = ("null", "dash", "hostile", "ipv6", "not_ip", *SPECIAL_ADDRESS_REASONS)
 MAX_ENTITY_LEN = 512
 MAX_IP_LEN = 64
 # Dotted-decimal IPv4, each octet 0-255 without leading zeros (so 010.1.1.1 is not an address).
 IPV4_RE = r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"
-CONTROL_CHARS_RE = r"[\x00-\x1f\x7f]"
+# C0/C1 controls, bidi marks/embeddings/overrides/isolates, zero-width characters, BOM, line and
+# paragraph separators (RE2 and Java both read \x{...}).
+CONTROL_CHARS_RE = (r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200b}-\x{200f}\x{2028}-\x{202e}"
+                    r"\x{2060}-\x{2069}\x{feff}]")
 PAIR_COLUMNS = ("entity", "ip", "event_time", "source", "account", "region")
+#: Longest data interval one extraction or scoring hand-off accepts (ten years, in days).
+MAX_INTERVAL_DAYS = 3660
+
+
+def check_interval(start: datetime, end: datetime) -> None:
+    """Raise ``ValueError`` for an empty interval or one longer than :data:`MAX_INTERVAL_DAYS` (checked
+    before any day is listed, so ``0001-01-01 .. 9999-12-31`` fails at once)."""
+    if end <= start:
+        raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
+    if (end - start).days > MAX_INTERVAL_DAYS:
+        raise ValueError(f"data interval [{start.isoformat()} .. {end.isoformat()}) spans {(end - start).days} days; "
+                         f"at most {MAX_INTERVAL_DAYS} days are allowed")
 
 
 @dataclass
@@ -70,6 +94,24 @@ class ExtractionResult:
             f"({drops}), duplicates removed {self.duplicates_removed}, files {self.files_scanned}, "
             f"quarantined {len(self.quarantined)}, {self.seconds:.2f}s -> {self.output}"
         )
+
+
+def special_address_sql(stage: str) -> str:
+    """``UPDATE`` of a staged pairs table: valid addresses in special ranges get their own reason.
+
+    :param stage: the staging table, a validated identifier (quoted here).
+    """
+    from seclake_ml import sqlsafe
+
+    return (
+        f"UPDATE {sqlsafe.ident(stage)} SET reason = CASE "
+        "WHEN starts_with(ip, '0.') THEN 'unspecified' "
+        "WHEN ip = '255.255.255.255' THEN 'broadcast' "
+        "WHEN starts_with(ip, '127.') THEN 'loopback' "
+        "WHEN starts_with(ip, '169.254.') THEN 'link_local' "
+        "WHEN CAST(split_part(ip, '.', 1) AS INTEGER) BETWEEN 224 AND 239 THEN 'multicast' "
+        "ELSE reason END WHERE reason = 'ok'"
+    )
 
 
 def as_utc(value: datetime | str) -> datetime:
@@ -139,10 +181,16 @@ def extract_pairs(
     spec = get_source(source)
     spec.view(view)  # validates the view name
     start_utc, end_utc = as_utc(start), as_utc(end)
-    if end_utc <= start_utc:
-        raise ValueError(f"empty data interval: start {start_utc.isoformat()} is not before end {end_utc.isoformat()}")
+    check_interval(start_utc, end_utc)
     if cfg.backend == "local":
+        from pathlib import Path
+
         from seclake_ml.lake.duck import DuckDBLake
+
+        root = Path(cfg.lake_root).expanduser()
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
 
         return DuckDBLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
     from seclake_ml.lake.athena import AthenaLake

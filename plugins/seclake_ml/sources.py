@@ -229,7 +229,7 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in (VPC_FLOW, ROUTE53, CLOUDTR
 
 def get_source(name: str) -> SourceSpec:
     """The registered source ``name``; a :class:`ValueError` names the allowed sources otherwise."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name not in SOURCES:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name not in SOURCES:
         shown = name if isinstance(name, str) and len(name) <= 80 else f"{str(name)[:80]}…"
         raise ValueError(f"unknown source {shown!r}; allowed: {', '.join(SOURCES)}")
     return SOURCES[name]

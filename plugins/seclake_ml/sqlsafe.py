@@ -1,4 +1,4 @@
-"""Safe SQL rendering: templates from ``include/sql/``, validated identifiers, trusted fragments.
+"""Safe SQL rendering: packaged templates (``seclake_ml/sql/``), validated identifiers, trusted fragments.
 
 Templates use ``${name}`` placeholders. :func:`render` only accepts :class:`Sql` fragments, and a
 fragment can only be made by the constructors here, each of which validates its input:
@@ -14,11 +14,10 @@ Values that come from users or data are bound as query parameters where the engi
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date, datetime, timezone
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from string import Template
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -41,7 +40,7 @@ def _show(value: object) -> str:
 
 def ident(name: str) -> Sql:
     """An identifier such as a table or column name; must match ``[A-Za-z_][A-Za-z0-9_]{0,127}``."""
-    if not isinstance(name, str) or not IDENT_RE.match(name):
+    if not isinstance(name, str) or not IDENT_RE.fullmatch(name):
         raise UnsafeSqlError(f"invalid SQL identifier {_show(name)}: expected [A-Za-z_][A-Za-z0-9_]{{0,127}}")
     return Sql(name)
 
@@ -101,24 +100,15 @@ def trusted(text: str) -> Sql:
 
 
 # ------------------------------------------------------------------------------ templates
-def sql_dir() -> Path:
-    """Folder holding the SQL templates.
+TEMPLATE_PACKAGE = "seclake_ml"
+TEMPLATE_FOLDER = "sql"
 
-    ``SECLAKE_ML_SQL_DIR`` wins; otherwise ``include/sql`` of this repository, or the copy under the
-    Airflow DAGs folder on MWAA (``$AIRFLOW_HOME/dags/include/sql``).
-    """
-    candidates = []
-    if os.environ.get("SECLAKE_ML_SQL_DIR"):
-        candidates.append(Path(os.environ["SECLAKE_ML_SQL_DIR"]))
-    here = Path(__file__).resolve()
-    candidates.append(here.parents[2] / "include" / "sql")
-    candidates.append(here.parent / "sql")
-    if os.environ.get("AIRFLOW_HOME"):
-        candidates.append(Path(os.environ["AIRFLOW_HOME"]) / "dags" / "include" / "sql")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError(f"SQL template folder not found; looked in {[str(c) for c in candidates]}")
+
+def template_names() -> list[str]:
+    """Every template this package ships, as ``<engine>/<name>.sql`` (package data under ``seclake_ml/sql``)."""
+    root = resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_FOLDER)
+    return sorted(f"{engine.name}/{item.name}" for engine in root.iterdir() if engine.is_dir()
+                  for item in engine.iterdir() if item.name.endswith(".sql"))
 
 
 class _SqlTemplate(Template):
@@ -135,10 +125,16 @@ class _SqlTemplate(Template):
 
 
 @lru_cache(maxsize=64)
-def _load(dir_: str, name: str) -> Template:
-    if not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+\.sql", name):
+def _load(name: str) -> Template:
+    """The template ``name`` read from the package data (works from a folder or a zip import)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+/[a-z0-9_]+\.sql", name):
         raise UnsafeSqlError(f"invalid template name {_show(name)}")
-    return _SqlTemplate((Path(dir_) / name).read_text(encoding="utf-8"))
+    engine, file = name.split("/")
+    item = resources.files(TEMPLATE_PACKAGE).joinpath(TEMPLATE_FOLDER, engine, file)
+    if not item.is_file():
+        raise FileNotFoundError(f"SQL template {name!r} is not part of package {TEMPLATE_PACKAGE} "
+                                f"(shipped: {', '.join(template_names())})")
+    return _SqlTemplate(item.read_text(encoding="utf-8"))
 
 
 def render(name: str, **params: Sql) -> str:
@@ -146,7 +142,7 @@ def render(name: str, **params: Sql) -> str:
     for key, value in params.items():
         if not isinstance(value, Sql):
             raise UnsafeSqlError(f"template parameter {key!r} is not a validated SQL fragment")
-    tpl = _load(str(sql_dir()), name)
+    tpl = _load(name)
     try:
         return tpl.substitute(params)
     except KeyError as exc:

@@ -47,24 +47,28 @@ def split_time(start: datetime, end: datetime, train_fraction: float) -> datetim
 
 def combine_and_split(
     inputs: list[str], out_dir: str | Path, *, start: datetime, end: datetime,
-    train_fraction: float = 0.7, dedupe: bool = False,
+    train_fraction: float = 0.7, dedupe: bool = False, memory_limit: str = "4GB",
 ) -> SplitResult:
     """Write ``train.parquet`` and ``holdout.parquet`` under ``out_dir`` from the pairs files ``inputs``.
 
     With ``dedupe`` each ``(entity, ip)`` keeps its first occurrence within each part. Files that do
-    not exist (a view with no data) are skipped; outputs are replaced atomically.
+    not exist (a view with no data) are skipped; outputs are replaced atomically. File names are
+    read literally (never as glob patterns).
+
+    :param memory_limit: DuckDB memory limit (the configuration's ``duckdb_memory``).
     """
     import duckdb
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cut = split_time(start, end, train_fraction)
-    files = [str(p) for p in inputs if Path(p).is_file()]
+    from seclake_ml.lake.duck import literal_path
+
+    files = [literal_path(str(p)) for p in inputs if Path(p).is_file()]
     train_path, hold_path = out / "train.parquet", out / "holdout.parquet"
     with tempfile.TemporaryDirectory(prefix="seclake-split-") as tmp:
         # A disk-backed spill folder and a memory cap keep large windows from exhausting the worker.
-        con = duckdb.connect(config={"temp_directory": tmp,
-                                     "memory_limit": os.environ.get("SECLAKE_ML_DUCKDB_MEMORY", "4GB")})
+        con = duckdb.connect(config={"temp_directory": tmp, "memory_limit": memory_limit})
         try:
             con.execute(
                 "CREATE TEMP TABLE pairs (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, source VARCHAR, "

@@ -26,7 +26,7 @@ import pytest
 
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.lake.athena import AthenaLake, AthenaQueryError
-from seclake_ml.pairs import extract_pairs
+from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS, extract_pairs
 from seclake_ml.sqlsafe import UnsafeSqlError
 
 from .moto_server import DEFAULT_REGION, MotoServer, athena_result
@@ -162,7 +162,8 @@ def test_v1_unload_and_counts_are_sent_as_rendered(lake: MotoServer) -> None:
     # counts parsed from the canned result
     assert res.backend == "aws"
     assert res.rows_read == 21
-    assert res.dropped == {"null": 2, "dash": 1, "hostile": 1, "ipv6": 3, "not_ip": 4}
+    assert res.dropped == {"null": 2, "dash": 1, "hostile": 1, "ipv6": 3, "not_ip": 4,
+                           **dict.fromkeys(SPECIAL_ADDRESS_REASONS, 0)}
     assert res.pairs_written == 10
     assert res.duplicates_removed == 0
     assert res.output == OUT_V1
@@ -378,7 +379,7 @@ def test_classification_mirrors_the_duckdb_backend(repo_dir) -> None:
     """
 
     def case_block(path: str) -> str:
-        text = (repo_dir / "include" / "sql" / path).read_text(encoding="utf-8")
+        text = (repo_dir / "plugins" / "seclake_ml" / "sql" / path).read_text(encoding="utf-8")
         block = text[text.index("CASE"):text.index("END AS reason")]
         return " ".join(block.split())
 

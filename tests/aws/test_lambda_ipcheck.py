@@ -62,7 +62,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from seclake_ml.config import SeclakeConfig
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
     from seclake_ml.ipinsights.trainer import IPInsights
-    from seclake_ml.lake.generate import generate_lake
+    from seclake_lakegen.generate import generate_lake
     from seclake_ml.pairs import extract_pairs
     from seclake_ml.scoring.profile import build_profile
 
@@ -608,7 +608,7 @@ def test_image_layout_scores_with_only_the_image_packages(env: Env, site: dict[s
     proc = subprocess.run(
         [sys.executable, "-I", "-c", _IMAGE_SMOKE, str(task), str(site["model_dir"]), a, ",".join(NOT_IN_IMAGE)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={k: v for k, v in __import__("os").environ.items() if k not in ("PYTHONPATH", "SECLAKE_ML_SQL_DIR")},
+        env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"},
     )
     out = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
            if line.startswith(("RESULT ", "SEclake "))}
@@ -742,8 +742,8 @@ def test_dockerfile_pins_the_lock_and_ships_no_pandas() -> None:
     assert pins == {"duckdb": lock["duckdb"], "pyarrow": lock["pyarrow"], "numpy": lock["numpy"]}
     assert "pandas" not in pins and "awswrangler" not in docker
     assert "COPY plugins/seclake_ml" in docker and "include/lambda/ipcheck/app.py" in docker
-    # the views' SQL templates, where seclake_ml.sqlsafe.sql_dir finds them next to the package
-    assert re.search(r"^COPY include/sql /opt/src/seclake_ml/sql$", docker, flags=re.M)
+    # the views' SQL templates travel inside the package (package data), no separate copy
+    assert "include/sql" not in docker and (REPO / "plugins" / "seclake_ml" / "sql" / "duckdb").is_dir()
     assert re.search(r"^COPY --from=build /opt/src \$\{LAMBDA_TASK_ROOT\}$", docker, flags=re.M)
     assert re.search(r'^CMD \["app\.lambda_handler"\]', docker, flags=re.M)
 

@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -61,12 +60,11 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from tests.airflow_env import airflow_env
+from tests.airflow_env import AirflowRuntime
 
 from .moto_server import DEFAULT_ACCOUNT, DEFAULT_REGION, MotoServer
 from .test_training_operators_aws import no_poll_delay  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parents[2]
 LAKE_BUCKET = "aws-security-data-lake-us-east-1-seclaketest"
 WORK_BUCKET = "seclake-work"
 WORK = f"s3://{WORK_BUCKET}/ml"
@@ -122,7 +120,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, reference_dir: Path) -> Site:
     from seclake_ml.config import SeclakeConfig
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
     from seclake_ml.ipinsights.trainer import IPInsights
-    from seclake_ml.lake.generate import generate_lake
+    from seclake_lakegen.generate import generate_lake
     from seclake_ml.pairs import extract_pairs
     from seclake_ml.scoring.profile import build_profile
 
@@ -510,13 +508,13 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _child_env(home: Path) -> dict[str, str]:
-    return airflow_env(home, None, None, json.loads(os.environ["SECLAKE_ML_CONFIG"]), aws_connection=True)
+def _child_env(runtime: AirflowRuntime, home: Path) -> dict[str, str]:
+    return runtime.env(home, None, None, json.loads(os.environ["SECLAKE_ML_CONFIG"]), aws_connection=True)
 
 
 @pytest.mark.e2e
 def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
-    env: Env, site: Site, tmp_path: Path, reference_dir: Path, record_property: Any,
+    env: Env, site: Site, tmp_path: Path, reference_dir: Path, record_property: Any, dag_runtime: AirflowRuntime,
 ) -> None:
     from seclake_ml.scoring.findings import custom_source_name, validate_finding
     from seclake_ml.scoring.ledger import Ledger, batch_id_for
@@ -524,8 +522,8 @@ def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
 
     home = tmp_path / "airflow"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=_child_env(home), cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([dag_runtime.python, "-m", "airflow", "db", "migrate"], env=_child_env(dag_runtime, home),
+                          cwd=dag_runtime.cwd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"airflow db migrate failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
     migrate_s = time.perf_counter() - t0
 
@@ -550,11 +548,12 @@ def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
 
     driver = tmp_path / "run_dag.py"
     driver.write_text(DRIVER, encoding="utf-8")
-    child_env = _child_env(home)
+    child_env = _child_env(dag_runtime, home)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(driver), str(REPO / "dags" / "seclake_ipinsights_scoring.py"), "2024-03-05T12:00:00+00:00"],
-        env=child_env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        [dag_runtime.python, str(driver), str(dag_runtime.dag_file(home, "seclake_ipinsights_scoring.py")),
+         "2024-03-05T12:00:00+00:00"],
+        env=child_env, cwd=dag_runtime.cwd, capture_output=True, text=True, timeout=300, check=False,
     )
     dag_s = time.perf_counter() - t0
     output = proc.stdout + proc.stderr
@@ -1176,3 +1175,41 @@ def test_training_profile_reaches_the_registry_and_explains_findings(
         explanation = r["evidences"][0]["data"]["explanation"]
         assert explanation["known_networks"] and "was usually seen with" in explanation["text"]
         assert explanation["text"] in r["message"]
+
+
+# ============================================================================= combined score
+def test_endpoint_dot_products_are_combined_with_the_profile_history(env: Env, site: Site) -> None:
+    """A record with a combiner: the endpoint's dot_product and the profile's history give the score."""
+    from seclake_ml.aws import registry
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.ipinsights.combiner import ScoreCombiner
+    from seclake_ml.scoring.profile import load_history
+    from seclake_ml.scoring.service import hand_off_messages
+
+    combiner = {"format": "seclake-ipinsights-combiner", "version": 1, "features": ["dot_product", "distance_bits"],
+                "mean": [0.0, 8.0], "scale": [1.0, 4.0], "coef": [-1.0, 1.5], "intercept": -1.0}
+    key_a, key_b = site.keys[SCORE_DAY]
+    env.upload(site, [key_a, key_b])
+    record = activate(site)  # uploads the profile the record points at
+    history, comb = load_history(site.profile), ScoreCombiner.from_dict(combiner)
+    predicted = predict(site, [key_a, key_b])
+    scores = {}
+    for req in predicted[key_a] + predicted[key_b]:
+        combined = comb.decision_function(req.dots, history.features(req.entities, req.ips))
+        scores.update({(e, i): float(s) for e, i, s in zip(req.entities, req.ips, combined)})
+    threshold = round(float(np.quantile(list(scores.values()), 0.97)), 4)
+    cfg = SeclakeConfig.from_mapping(json.loads(os.environ["SECLAKE_ML_CONFIG"]))
+    registry.record_active(cfg, dict(record, threshold=threshold, combiner=combiner))
+    manifest, _ = hand_off_messages(SeclakeConfig.from_mapping(config(env)), ledger(), [
+        {"MessageId": "m-a", "ReceiptHandle": "r-a", "Body": eventbridge(key_a)},
+        {"MessageId": "m-b", "ReceiptHandle": "r-b", "Body": eventbridge(key_b)},
+    ])
+    env.model = site.scorer
+    summary = score({"batch_id": manifest["batch_id"]})
+    assert summary["totals"]["scored"] == 2 and summary["totals"]["failed"] == 0
+    assert ledger().manifest(manifest["batch_id"])["model"]["combiner"]["coef"] == combiner["coef"]
+    expected = {pair for pair, s in scores.items() if s > threshold}
+    records = findings()
+    assert expected and {pair_of(r) for r in records} == expected
+    for r in records:
+        assert float(r["unmapped"]["score"]) == pytest.approx(scores[pair_of(r)], rel=1e-6, abs=1e-6)

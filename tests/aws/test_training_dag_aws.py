@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_env import airflow_env
+from tests.airflow_env import AirflowRuntime
 
 from .moto_server import DEFAULT_ACCOUNT, MotoServer, athena_result
 from .test_training_operators_aws import (  # noqa: F401  (batch_transform is a fixture)
@@ -71,7 +70,6 @@ from .test_training_operators_aws import (  # noqa: F401  (batch_transform is a 
     synthetic_pairs,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "seclake_ipinsights_training"
 RUN_DATE = "2026-01-12T03:00:00+00:00"  # data interval [2026-01-05 03:00, 2026-01-12 03:00)
 SSM_PREVIOUS = f"/seclake-ml/ipinsights/{ENDPOINT}/previous"
@@ -119,16 +117,17 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(runtime: AirflowRuntime, home: Path) -> dict[str, str]:
     """This process's environment (already pointed at moto by ``aws_env``) plus the Airflow home."""
-    return airflow_env(home, None, None, config(), aws_connection=True)
+    return runtime.env(home, None, None, config(), aws_connection=True)
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+def airflow_home(tmp_path_factory: pytest.TempPathFactory, dag_runtime: AirflowRuntime) -> tuple[Path, float]:
     home = tmp_path_factory.mktemp("airflow_aws") / "airflow"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=_env(home), cwd=REPO,
+    proc = subprocess.run([dag_runtime.python, "-m", "airflow", "db", "migrate"], env=_env(dag_runtime, home),
+                          cwd=dag_runtime.cwd,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"airflow db migrate failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
     return home, time.perf_counter() - t0
@@ -183,7 +182,7 @@ def _seed_earlier_activation() -> dict[str, Any]:
 
 @pytest.mark.e2e
 def test_dag_runs_end_to_end_on_the_aws_backend(
-    aws_env: MotoServer, airflow_home: tuple[Path, float], athena_engine: dict[str, Any],
+    aws_env: MotoServer, airflow_home: tuple[Path, float], athena_engine: dict[str, Any], dag_runtime: AirflowRuntime,
     batch_transform: BatchTransformStandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, record_property: Any,
 ) -> None:
     from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
@@ -236,8 +235,9 @@ def test_dag_runs_end_to_end_on_the_aws_backend(
     run_conf = {"hyperparameters": {"epochs": 3, "vector_dim": 64}}
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(driver), str(REPO / "dags" / f"{DAG_ID}.py"), DAG_ID, RUN_DATE, json.dumps(run_conf)],
-        env=_env(home), cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [dag_runtime.python, str(driver), str(dag_runtime.dag_file(home, f"{DAG_ID}.py")), DAG_ID, RUN_DATE,
+         json.dumps(run_conf)],
+        env=_env(dag_runtime, home), cwd=dag_runtime.cwd, capture_output=True, text=True, timeout=600, check=False,
     )
     dag_s = time.perf_counter() - t0
     output = proc.stdout + proc.stderr

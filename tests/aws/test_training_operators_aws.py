@@ -417,9 +417,13 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site) -> None:
     # The UI link opens the report object in the S3 console.
     assert ctx["ti"].xcom["report_url"] == (
         f"https://us-east-1.console.aws.amazon.com/s3/object/{BUCKET}?region=us-east-1&prefix={base}report/report.html")
-    assert {"report.html", "metrics.json", "threshold.json", "roc_curve.png", "score_histogram.png"} <= {
+    assert {"report.html", "metrics.json", "threshold.json", "roc_curve.png", "score_histogram.png", "combiner.json"} <= {
         k.rsplit("/", 1)[1] for k in keys(f"{base}report/")}
     json.dumps(cal)
+    # the endpoint's dot products are combined with the profile's history; each part's AUC is reported
+    assert set(cal["components"]) == {"model", "nearest_known_ip", "combined"}
+    assert cal["components"]["combined"] == cal["auc"]
+    assert json.loads(read_text(f"{base}report/combiner.json")) == cal["combiner"]
 
     # the transform input: two headerless entity,ip files, exactly the stored sets
     assert keys(f"{base}input/") == [f"{base}input/abnormal.csv", f"{base}input/normal.csv"]
@@ -595,6 +599,8 @@ def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatc
     assert record is not None
     assert (record["version"], record["threshold"], record["model_data_url"]) == (
         VERSION, cal["threshold"], model["model_data_url"])
+    # the threshold is on the combined score: the combiner travels with it in the same record
+    assert record["combiner"]["coef"] == cal["combiner"]["coef"] and "fit" not in record["combiner"]
     assert (record["endpoint_name"], record["endpoint_config_name"], record["model_name"], record["image_uri"]) == (
         ENDPOINT, endpoint["EndpointConfigName"], variant["ModelName"], IMAGE)
     assert (record["auc"], record["report"], record["training_job"]) == (cal["auc"], cal["report_html"],

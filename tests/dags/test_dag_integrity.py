@@ -1,13 +1,14 @@
 """DAG integrity: every DAG file imports offline, fast, without heavy libraries, and follows the house rules.
 
 Also checks the deployment artifacts that ship next to the DAGs: the plugin folder's ignore file, the
-sample configurations, the MWAA startup script and the local docker-compose stack.
+sample configurations and the MWAA startup script (the docker-compose stack: tests/test_compose.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,21 @@ def test_sample_configs_validate(name: str) -> None:
     assert len(cfg.source_views()) == 4
 
 
+def test_aws_example_config_holds_what_training_and_rollout_need() -> None:
+    from seclake_ml.config import load_config
+
+    raw = json.loads((REPO / "include" / "config" / "aws.example.json").read_text(encoding="utf-8"))
+    cfg = load_config(variable_json=json.dumps(raw), environ={})
+    assert cfg.sagemaker.role_arn and cfg.work_location.startswith("s3://")
+    assert set(raw["extra"]["sagemaker"]) >= {"role_arn", "resource_prefix", "ssm_path", "training_instance_type",
+                                              "transform_instance_type", "endpoint_instance_type", "alarms"}
+    iam = (REPO / "include" / "iam" / "README.md").read_text(encoding="utf-8")
+    examples = dict(re.findall(r"^\| `\$\{(\w+)\}` \| `([^`]+)` \|", iam, flags=re.M))
+    assert cfg.athena_workgroup == examples["AthenaWorkgroup"]
+    assert all(a.startswith(cfg.sagemaker.resource_prefix + "-") for a in cfg.sagemaker.alarms)
+    assert cfg.scoring.sns_topic_arn.endswith(":" + examples["FindingsTopicName"])
+
+
 def test_mwaa_startup_script_exports_valid_defaults(tmp_path: Path) -> None:
     script = REPO / "include" / "mwaa" / "startup.sh"
     sh = shutil.which("sh") or "/bin/sh"
@@ -204,24 +220,26 @@ def test_mwaa_startup_script_exports_valid_defaults(tmp_path: Path) -> None:
     cfg = load_config(variable_json=proc.stdout, environ={})
     assert (cfg.backend, cfg.region, cfg.glue_db) == ("aws", "eu-west-1", "amazon_security_lake_glue_db_eu_west_1")
     assert cfg.work_location == "s3://my-seclake-work/ipinsights"
+    # the defaults are the names the least-privilege policies of include/iam grant
+    iam = (REPO / "include" / "iam" / "README.md").read_text(encoding="utf-8")
+    examples = dict(re.findall(r"^\| `\$\{(\w+)\}` \| `([^`]+)` \|", iam, flags=re.M))
+    assert cfg.athena_workgroup == examples["AthenaWorkgroup"] == "seclake-ml"
+    assert cfg.sagemaker.resource_prefix == examples["ResourcePrefix"]
+    assert cfg.sagemaker.ssm_path == "/" + examples["ParameterPath"]
+    assert cfg.sagemaker.role_arn is None  # no safe default: training fails naming extra.sagemaker.role_arn
 
 
-def test_docker_compose_mirrors_mwaa() -> None:
-    import yaml
-
+def test_mwaa_startup_script_takes_the_sagemaker_role_and_keeps_a_given_config() -> None:
+    script = REPO / "include" / "mwaa" / "startup.sh"
+    role = "arn:aws:iam::111122223333:role/seclake-ml-sagemaker"
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SECLAKE_ML_DEFAULT_SAGEMAKER_ROLE_ARN": role,
+            "SECLAKE_ML_DEFAULT_WORK_LOCATION": "s3://my-seclake-work/ipinsights"}
+    show = f'. "{script}" && printf "%s" "$SECLAKE_ML_CONFIG"'
+    out = subprocess.run(["sh", "-c", show], capture_output=True, text=True, env=base, check=True).stdout
     from seclake_ml.config import load_config
 
-    doc = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))
-    services = doc["services"]
-    assert {"postgres", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"} <= set(services)
-    commands = {name: svc.get("command") for name, svc in services.items()}
-    assert commands["airflow-apiserver"] == "api-server" and commands["airflow-dag-processor"] == "dag-processor"
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
-        svc = services[name]
-        assert svc["image"] == "apache/airflow:3.3.1-python3.12", name
-        env = svc["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
-        mounts = {v.split(":")[1] for v in svc["volumes"]}
-        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts, name
-        cfg = load_config(variable_json=env["SECLAKE_ML_CONFIG"], environ={})
-        assert cfg.backend == "local"
+    assert load_config(variable_json=out, environ={}).sagemaker.role_arn == role
+    given = json.dumps({"backend": "local"})
+    out = subprocess.run(["sh", "-c", show], capture_output=True, text=True, env={**base, "SECLAKE_ML_CONFIG": given},
+                         check=True).stdout
+    assert out == given

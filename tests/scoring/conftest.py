@@ -27,7 +27,7 @@ def trained_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Generated lake + trained, activated model; read-only for tests (copy with :func:`fresh_site`)."""
     from seclake_ml.config import SeclakeConfig
     from seclake_ml.ipinsights.trainer import IPInsights
-    from seclake_ml.lake.generate import generate_lake
+    from seclake_lakegen.generate import generate_lake
     from seclake_ml.model_store import LocalModelStore
     from seclake_ml.pairs import extract_pairs
     from seclake_ml.scoring.profile import build_profile
@@ -87,6 +87,6 @@ def make_config(site: dict, **scoring):
 
 
 def drop_day(site: dict, day: date, **scale) -> dict:
-    from seclake_ml.lake.generate import drop_batch
+    from seclake_lakegen.generate import drop_batch
 
     return drop_batch(site["lake"], day, SEED, **{**SCALE, **scale})

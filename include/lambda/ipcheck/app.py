@@ -188,7 +188,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if sources:
         raw["sources"] = sources
     try:
-        cfg = SeclakeConfig.from_mapping(raw)
+        cfg = SeclakeConfig.from_text_mapping(raw)  # environment text: SOURCE_VERSION="1"
     except ConfigError as exc:
         names = {"lake_bucket": "LAKE_BUCKET", "region": "REGION", "source_version": "SOURCE_VERSION",
                  "sources": "SOURCES", "work_location": "WORK_LOCATION"}
@@ -218,6 +218,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 _CLIENTS: dict[tuple[str, str], Any] = {}
 _ACTIVE: dict[str, tuple[float, ActiveModel]] = {}
 _PROFILE: dict[str, tuple[float, bytes]] = {}
+_HISTORY: dict[str, tuple[float, Any]] = {}
 
 
 def reset_caches() -> None:
@@ -225,6 +226,7 @@ def reset_caches() -> None:
     _CLIENTS.clear()
     _ACTIVE.clear()
     _PROFILE.clear()
+    _HISTORY.clear()
 
 
 def client(service: str, region: str) -> Any:
@@ -313,6 +315,35 @@ def profile_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
             _PROFILE.clear()  # one profile at a time: memory is the Lambda's scarcest resource
             _PROFILE[uri] = hit = (now, data)
         return EntityProfile.load(hit[1], entities=entities)
+
+    return load
+
+
+def history_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
+    """``() -> HistoryIndex`` of ``model.profile_uri``, built once per container and TTL.
+
+    Needed only for a model whose threshold was calibrated on the combined score (a combiner in the
+    active record); a profile that cannot be read then fails the object, which is retried, as on the
+    DAG path: the threshold means nothing without the history it was calibrated with.
+    """
+    from seclake_ml.scoring.profile import load_history
+
+    def load() -> Any:
+        uri = model.profile_uri
+        if not uri:
+            return None
+        now = time.monotonic()
+        hit = _HISTORY.get(uri)
+        if hit is None or now - hit[0] >= ttl:
+            cached = _PROFILE.get(uri)
+            if cached is not None and now - cached[0] < ttl:
+                data = cached[1]
+            else:
+                bucket, key = split_s3_uri(uri)
+                data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            _HISTORY.clear()  # one profile at a time, as for the explanations
+            _HISTORY[uri] = hit = (now, load_history(data))
+        return hit[1]
 
     return load
 
@@ -479,6 +510,7 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
     publisher = (SnsPublisher(client("sns", cfg.region), settings.topic_arn) if settings.topic_arn
                  else LogPublisher(None))
     load_profile = profile_loader(model, s3, settings.active_ttl)
+    load_history = history_loader(model, s3, settings.active_ttl)
     batch_id = batch_id_for([o.uri for o in todo], origin="lambda")
 
     def open_object(obj: LakeObject) -> Any:
@@ -503,7 +535,7 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
             break
         result = score_objects(
             [obj], source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
-            sink=sink, publisher=publisher, profile_loader=load_profile,
+            sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
             min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
             accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
         )

@@ -25,26 +25,20 @@ mapping under the key ``"sagemaker"``; explicit function arguments always win ov
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
+from seclake_ml.config import SageMakerSettings
+
 SETTINGS_KEY = "sagemaker"
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "resource_prefix": "seclake-ml",
-    "role_arn": None,
-    "image_uri": None,
-    "ssm_path": "/seclake-ml/ipinsights",
-    "training_instance_type": "ml.m5.large",
-    "transform_instance_type": "ml.m5.large",
-    "endpoint_instance_type": "ml.m5.large",
-    "alarms": (),
-}
+#: The declared settings and their defaults (:class:`seclake_ml.config.SageMakerSettings`).
+DEFAULT_SETTINGS: dict[str, Any] = {f.name: f.default for f in fields(SageMakerSettings)}
 
 
 def aws_setting(cfg: Any, name: str, value: Any = None) -> Any:
     """``value`` when given, else ``cfg.extra["sagemaker"][name]``, else the package default.
 
-    :param cfg: a :class:`~seclake_ml.config.SeclakeConfig` (anything with an ``extra`` mapping).
+    :param cfg: a :class:`~seclake_ml.config.SeclakeConfig`.
     :param name: one of :data:`DEFAULT_SETTINGS`.
     :param value: an explicit value from the caller; wins when not ``None``.
     """
@@ -52,12 +46,7 @@ def aws_setting(cfg: Any, name: str, value: Any = None) -> Any:
         raise KeyError(f"unknown SageMaker setting {name!r}; known: {sorted(DEFAULT_SETTINGS)}")
     if value is not None:
         return value
-    section = (getattr(cfg, "extra", None) or {}).get(SETTINGS_KEY) or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(
-            f"config field 'extra.{SETTINGS_KEY}': got {type(section).__name__}; allowed: a JSON object"
-        )
-    found = section.get(name)
+    found = getattr(cfg.sagemaker, name)  # validated when the configuration loaded
     return DEFAULT_SETTINGS[name] if found is None else found
 
 

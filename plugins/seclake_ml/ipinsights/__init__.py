@@ -11,12 +11,15 @@ Modules (none imports Airflow; only ``model`` and ``trainer`` import torch):
 ``artifact``     ``model.npz`` + ``model.json``, verified on load
 ``scorer``       NumPy scoring and SageMaker's inference request/response formats
 ``metrics``      ROC AUC and ROC curve
-``calibration``  known-normal and injected-abnormal sets, thresholds
+``history``      features of a pair from the entity's training history (nearest known IP, shares)
+``combiner``     logistic combination of ``dot_product`` and history features (JSON, no pickle)
+``calibration``  known-normal and injected-abnormal sets, thresholds (on ``-dot_product`` or combined)
 ``report``       PNG/JSON/HTML calibration report
 ``cli``          ``ipinsights train | score | calibrate`` commands
 
 Sign convention: ``dot_product`` (SageMaker's score) is higher for more normal pairs; every
-``anomaly_score``/``decision_function`` here is ``-dot_product`` (higher = more anomalous).
+``anomaly_score``/``decision_function`` here is ``-dot_product`` (higher = more anomalous), and the
+combiner's score is a log-odds of being abnormal (also higher = more anomalous).
 """
 
 from seclake_ml.ipinsights.hyperparams import IPInsightsHyperparameters

@@ -182,8 +182,12 @@ def load_artifact(model_dir: str | Path) -> IPInsightsArtifact:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError) as exc:
-        raise ArtifactError(f"{npath}: cannot be read as a NumPy .npz without pickle ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - damaged zip members raise zipfile/zlib errors, not only ValueError
+        raise ArtifactError(f"{npath}: cannot be read as a NumPy .npz without pickle "
+                            f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    not_arrays = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if not_arrays:
+        raise ArtifactError(f"{npath}: members {not_arrays[:5]} are not NumPy arrays")
     known = arrays.get("known_entity_hashes")
     expected = expected_arrays(hp, spec, int(known.shape[0]) if known is not None and known.ndim == 1 else -1)
     described = {k: (tuple(v["shape"]), v["dtype"]) for k, v in (desc.get("arrays") or {}).items()}

@@ -16,6 +16,10 @@ Sets, following the SageMaker tutorial's method:
   ``other_entity``    a training entity with an IP another entity used in training, from a /24 the
                       entity itself never used.
 
+:func:`calibrate_combined` calibrates the score deployed with a combiner instead: the log-odds of
+:class:`~seclake_ml.ipinsights.combiner.ScoreCombiner` (``dot_product`` with the entity's history),
+higher = more anomalous as well, fitted on one half of the sets and measured on the other.
+
 The threshold is a separate object (:class:`Threshold`) chosen for a target false-positive rate or
 for the best F1; :class:`AnomalyDetector` combines a scorer and a threshold. Entities unknown to the
 model and invalid IPs are left out of calibration (and counted), since their scores are not
@@ -41,6 +45,8 @@ __all__ = [
     "Threshold",
     "build_calibration_sets",
     "calibrate",
+    "calibrate_combined",
+    "combined_auc",
     "inject_other_entity_ips",
     "inject_random_public",
     "inject_unused_private",
@@ -304,6 +310,16 @@ class CalibrationResult:
     abnormal_scores: np.ndarray
     abnormal_kinds: np.ndarray
     counts: dict[str, int]
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    combiner: dict[str, Any] | None = None
+
+    @property
+    def score_description(self) -> str:
+        """The score the threshold applies to, in words."""
+        if self.combiner is not None:
+            return ("anomaly score = combined log-odds of dot_product and entity history (higher = more anomalous); "
+                    "flagged when score > threshold")
+        return "anomaly score = -dot_product; flagged when score > threshold"
 
     def roc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels = np.r_[np.zeros(self.normal_scores.size, bool), np.ones(self.abnormal_scores.size, bool)]
@@ -311,8 +327,8 @@ class CalibrationResult:
 
     def metrics(self) -> dict[str, Any]:
         """JSON-safe summary (no score arrays)."""
-        return {
-            "score": "anomaly score = -dot_product; flagged when score > threshold",
+        out = {
+            "score": self.score_description,
             "roc_auc": self.auc,
             "roc_auc_by_kind": self.auc_by_kind,
             "threshold": self.threshold.to_dict(),
@@ -322,6 +338,11 @@ class CalibrationResult:
             "normal_score_quantiles": _quantiles(self.normal_scores),
             "abnormal_score_quantiles": _quantiles(self.abnormal_scores),
         }
+        if self.components:
+            out["components"] = self.components
+        if self.combiner is not None:
+            out["combiner"] = self.combiner
+        return out
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
@@ -329,8 +350,29 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
     return {f"p{int(q * 100)}": float(v) for q, v in zip(qs, np.quantile(x, qs))} if x.size else {}
 
 
+def _auc_by_kind(n_scores: np.ndarray, a_scores: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
+    by_kind = {}
+    for k in sorted(set(kinds.tolist())):
+        sel = a_scores[kinds == k]
+        by_kind[str(k)] = roc_auc(np.r_[np.zeros(n_scores.size, bool), np.ones(sel.size, bool)], np.r_[n_scores, sel])
+    return by_kind
+
+
+def _result(n_scores: np.ndarray, a_scores: np.ndarray, kinds: np.ndarray, counts: dict[str, int],
+            target_fpr: float | None, **extra: Any) -> CalibrationResult:
+    labels = np.r_[np.zeros(n_scores.size, bool), np.ones(a_scores.size, bool)]
+    auc = roc_auc(labels, np.r_[n_scores, a_scores])
+    by_kind = _auc_by_kind(n_scores, a_scores, kinds)
+    best = threshold_best_f1(n_scores, a_scores)
+    chosen = threshold_for_fpr(n_scores, a_scores, target_fpr) if target_fpr is not None else best
+    recall_by_kind = {str(k): float(chosen.flag(a_scores[kinds == k]).mean()) for k in sorted(set(kinds.tolist()))}
+    return CalibrationResult(chosen, best, auc, by_kind, recall_by_kind, n_scores, a_scores, kinds, counts, **extra)
+
+
 def calibrate(scorer: Any, normal: Any, abnormal: Any, target_fpr: float | None = 0.01) -> CalibrationResult:
     """Score both sets, measure ROC AUC (overall and per abnormal ``kind``), and choose a threshold.
+
+    The score is ``-dot_product``; see :func:`calibrate_combined` for the score combined with history.
 
     :param scorer: an :class:`~seclake_ml.ipinsights.scorer.IPInsightsScorer` (or anything with
         ``score(entities, ips)`` returning ``dot_product``, ``known_entity`` and ``valid_ip``).
@@ -338,32 +380,106 @@ def calibrate(scorer: Any, normal: Any, abnormal: Any, target_fpr: float | None 
     :param abnormal: DataFrame of abnormal pairs (``entity``, ``ip``, optional ``kind``).
     :param target_fpr: choose the threshold for this false-positive rate; ``None`` for the best F1.
     """
+    sets, kinds = _scored_sets(scorer, normal, abnormal)
+    return _result(-sets["normal"][0], -sets["abnormal"][0], kinds, sets["counts"], target_fpr)
+
+
+def _scored_sets(scorer: Any, normal: Any, abnormal: Any) -> tuple[dict[str, Any], np.ndarray]:
     counts: dict[str, int] = {}
-    scored = {}
+    out: dict[str, Any] = {"counts": counts}
+    kinds = None
     for name, frame in (("normal", normal), ("abnormal", abnormal)):
-        res = scorer.score(np.asarray(frame["entity"], dtype=object), np.asarray(frame["ip"], dtype=object))
-        keep = res.valid_ip & res.known_entity
+        ents, ips = np.asarray(frame["entity"], dtype=object), np.asarray(frame["ip"], dtype=object)
+        res = scorer.score(ents, ips)
+        keep = np.asarray(res.valid_ip, dtype=bool) & np.asarray(res.known_entity, dtype=bool)
         counts[f"{name}_pairs"] = int(len(frame))
-        counts[f"{name}_invalid_ip_dropped"] = int((~res.valid_ip).sum())
-        counts[f"{name}_unknown_entity_dropped"] = int((res.valid_ip & ~res.known_entity).sum())
+        counts[f"{name}_invalid_ip_dropped"] = int((~np.asarray(res.valid_ip, dtype=bool)).sum())
+        counts[f"{name}_unknown_entity_dropped"] = int((np.asarray(res.valid_ip, dtype=bool) & ~np.asarray(res.known_entity, dtype=bool)).sum())
         counts[f"{name}_scored"] = int(keep.sum())
-        scored[name] = (-res.dot_product.astype(np.float64), keep)
-    n_scores = scored["normal"][0][scored["normal"][1]]
-    a_all, a_keep = scored["abnormal"]
-    a_scores = a_all[a_keep]
-    kinds = (np.asarray(abnormal["kind"], dtype=object) if "kind" in abnormal.columns else np.full(len(abnormal), "abnormal", object))[a_keep]
-    if n_scores.size == 0 or a_scores.size == 0:
+        out[name] = (np.asarray(res.dot_product, dtype=np.float64)[keep], ents[keep], ips[keep])
+        if name == "abnormal":
+            all_kinds = (np.asarray(frame["kind"], dtype=object) if "kind" in frame.columns
+                         else np.full(len(frame), "abnormal", object))
+            kinds = all_kinds[keep]
+    if out["normal"][0].size == 0 or out["abnormal"][0].size == 0:
         raise ValueError(f"calibration needs scored pairs in both sets (after dropping invalid IPs and unknown entities): {counts}")
-    labels = np.r_[np.zeros(n_scores.size, bool), np.ones(a_scores.size, bool)]
-    auc = roc_auc(labels, np.r_[n_scores, a_scores])
-    by_kind = {}
-    for k in sorted(set(kinds.tolist())):
-        sel = a_scores[kinds == k]
-        by_kind[str(k)] = roc_auc(np.r_[np.zeros(n_scores.size, bool), np.ones(sel.size, bool)], np.r_[n_scores, sel])
-    best = threshold_best_f1(n_scores, a_scores)
-    chosen = threshold_for_fpr(n_scores, a_scores, target_fpr) if target_fpr is not None else best
-    recall_by_kind = {str(k): float(chosen.flag(a_scores[kinds == k]).mean()) for k in sorted(set(kinds.tolist()))}
-    return CalibrationResult(chosen, best, auc, by_kind, recall_by_kind, n_scores, a_scores, kinds, counts)
+    return out, kinds
+
+
+def calibrate_combined(scorer: Any, normal: Any, abnormal: Any, history: Any, target_fpr: float | None = 0.01,
+                       seed: int = 0, fit_fraction: float = 0.5) -> CalibrationResult:
+    """Fit a :class:`~.combiner.ScoreCombiner` of ``dot_product`` and entity history, then calibrate it.
+
+    Both sets are split at random (stratified, seeded): a ``fit_fraction`` share fits the combiner,
+    the rest measures every AUC and chooses the threshold, so the reported figures and the
+    threshold come from pairs the combiner never saw. The score is the combiner's anomaly
+    log-odds (higher = more anomalous; flagged when ``score > threshold``). ``components`` holds the
+    AUC of each part on the same pairs: the model (``-dot_product``), the nearest-known-IP baseline
+    (``distance_bits``) and the combination.
+
+    :param scorer: as for :func:`calibrate`.
+    :param normal: known-normal pairs.
+    :param abnormal: injected abnormal pairs (with ``kind``).
+    :param history: a :class:`~.history.HistoryIndex` of the training pairs (the scoring profile).
+    :param target_fpr: threshold for this false-positive rate; ``None`` for the best F1.
+    :param seed: seed of the split.
+    :param fit_fraction: share of each set used to fit the combiner (0.1 .. 0.9).
+    """
+    from seclake_ml.ipinsights.combiner import fit_combiner
+
+    if not 0.1 <= float(fit_fraction) <= 0.9:
+        raise ValueError(f"fit_fraction: expected a number in [0.1, 0.9], got {fit_fraction!r}")
+    sets, kinds = _scored_sets(scorer, normal, abnormal)
+    rng = np.random.default_rng([seed, 211])
+    parts = {}
+    for name in ("normal", "abnormal"):
+        dots, ents, ips = sets[name]
+        feats = history.features(ents, ips)
+        fit = rng.random(dots.size) < float(fit_fraction)
+        if fit.all() or not fit.any():  # tiny sets: keep at least one pair on each side
+            fit = np.arange(dots.size) % 2 == 0
+        parts[name] = (dots, feats, fit)
+    if parts["normal"][2].all() or parts["abnormal"][2].all():
+        raise ValueError("calibration with a combiner needs at least two scored pairs in each set")
+    fit_dots = np.r_[parts["normal"][0][parts["normal"][2]], parts["abnormal"][0][parts["abnormal"][2]]]
+    fit_feats = {k: np.r_[parts["normal"][1][k][parts["normal"][2]], parts["abnormal"][1][k][parts["abnormal"][2]]]
+                 for k in parts["normal"][1] if k != "known_entity"}
+    labels = np.r_[np.zeros(int(parts["normal"][2].sum()), bool), np.ones(int(parts["abnormal"][2].sum()), bool)]
+    combiner = fit_combiner(fit_dots, fit_feats, labels)
+
+    def held_out(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dots, feats, fit = parts[name]
+        ev = ~fit
+        combined = combiner.decision_function(dots[ev], {k: v[ev] for k, v in feats.items()})
+        return combined, -dots[ev], feats["distance_bits"][ev]
+
+    n_comb, n_model, n_base = held_out("normal")
+    a_comb, a_model, a_base = held_out("abnormal")
+    a_kinds = kinds[~parts["abnormal"][2]]
+    labels_ev = np.r_[np.zeros(n_comb.size, bool), np.ones(a_comb.size, bool)]
+    components = {}
+    for name, (ns, as_) in (("model", (n_model, a_model)), ("nearest_known_ip", (n_base, a_base)),
+                            ("combined", (n_comb, a_comb))):
+        components[name] = {"roc_auc": roc_auc(labels_ev, np.r_[ns, as_]), "roc_auc_by_kind": _auc_by_kind(ns, as_, a_kinds)}
+    counts = dict(sets["counts"])
+    counts.update(combiner_fit_normal=int(parts["normal"][2].sum()), combiner_fit_abnormal=int(parts["abnormal"][2].sum()),
+                  evaluated_normal=int(n_comb.size), evaluated_abnormal=int(a_comb.size))
+    return _result(n_comb, a_comb, a_kinds, counts, target_fpr, components=components, combiner=combiner.to_dict())
+
+
+def combined_auc(scorer: Any, normal: Any, abnormal: Any, combiner: Any, history: Any) -> float:
+    """ROC AUC of an already fitted combiner (its JSON form or a :class:`~.combiner.ScoreCombiner`) on
+    both sets, all pairs (e.g. the active model on a candidate's sets, which it was not fitted on)."""
+    from seclake_ml.ipinsights.combiner import ScoreCombiner
+
+    comb = combiner if isinstance(combiner, ScoreCombiner) else ScoreCombiner.from_dict(combiner)
+    sets, _ = _scored_sets(scorer, normal, abnormal)
+    scores = []
+    for name in ("normal", "abnormal"):
+        dots, ents, ips = sets[name]
+        scores.append(comb.decision_function(dots, history.features(ents, ips) if comb.needs_history else None))
+    labels = np.r_[np.zeros(scores[0].size, bool), np.ones(scores[1].size, bool)]
+    return roc_auc(labels, np.r_[scores[0], scores[1]])
 
 
 class AnomalyDetector:

@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sc.add_argument("--model", required=True, help="model folder")
     sc.add_argument("--input", required=True, help="pairs: headerless CSV entity,ip or Parquet with entity, ip")
     sc.add_argument("--output", required=True, help="output: .parquet, .jsonl, or anything else for CSV with a header")
+    sc.add_argument("--force", action="store_true", help="replace an existing output file")
     sc.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     cs = sub.add_parser("calibration-sets", help="build known-normal and injected-abnormal pairs for calibration")
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cs.add_argument("--later", required=True, help="pairs from after the training interval")
     cs.add_argument("--normal-out", required=True, help="Parquet file for the known-normal pairs")
     cs.add_argument("--abnormal-out", required=True, help="Parquet file for the abnormal pairs (with a 'kind' column)")
+    cs.add_argument("--force", action="store_true", help="replace existing output files")
     cs.add_argument("--n-normal", type=int, default=100_000, help="normal pairs to sample (default 100000)")
     cs.add_argument("--n-per-kind", type=int, help="abnormal pairs per kind (default: normal count / number of kinds)")
     cs.add_argument("--kinds", default="random_public,unused_private,other_entity", help="abnormal kinds, comma-separated")
@@ -88,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ca.add_argument("--abnormal", required=True, help="abnormal pairs (CSV or Parquet; optional 'kind' column)")
     ca.add_argument("--target-fpr", type=float, help="false-positive rate to aim for, e.g. 0.01 (default: best F1)")
     ca.add_argument("--report", required=True, help="folder for the report and threshold.json")
+    ca.add_argument("--profile", help="the model's profile.parquet: calibrate the score combined with the entities' "
+                    "history (writes combiner.json) instead of -dot_product")
     ca.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return group
 
@@ -109,6 +113,9 @@ def _train(args: argparse.Namespace) -> int:
     for path in filter(None, (args.train, args.validation)):
         if not Path(path).exists():
             raise FileNotFoundError(f"pairs input {path} does not exist")
+    from seclake_ml.outputs import check_output_dir, lake_root_of_config
+
+    check_output_dir(args.out, lake_root=lake_root_of_config(), what="--out")
     interval = None
     if args.interval_start or args.interval_end:
         interval = {"start": args.interval_start, "end": args.interval_end}
@@ -155,18 +162,20 @@ def _score(args: argparse.Namespace) -> int:
     from seclake_ml.ipinsights.data import iter_pair_batches
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
 
+    from seclake_ml.outputs import check_output_file, lake_root_of_config, write_atomically
+
+    out = check_output_file(args.output, force=args.force, lake_root=lake_root_of_config(), what="--output")
+    if not Path(args.input).exists():
+        raise FileNotFoundError(f"pairs input {args.input} does not exist")
     scorer = IPInsightsScorer.load(args.model)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     fmt = "parquet" if suffix in (".parquet", ".pq") else "jsonl" if suffix in (".jsonl", ".jsonlines") else "csv"
     columns = ("entity", "ip", "event_time", "source", "account", "region")
     t0 = time.perf_counter()
     totals = {"pairs": 0, "invalid_ip": 0, "unknown_entity": 0}
     writer = None
-    tmp = out.with_name(out.name + ".tmp")
     malformed = [0]
-    try:
+    with write_atomically(out) as tmp:
         with open(tmp, "wb") as fh:
             for batch in iter_pair_batches(args.input, columns, malformed=malformed):
                 ents = np.asarray(batch.column("entity").to_pylist(), dtype=object)
@@ -196,10 +205,6 @@ def _score(args: argparse.Namespace) -> int:
                     fh.write(buf.getvalue().to_pybytes())
             if writer is not None:
                 writer.close()
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     seconds = time.perf_counter() - t0
     summary = {**totals, "malformed_lines_skipped": malformed[0], "output": str(out), "format": fmt, "seconds": round(seconds, 3)}
     if args.json:
@@ -220,10 +225,15 @@ def _calibration_sets(args: argparse.Namespace) -> int:
     train = read_pairs_frame(args.train)
     later = read_pairs_frame(args.later)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    from seclake_ml.outputs import check_output_file, lake_root_of_config, write_atomically
+
+    lake_root = lake_root_of_config()
+    outs = [check_output_file(path, force=args.force, lake_root=lake_root, what=flag)
+            for flag, path in (("--normal-out", args.normal_out), ("--abnormal-out", args.abnormal_out))]
     normal, abnormal = build_calibration_sets(train, later, args.n_normal, args.n_per_kind, kinds, args.seed)
-    for frame, path in ((normal, args.normal_out), (abnormal, args.abnormal_out)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+    for frame, path in ((normal, outs[0]), (abnormal, outs[1])):
+        with write_atomically(path) as tmp:
+            frame.to_parquet(tmp, index=False)
     counts = abnormal["kind"].value_counts().to_dict()
     print(f"normal        {len(normal)} pairs -> {args.normal_out}")
     print(f"abnormal      {len(abnormal)} pairs {counts} -> {args.abnormal_out}")
@@ -238,10 +248,21 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.target_fpr is not None and not 0.0 <= args.target_fpr < 1.0:
         raise ValueError(f"--target-fpr: expected a number in [0, 1), got {args.target_fpr}")
+    from seclake_ml.outputs import check_output_dir, lake_root_of_config
+
+    check_output_dir(args.report, lake_root=lake_root_of_config(), what="--report")
     scorer = IPInsightsScorer.load(args.model)
     normal = read_pairs_frame(args.normal, ("entity", "ip"))
     abnormal = read_pairs_frame(args.abnormal, ("entity", "ip", "kind"))
-    result = calibrate(scorer, normal, abnormal, args.target_fpr)
+    if args.profile:
+        from seclake_ml.ipinsights.calibration import calibrate_combined
+        from seclake_ml.scoring.profile import load_history
+
+        result = calibrate_combined(scorer, normal, abnormal, load_history(args.profile), args.target_fpr)
+        Path(args.report).mkdir(parents=True, exist_ok=True)
+        (Path(args.report) / "combiner.json").write_text(json.dumps(result.combiner, indent=2) + "\n")
+    else:
+        result = calibrate(scorer, normal, abnormal, args.target_fpr)
     context = {
         "model": str(Path(args.model).resolve()),
         "model_sha256": scorer.metadata.get("npz_sha256"),
@@ -256,7 +277,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(json.dumps({**result.metrics(), "files": {k: str(v) for k, v in paths.items()}, "threshold_file": str(threshold_path)}, indent=2))
     else:
         print(f"ROC AUC       {result.auc:.5f} (" + ", ".join(f"{k} {v:.5f}" for k, v in result.auc_by_kind.items()) + ")")
-        print(f"threshold     {t.value:.6g} on -dot_product ({t.method}); flag when dot_product < {t.dot_product_cutoff:.6g}")
+        if result.components:
+            print("components    " + ", ".join(f"{k} {v['roc_auc']:.5f}" for k, v in result.components.items())
+                  + " (held-out half)")
+            print(f"threshold     {t.value:.6g} on the combined log-odds ({t.method})")
+        else:
+            print(f"threshold     {t.value:.6g} on -dot_product ({t.method}); flag when dot_product < {t.dot_product_cutoff:.6g}")
         print(f"at threshold  precision {t.precision:.4f}, recall {t.recall:.4f}, FPR {t.fpr:.4f}, F1 {t.f1:.4f}")
         print(f"counts        {result.counts}")
         print(f"report        {paths['html']}")
@@ -295,8 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        from seclake_ml.cli import _one_line
+
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -50,7 +50,8 @@ def _histogram(result: CalibrationResult, path: Path) -> None:
         ax.hist(np.clip(sel, lo, hi), bins=bins, density=True, histtype="step", linewidth=1.6, color=colours[i % len(colours)], label=f"abnormal: {k} (n={sel.size:,})")
     t = result.threshold
     ax.axvline(t.value, color="black", linestyle="--", linewidth=1.2, label=f"threshold {t.value:.3g} ({t.method})")
-    ax.set_xlabel("anomaly score = -dot_product  (higher = more anomalous)")
+    ax.set_xlabel(("combined anomaly log-odds" if result.combiner is not None else "anomaly score = -dot_product")
+                  + "  (higher = more anomalous)")
     ax.set_ylabel("density")
     ax.set_title("Score distributions, known normal vs injected abnormal")
     ax.legend(fontsize=8, loc="upper right")
@@ -113,7 +114,8 @@ def write_report(result: CalibrationResult, out_dir: str | Path, title: str = "I
         "ROC AUC (all abnormal kinds)": result.auc,
         **{f"ROC AUC, {k}": v for k, v in result.auc_by_kind.items()},
         "threshold (anomaly score)": t.value,
-        "equivalent rule": f"flag when dot_product < {t.dot_product_cutoff:.6g}",
+        "equivalent rule": (f"flag when dot_product < {t.dot_product_cutoff:.6g}" if result.combiner is None
+                            else "flag when the combined log-odds of dot_product and entity history > threshold"),
         "chosen by": t.method + (f" (target FPR {t.target_fpr:g})" if t.target_fpr is not None else ""),
         "precision": t.precision,
         "recall": t.recall,
@@ -123,6 +125,15 @@ def write_report(result: CalibrationResult, out_dir: str | Path, title: str = "I
         "best-F1 threshold": result.best_f1.value,
         "best F1": result.best_f1.f1,
     }
+    components = ""
+    if result.components:
+        comp_rows = {f"ROC AUC, {name}": c["roc_auc"] for name, c in result.components.items()}
+        comp_rows.update({f"ROC AUC, {name}, {k}": v for name, c in result.components.items()
+                          for k, v in c.get("roc_auc_by_kind", {}).items()})
+        components = ("<h2>Components</h2>\n<p class=\"note\">On the same held-out pairs: the model alone "
+                      "(&minus;dot_product), the nearest known IP of the entity alone (leading bits of distance), "
+                      "and their combination (the deployed score).</p>\n"
+                      f"<table>{_rows(comp_rows)}</table>\n<table>{_rows({'combiner': json.dumps(result.combiner)})}</table>\n")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -134,12 +145,11 @@ img {{ max-width: 100%; border: 1px solid #eee; margin-bottom: 1em; }}
 .note {{ color: #555; font-size: 13px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="note">Anomaly score = &minus;dot_product (higher = more anomalous); a pair is flagged when its score is above
-the threshold. Known normal: later pairs of entities seen in training. Abnormal: injected pairs, by kind.
+<p class="note">{html.escape(result.score_description)}. Known normal: later pairs of entities seen in training. Abnormal: injected pairs, by kind.
 Pairs with invalid IPs or entities unknown to the model are left out (see counts).</p>
 <h2>Summary</h2>
 <table>{_rows(summary)}</table>
-<h2>Score distributions</h2>
+{components}<h2>Score distributions</h2>
 <img alt="score histograms" src="data:image/png;base64,{images['histogram']}">
 <h2>ROC curve</h2>
 <img alt="ROC curve" src="data:image/png;base64,{images['roc']}">

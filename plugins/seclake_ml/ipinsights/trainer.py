@@ -191,6 +191,29 @@ def _score_rows(net: IPInsightsNet, spec: EncoderSpec, entity_rows: np.ndarray, 
     return out
 
 
+def choose_device(requested: str | None = None, *, cuda_available: bool | None = None) -> torch.device:
+    """The training device: CUDA when available unless told otherwise, never required.
+
+    ``None`` or ``"auto"`` picks ``cuda`` when a CUDA device is usable, else ``cpu``; ``"cpu"`` is
+    always honoured; ``"cuda"``/``"cuda:<n>"`` without a usable CUDA device raises
+    :class:`ValueError` naming the request (instead of failing later inside torch).
+
+    :param requested: ``None``, ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<n>"``.
+    :param cuda_available: override of ``torch.cuda.is_available()`` (for tests).
+    """
+    available = torch.cuda.is_available() if cuda_available is None else bool(cuda_available)
+    text = "auto" if requested is None else str(requested).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if available else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not available:
+            raise ValueError(f"device {requested!r}: CUDA is not available on this machine; use 'cpu' or leave it unset")
+        return torch.device(text)
+    raise ValueError(f"device {requested!r}: expected None, 'auto', 'cpu', 'cuda' or 'cuda:<n>'")
+
+
 class IPInsights:
     """IP Insights estimator: learns entity and IPv4 embeddings whose dot product scores a pair.
 
@@ -233,9 +256,7 @@ class IPInsights:
         return IPInsightsHyperparameters.from_dict(hp or {}, **self.overrides)
 
     def _resolved_device(self) -> torch.device:
-        if self.device:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return choose_device(self.device)
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: Any, validation: Any = None) -> "IPInsights":

@@ -2,7 +2,7 @@
 
 Steps for one extraction:
 
-1. render two queries from ``include/sql/athena/`` with validated fragments only (identifiers,
+1. render two queries from the package's ``sql/athena/`` templates with validated fragments only (identifiers,
    literals and the registry's own expressions; see :mod:`seclake_ml.sqlsafe`): an ``UNLOAD`` that
    writes the kept pairs as zstd Parquet under the destination prefix, and a small query that counts
    rows by drop reason. Both read the same classified rows (``pairs_classified.sql``), which mirror

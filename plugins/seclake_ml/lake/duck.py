@@ -3,7 +3,9 @@
 Steps for one extraction:
 
 1. list the Parquet objects of the source's partitions that can hold the interval (``region=``,
-   ``accountId=`` and ``eventDay=`` folders are pruned in Python before DuckDB sees them);
+   ``accountId=`` and ``eventDay=`` folders are pruned in Python before DuckDB sees them); links are
+   followed only inside the lake root (:mod:`seclake_ml.lake.paths`; refusals are quarantined), and
+   file names reach DuckDB escaped, never as glob patterns;
 2. probe each object's footer: empty, corrupt or time-less files are quarantined with a reason,
    and the union of the good files' schemas tells which referenced columns exist (absent ones become
    ``NULL``, so schema drift never fails a query);
@@ -30,6 +32,8 @@ from typing import Any
 
 from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig
+from seclake_ml.display import escape
+from seclake_ml.lake.paths import LinkPolicy, literal_path
 from seclake_ml.pairs import (
     CONTROL_CHARS_RE,
     DROP_REASONS,
@@ -38,12 +42,13 @@ from seclake_ml.pairs import (
     MAX_IP_LEN,
     ExtractionResult,
     render_view_sql,
+    special_address_sql,
 )
 from seclake_ml.sources import get_source
 
 log = logging.getLogger(__name__)
 
-_PART_RE = re.compile(r"^(?P<key>[A-Za-z_]+)=(?P<value>.*)$")
+_PART_RE = re.compile(r"(?P<key>[A-Za-z_]+)=(?P<value>.*)", re.DOTALL)
 _SAFE_PATH_RE = re.compile(r"[A-Za-z0-9_./+-]{1,4096}")
 HIVE_COLUMNS = {"region", "accountid", "eventday"}
 READ_FILES = "read_parquet($files, hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
@@ -125,39 +130,37 @@ def find_files(
     end: datetime,
     accounts: tuple[str, ...] = (),
     regions: tuple[str, ...] = (),
+    links: LinkPolicy | None = None,
 ) -> tuple[list[Path], int]:
     """Parquet files under ``root/aws/<SOURCE>/<version>.0`` whose partitions can hold ``[start, end)``.
 
     Returns the files and the number of folders skipped because they are not ``key=value`` partitions.
+    Links are followed by ``links`` (default: a fresh :class:`~seclake_ml.lake.paths.LinkPolicy` over
+    ``root``): what resolves outside the root is refused and recorded in ``links.refused``.
     """
+    links = links or LinkPolicy(root)
     base = root / "aws" / lake_source / f"{version}.0"
     if not base.is_dir():
         return [], 0
     days = _days(start, end)
     files: list[Path] = []
     skipped = 0
-    for region_dir in sorted(base.iterdir()):
-        m = _PART_RE.match(region_dir.name)
-        if not region_dir.is_dir() or not m or m["key"].lower() != "region":
-            skipped += region_dir.is_dir()
+    wanted = {1: ("region", regions), 2: ("accountid", accounts), 3: ("eventday", tuple(days))}
+    for here, dirs, names in links.walk(base):
+        depth = len(here.relative_to(base).parts)
+        if depth == 3:
+            files.extend(here / n for n in names if n.endswith(".parquet"))
+            dirs[:] = []
             continue
-        if regions and m["value"] not in regions:
-            continue
-        for acct_dir in sorted(region_dir.iterdir()):
-            m = _PART_RE.match(acct_dir.name)
-            if not acct_dir.is_dir() or not m or m["key"].lower() != "accountid":
-                skipped += acct_dir.is_dir()
-                continue
-            if accounts and m["value"] not in accounts:
-                continue
-            for day_dir in sorted(acct_dir.iterdir()):
-                m = _PART_RE.match(day_dir.name)
-                if not day_dir.is_dir() or not m or m["key"].lower() != "eventday":
-                    skipped += day_dir.is_dir()
-                    continue
-                if m["value"] not in days:
-                    continue
-                files.extend(sorted(p for p in day_dir.iterdir() if p.is_file() and p.name.endswith(".parquet")))
+        keep = []
+        for d in dirs:
+            m = _PART_RE.fullmatch(d)
+            key, allowed = wanted[depth + 1]
+            if not m or m["key"].lower() != key:
+                skipped += 1
+            elif not allowed and key != "eventday" or m["value"] in allowed:
+                keep.append(d)
+        dirs[:] = keep
     return files, skipped
 
 
@@ -204,7 +207,7 @@ class DuckDBLake:
         self.cfg = cfg
         self.root = Path(cfg.lake_root)
         self.threads = threads
-        self.memory_limit = memory_limit or os.environ.get("SECLAKE_ML_DUCKDB_MEMORY", "4GB")
+        self.memory_limit = memory_limit or cfg.duckdb_memory
 
     def _connect(self, spill_dir: str) -> Any:
         import duckdb
@@ -223,12 +226,14 @@ class DuckDBLake:
             source=source, view=view, source_version=version, backend="local",
             start=start.isoformat(), end=end.isoformat(), output=str(out),
         )
+        links = LinkPolicy(self.root)
         files, skipped = find_files(
-            self.root, spec.lake_source, version, start, end, self.cfg.accounts, self.cfg.regions
+            self.root, spec.lake_source, version, start, end, self.cfg.accounts, self.cfg.regions, links
         )
         if skipped:
             log.warning("%s: skipped %d folders that are not key=value partitions", source, skipped)
         probed = probe_files(files, spec.time_column(version))
+        res.quarantined.extend(links.refused)
         res.quarantined.extend(probed.quarantined)
         res.files_scanned = len(probed.good)
 
@@ -253,6 +258,7 @@ class DuckDBLake:
                     stage_sql = self._stage_sql(pv.unnest, version, rendered)
                     params = self._params(source, version, start, end)
                     self._stage(con, stage_sql, params, probed.good, res)
+                    con.execute(special_address_sql(self.STAGE))
                 counts = dict(con.execute(sqlsafe.render("duckdb/pairs_counts.sql", stage=sqlsafe.ident(self.STAGE))).fetchall())
                 res.rows_read = int(sum(counts.values()))
                 res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}
@@ -268,7 +274,8 @@ class DuckDBLake:
                         out_path=sqlsafe.string_literal(str(tmp_out), _SAFE_PATH_RE),
                     )
                 )
-                written = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(tmp_out)}).fetchone()[0]
+                written = con.execute("SELECT count(*) FROM read_parquet($p)",
+                                      {"p": literal_path(str(tmp_out))}).fetchone()[0]
                 res.pairs_written = int(written)
                 res.duplicates_removed = int(counts.get("ok", 0)) - res.pairs_written
             finally:
@@ -278,7 +285,7 @@ class DuckDBLake:
             side = out_path.with_name(out_path.name + ".quarantine.json")
             side.write_text(json.dumps(res.quarantined, indent=1), encoding="utf-8")
             for q in res.quarantined:
-                log.error("quarantined %s: %s", q["path"], q["reason"])
+                log.error("quarantined %s: %s", escape(q["path"])[0], escape(q["reason"])[0])
         res.seconds = round(time.perf_counter() - t0, 3)
         log.info("%s", res.summary_line())
         return res
@@ -299,7 +306,8 @@ class DuckDBLake:
         while pending:
             batch = pending.pop()
             try:
-                con.execute(sql, {**params, "files": batch})
+                # File names are data, never patterns: '*.parquet' must not read the whole partition.
+                con.execute(sql, {**params, "files": [literal_path(f) for f in batch]})
             except duckdb.Error as exc:
                 if len(batch) == 1:
                     msg = str(exc).splitlines()[0][:300]

@@ -139,7 +139,8 @@ class PrepareTrainingDataOperator(_ConfiguredOperator):
             from seclake_ml.training_data import combine_and_split
 
             res = combine_and_split(inputs, out_dir, start=start, end=end,
-                                    train_fraction=float(self.train_fraction), dedupe=cfg.dedupe)
+                                    train_fraction=float(self.train_fraction), dedupe=cfg.dedupe,
+                                    memory_limit=cfg.duckdb_memory)
             result = res.to_dict()
         result.update(start=iso(start), end=iso(end), backend=cfg.backend)
         self.log.info(
@@ -179,7 +180,7 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
 
     def _hyperparameters(self, cfg: SeclakeConfig) -> dict[str, Any]:
         hp = dict(SEED_HYPERPARAMETERS)
-        hp.update(dict(cfg.extra.get("hyperparameters") or {}))
+        hp.update(cfg.hyperparameters)
         if self.hyperparameters:
             hp.update(_as_mapping(self.hyperparameters, "hyperparameters"))
         return hp
@@ -328,7 +329,8 @@ class QualityGateOperator(_ConfiguredOperator):
     """Decide whether the candidate may become active.
 
     Passes when the candidate's AUC is at least ``auc_floor`` and not worse than the active model's
-    AUC on the same calibration sets by more than ``tolerance``. A failed gate returns
+    AUC on the same calibration sets by more than ``tolerance``; for a score combined with the
+    entities' history, the model's own AUC (``dot_product`` alone) must reach ``auc_floor`` too. A failed gate returns
     ``passed: false`` and the rollout is skipped with the reason in its log; with ``fail_on_reject``
     the gate fails the run instead (for teams that want to be paged).
 
@@ -362,6 +364,10 @@ class QualityGateOperator(_ConfiguredOperator):
         reasons = []
         if cand_auc < floor:
             reasons.append(f"candidate AUC {cand_auc:.4f} is below the floor {floor:.4f}")
+        model_auc = (cal.get("components") or {}).get("model")
+        if model_auc is not None and float(model_auc) < floor:
+            # The combined score can stay high on history alone; a model that adds nothing is broken.
+            reasons.append(f"candidate model AUC {float(model_auc):.4f} (dot_product alone) is below the floor {floor:.4f}")
         if active_auc is not None and cand_auc < active_auc - tol:
             reasons.append(
                 f"candidate AUC {cand_auc:.4f} is worse than active {active['version']} ({active_auc:.4f}) "
@@ -398,6 +404,11 @@ class QualityGateOperator(_ConfiguredOperator):
 
 
 # ------------------------------------------------------------------------------------------ rollout
+def _compact_combiner(combiner: Mapping[str, Any]) -> dict[str, Any]:
+    """The score combiner as the active record keeps it (its fit details stay in the report)."""
+    return {k: v for k, v in combiner.items() if k not in ("fit", "score")}
+
+
 class ModelRolloutOperator(_ConfiguredOperator):
     """Make a gated candidate active together with its threshold.
 
@@ -443,13 +454,17 @@ class ModelRolloutOperator(_ConfiguredOperator):
             }
             if model.get("profile_uri"):
                 metadata["profile_uri"] = model["profile_uri"]
+            if cal.get("combiner"):  # the threshold applies to the combined score: they travel together
+                metadata["combiner"] = _compact_combiner(cal["combiner"])
             record = rollout_endpoint(cfg, model_data_url=model["model_data_url"], version=model["version"],
                                       threshold=float(cal["threshold"]), metadata=metadata,
                                       aws_conn_id=self.aws_conn_id)
         else:
             record = _model_store(cfg).activate(
                 model["version"], threshold=float(cal["threshold"]), metrics=metrics,
-                interval=(model.get("start"), model.get("end")), extra={"report": cal.get("report_html")},
+                interval=(model.get("start"), model.get("end")),
+                extra={"report": cal.get("report_html"),
+                       **({"combiner": _compact_combiner(cal["combiner"])} if cal.get("combiner") else {})},
             )
         self.log.info("activated %s with threshold %.4f (previous: %s)", model["version"], float(cal["threshold"]),
                       record.get("previous_version"))

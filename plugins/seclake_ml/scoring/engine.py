@@ -4,7 +4,9 @@ For each object of a batch and each enabled ``(source, view)`` whose lake source
 
 1. read the object chunk by chunk (:mod:`.objects`) into distinct ``(entity, ip)`` pairs;
 2. score each chunk's pairs with the active model (:mod:`.scorers`); the anomaly score is
-   ``-dot_product`` and a pair is flagged when it is above the model's threshold. Locally, pairs of
+   ``-dot_product``, or, for a model calibrated with a score combiner, the combined log-odds of
+   ``dot_product`` and the entity's training history; a pair is flagged when it is above the
+   model's threshold. Locally, pairs of
    entities the model never saw are counted (``unknown_entity``) and not flagged: their scores are
    not comparable (see :mod:`seclake_ml.ipinsights.scorer`);
 3. merge the flagged pairs over chunks (events summed, first/last time kept), explain them with the
@@ -54,6 +56,7 @@ class ActiveModel:
     profile_uri: str | None = None
     severity_scale: float = 1.0
     endpoint_config_name: str | None = None  # aws: the endpoint config the rollout put this model in
+    combiner: dict[str, Any] | None = None  # the score combiner the threshold was calibrated with (None: -dot_product)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,13 +122,13 @@ class _Flagged:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
 
-    def add(self, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray) -> None:
+    def add(self, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray, scores: np.ndarray) -> None:
         for i in idx:
             key = (source, view, chunk.entity[i], chunk.ip[i], chunk.account[i], chunk.region[i])
             first, last = chunk.first_seen[i], chunk.last_seen[i]
             cur = self.items.get(key)
             if cur is None:
-                self.items[key] = [int(chunk.events[i]), first, last, float(dots[i])]
+                self.items[key] = [int(chunk.events[i]), first, last, float(dots[i]), float(scores[i])]
             else:
                 cur[0] += int(chunk.events[i])
                 cur[1] = _skip_nat(min, cur[1], first)
@@ -171,12 +174,14 @@ def score_objects(
     sink: Any,
     publisher: Any = None,
     profile_loader: Callable[[set[str]], Any] | None = None,
+    history_loader: Callable[[], Any] | None = None,
     min_severity_to_publish: int = SEVERE,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     accounts: tuple[str, ...] = (),
     regions: tuple[str, ...] = (),
     product_version: str = "0",
     on_object_done: Callable[[LakeObject, ObjectOutcome], None] | None = None,
+    duckdb_memory: str = "1GB",
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -185,8 +190,12 @@ def score_objects(
     :param sink: a store with ``put_bytes(key, data)``; findings keys are ``ext/<custom source>/...``.
     :param publisher: optional; receives findings with ``severity_id >= min_severity_to_publish``.
     :param profile_loader: ``entities -> EntityProfile`` for explanations (``None``: no profile).
+    :param history_loader: ``() -> HistoryIndex`` of the model's profile, needed when ``model.combiner``
+        is set (the anomaly score then combines ``dot_product`` with the entity's history; see
+        :class:`~.scorers.AnomalyScorer`); called at most once.
     :param on_object_done: called after an object's findings are written and published (the caller's
         ledger hook: the object is marked done only then).
+    :param duckdb_memory: DuckDB memory limit (``extra.scoring.duckdb_memory``).
     """
     import duckdb
 
@@ -197,7 +206,10 @@ def score_objects(
     info = ModelInfo(version=model.version, threshold=float(model.threshold), backend=model.backend,
                      severity_scale=float(model.severity_scale or 1.0), endpoint_name=model.endpoint_name)
     secs = {"read_extract": 0.0, "score": 0.0, "explain": 0.0, "write": 0.0, "publish": 0.0}
-    con = duckdb.connect(config={"threads": 2, "memory_limit": "1GB"})
+    from seclake_ml.scoring.scorers import AnomalyScorer
+
+    anomaly_scorer = AnomalyScorer(model.combiner, history_loader)
+    con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory})
     created = datetime.now(timezone.utc).replace(microsecond=0)
     try:
         for obj in objects:
@@ -228,12 +240,13 @@ def score_objects(
                             if chunk.entity:
                                 scores = scorer.score(chunk.entity, chunk.ip)
                                 dots = scores.dot_product
+                                anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
                                 with np.errstate(invalid="ignore"):
-                                    mask = (-dots) > float(model.threshold)
+                                    mask = anomaly > float(model.threshold)
                                 if scores.known_entity is not None:
                                     out.unknown_entity += int((~scores.known_entity).sum())
                                     mask &= scores.known_entity
-                                flagged.add(source, view, chunk, np.flatnonzero(mask), dots)
+                                flagged.add(source, view, chunk, np.flatnonzero(mask), dots, anomaly)
                             t0 = time.perf_counter()
                             secs["score"] += t0 - t1
             except UnreadableObject as exc:
@@ -257,11 +270,11 @@ def score_objects(
                 profile = profile or EntityProfile.empty()
                 day0 = _day_start(obj)
                 candidates, explanations = [], {}
-                for (source, view, entity, ip, account, region), (events, first, last, dot) in flagged.items.items():
+                for (source, view, entity, ip, account, region), (events, first, last, dot, score) in flagged.items.items():
                     candidates.append(Candidate(
                         source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
                         region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
-                        events=int(events), dot_product=float(dot), score=-float(dot),
+                        events=int(events), dot_product=float(dot), score=float(score),
                     ))
                     explanations[(entity, ip)] = profile.explain(entity, ip)
                 secs["explain"] += time.perf_counter() - t2

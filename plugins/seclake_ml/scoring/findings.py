@@ -748,8 +748,8 @@ def partition_values(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
     day = (_EPOCH + timedelta(milliseconds=time_ms)).strftime("%Y%m%d")
     return (
         custom_source_name(source),
-        region if isinstance(region, str) and _REGION_RE.match(region) else "unknown",
-        account if isinstance(account, str) and _ACCOUNT_RE.match(account) else "external",
+        region if isinstance(region, str) and _REGION_RE.fullmatch(region) else "unknown",
+        account if isinstance(account, str) and _ACCOUNT_RE.fullmatch(account) else "external",
         day,
     )
 
@@ -783,7 +783,7 @@ def findings_parquet_parts(records: list[dict], *, file_stem: str) -> list[tuple
     :param records: finding records.
     :param file_stem: file name without extension; letters, digits, ``._=-``, at most 200 chars.
     """
-    if not isinstance(file_stem, str) or not _STEM_RE.match(file_stem) or ".." in file_stem:
+    if not isinstance(file_stem, str) or not _STEM_RE.fullmatch(file_stem) or ".." in file_stem:
         raise ValueError(
             f"file_stem {one_line(repr(file_stem), 80)} must be 1-200 of [A-Za-z0-9._=-], "
             "start with a letter or digit and not contain '..'"

@@ -404,6 +404,7 @@ class _Parser:
         self.max_body_bytes = max_body_bytes
         self.plan = MessagePlan()
         self._seen: dict[tuple[str, str], LakeObject] = {}
+        self._mine: dict[str, set[tuple[str, str]]] = {}  # per message: objects listed (linear, not quadratic)
 
     # -- recording
     def _record(self, target: list[dict[str, str]], mid: str, reason: str, key: str | None) -> None:
@@ -431,7 +432,9 @@ class _Parser:
             self._seen[ident] = first = obj
             self.plan.objects.append(obj)
         mine = self.plan.by_message.setdefault(mid, [])
-        if all((o.bucket, o.key) != ident for o in mine):
+        listed = self._mine.setdefault(mid, set())
+        if ident not in listed:
+            listed.add(ident)
             mine.append(first)
 
     # -- one message

@@ -68,7 +68,7 @@ _SHOWN = 120
 
 def ipv4_int(ip: object) -> int | None:
     """``ip`` as a 32-bit integer when it is a dotted IPv4 string, else ``None``."""
-    if not isinstance(ip, str) or len(ip) > 15 or not _IPV4_RE.match(ip):
+    if not isinstance(ip, str) or len(ip) > 15 or not _IPV4_RE.fullmatch(ip):
         return None
     return int(ipaddress.IPv4Address(ip))
 
@@ -147,7 +147,9 @@ def build_profile(pairs_paths: list[str], out_path: str) -> dict:
     try:
         con.execute("SET TimeZone = 'UTC'")
         src = "read_parquet($paths, union_by_name = true)"
-        params = {"paths": paths}
+        from seclake_ml.lake.paths import literal_path
+
+        params = {"paths": [p if "://" in p else literal_path(p) for p in paths]}  # names, never patterns
         columns = {row[0]: str(row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {src}", params).fetchall()}
         lacking = [c for c in ("entity", "ip") if c not in columns]
         if lacking:
@@ -411,3 +413,38 @@ class EntityProfile:
             tail = f"nearest known IP {nearest} shares {int(bits[best])} leading bits with {ip_s}"
         result["text"] = f"{usual}; {tail}"
         return result
+
+
+# ----------------------------------------------------------------------------- history features
+def load_history(source: str | bytes | Path) -> Any:
+    """The whole profile as a :class:`~seclake_ml.ipinsights.history.HistoryIndex` (features for the
+    score combiner), from a ``profile.parquet`` path or its bytes.
+
+    Rows without a usable address or entity are skipped (as in :meth:`EntityProfile.from_table`).
+
+    :param source: path of ``profile.parquet``, or its content as bytes.
+    """
+    from seclake_ml.ipinsights.history import HistoryIndex
+
+    if isinstance(source, (bytes, bytearray)):
+        src: Any = pa.BufferReader(bytes(source))
+    elif isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"profile not found at {one_line(str(source), 300)}")
+        src = str(source)
+    else:
+        raise TypeError(f"profile source must be a path or bytes, got {type(source).__name__}")
+    available = pq.read_schema(src).names
+    if isinstance(src, pa.BufferReader):
+        src.seek(0)
+    if "entity" not in available or "events" not in available or not ({"ip", "ip_int"} & set(available)):
+        raise ValueError(f"profile lacks columns; expected {PROFILE_SCHEMA.names}, found {available}")
+    column = "ip_int" if "ip_int" in available else "ip"
+    table = pq.read_table(src, columns=["entity", column, "events"])
+    ips = table[column].to_numpy(zero_copy_only=False)
+    if column == "ip_int":
+        valid = ~np.asarray(table[column].is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        ips = np.where(valid, np.nan_to_num(ips.astype(np.float64)), -1).astype(np.int64)
+    events = np.asarray(table["events"].fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    entities = np.asarray(table["entity"].to_pylist(), dtype=object)
+    return HistoryIndex.from_pairs(entities, ips, events)

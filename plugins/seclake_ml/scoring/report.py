@@ -30,29 +30,36 @@ def _batch_files(batch: dict[str, Any]) -> list[str]:
 
 
 def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = None) -> list[str]:
-    """Lines describing one finished batch and its strongest findings."""
+    """Lines describing one finished batch and its strongest findings.
+
+    Text from the lake (entities, addresses, explanations) is shown with control, bidi and zero-width
+    characters escaped (:mod:`seclake_ml.display`); a last line counts them when there were any.
+    """
+    from seclake_ml.display import Escaper
     from seclake_ml.scoring.findings import read_findings
 
+    shown = Escaper()
     t = batch["totals"]
     lines = [
-        f"batch         {batch['batch_id']} ({batch.get('origin')}), model {batch['model_version']}",
+        f"batch         {shown(batch['batch_id'])} ({shown(batch.get('origin'))}), model {shown(batch['model_version'])}",
         f"objects       {t['objects']} (scored {t['scored']}, quarantined {t['quarantined']}, failed {t['failed']})",
         f"rows / pairs  {t['rows']:,} rows, {t['pairs']:,} pairs ({t['distinct_pairs']:,} distinct per chunk)",
         f"dropped       {', '.join(f'{k} {v:,}' for k, v in t['dropped'].items() if v) or 'none'}",
         f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}",
         f"seconds       {json.dumps(batch.get('seconds', {}), sort_keys=True)}",
-        f"findings at   {batch.get('findings_location')}/ext/…",
+        f"findings at   {shown(batch.get('findings_location'))}/ext/…",
     ]
     files = [f for f in _batch_files(batch) if Path(f).is_file()]
     records = read_findings(files) if files else []
     records.sort(key=lambda r: (-int(r.get("severity_id") or 0), -float((r.get("unmapped") or {}).get("score", 0) or 0)))
     for r in records[:top]:
         un = r.get("unmapped") or {}
-        lines.append(f"  [{r.get('severity'):<8}] {un.get('source')}/{un.get('view')} {un.get('entity')} -> {un.get('ip')} "
+        lines.append(f"  [{shown(r.get('severity')):<8}] {shown(un.get('source'))}/{shown(un.get('view'))} "
+                     f"{shown(un.get('entity'), 300)} -> {shown(un.get('ip'), 64)} "
                      f"score {float(un.get('score', 'nan')):.3f} > {float(un.get('threshold', 'nan')):.3f}")
         text = ((r.get("evidences") or [{}])[0].get("data") or {}).get("explanation", {}).get("text")
         if text:
-            lines.append(f"               {text[:220]}")
+            lines.append(f"               {shown(text[:220])}")
     if truth and Path(truth).is_file() and records:
         import pyarrow.parquet as pq
 
@@ -70,6 +77,8 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
             kinds[row["kind"]][0] += hit
             kinds[row["kind"]][1] += 1
         lines.append("ground truth  injected pairs found: " + ", ".join(f"{k} {h}/{n}" for k, (h, n) in sorted(kinds.items())))
+    if shown.escaped:
+        lines.append(f"escaped       {shown.escaped} control, bidi or zero-width characters in the lines above")
     return lines
 
 

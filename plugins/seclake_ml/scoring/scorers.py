@@ -2,7 +2,8 @@
 
 Both return SageMaker's ``dot_product`` per pair (higher = more normal; NaN when the IP is not
 IPv4) and whether the entity was seen in training (``None`` when the scorer cannot tell, as an
-endpoint cannot). The anomaly score is ``-dot_product``.
+endpoint cannot). :class:`AnomalyScorer` turns ``dot_product`` into the anomaly score the threshold
+applies to: ``-dot_product``, or the model's calibrated combination with the entity's history.
 
 :class:`EndpointScorer` sends ``text/csv`` ``entity,ip`` lines, the request format of the IP Insights
 endpoint, in requests under ``max_payload_bytes`` (SageMaker refuses real-time payloads over 6 MB;
@@ -39,6 +40,43 @@ class ScoringError(RuntimeError):
 class Scores:
     dot_product: np.ndarray  # float64, NaN for invalid IPs
     known_entity: np.ndarray | None  # bool, or None when unknown to the scorer
+
+
+class AnomalyScorer:
+    """The score a batch's threshold applies to (higher = more anomalous, NaN for invalid IPs).
+
+    Without a combiner it is ``-dot_product``, as models calibrated before the combiner existed
+    expect. With one it is the combiner's log-odds of ``dot_product`` and the entity's training
+    history (:class:`~seclake_ml.ipinsights.combiner.ScoreCombiner`), the score the threshold was
+    calibrated on; the same for the local scorer and the endpoint, whose ``dot_product`` it takes.
+
+    :param combiner: the combiner's JSON form (``None``: ``-dot_product``); validated here.
+    :param history_loader: ``() -> HistoryIndex`` of the model's profile, called on first use.
+    """
+
+    def __init__(self, combiner: dict[str, Any] | None, history_loader: Callable[[], Any] | None = None) -> None:
+        from seclake_ml.ipinsights.combiner import ScoreCombiner
+
+        self.combiner = ScoreCombiner.from_dict(combiner) if combiner is not None else None
+        self._loader = history_loader
+        self._history: Any = None
+
+    def _load(self) -> Any:
+        if self._history is None:
+            if self._loader is None:
+                raise ScoringError("the model's score combiner needs the entity profile, and the model names none")
+            self._history = self._loader()
+            if self._history is None:
+                raise ScoringError("the model's score combiner needs the entity profile, and it is unavailable")
+        return self._history
+
+    def score(self, entities: Sequence[str], ips: Sequence[str], dot_product: np.ndarray) -> np.ndarray:
+        """Anomaly scores of the pairs whose ``dot_product`` is given."""
+        dots = np.asarray(dot_product, dtype=np.float64)
+        if self.combiner is None:
+            return -dots
+        history = self._load().features(entities, ips) if self.combiner.needs_history else None
+        return self.combiner.decision_function(dots, history)
 
 
 class LocalScorer:

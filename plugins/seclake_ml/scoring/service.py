@@ -4,7 +4,8 @@ Used by the Airflow operators (:mod:`seclake_ml.operators.scoring`) and the Lamb
 (``include/lambda/ipcheck``); no Airflow imports here. AWS calls go through boto3 clients passed in
 :class:`AwsClients` (the operators take them from the Amazon provider's hooks).
 
-Scoring settings live in the configuration's ``extra["scoring"]`` mapping:
+Scoring settings live in the configuration's ``extra["scoring"]`` section, declared, typed and
+range-checked by :class:`seclake_ml.config.ScoringSettings` when the configuration loads:
 
 ``findings_location``     root of the findings tree (default: the local lake root, or
                           ``s3://<lake_bucket>`` on aws); findings go under ``ext/<custom source>/…``
@@ -27,17 +28,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import fields as dc_fields
 from dataclasses import replace as dc_replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from seclake_ml.config import SeclakeConfig
+from seclake_ml.config import ScoringSettings, SeclakeConfig
+from seclake_ml.display import escape
 from seclake_ml.scoring.engine import ActiveModel, BatchResult, score_objects
 from seclake_ml.scoring.ledger import Ledger
 from seclake_ml.scoring.notifications import (
@@ -52,23 +53,17 @@ from seclake_ml.sources import get_source
 log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "scoring"
-DEFAULTS: dict[str, Any] = {
-    "findings_location": None,
-    "queue_url": None,
-    "sns_topic_arn": None,
-    "publish_min_severity": 4,
-    "severity_scale": 1.0,
-    "chunk_rows": 250_000,
-    "max_objects": 200,
-    "settle_seconds": 0,
-    "max_object_attempts": 5,
-    "adopt_existing": True,
-    "endpoint_name": None,
-}
+#: The declared scoring settings and their defaults (:class:`~seclake_ml.config.ScoringSettings`).
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in dc_fields(ScoringSettings)}
 
 
 class NoActiveModel(RuntimeError):
     """No model is active yet: train and roll one out first (``seclake_ipinsights_training``)."""
+
+
+class PinnedModelUnavailable(RuntimeError):
+    """The batch's pinned model cannot be loaded (yet): the batch stays pending and is retried; past
+    ``max_model_attempts`` it is re-pinned to the active model."""
 
 
 class EndpointChanging(RuntimeError):
@@ -88,19 +83,20 @@ class AwsClients:
 
 
 def setting(cfg: SeclakeConfig, name: str) -> Any:
-    section = (cfg.extra or {}).get(SETTINGS_KEY) or {}
-    if not isinstance(section, Mapping):
-        raise ValueError(f"config field 'extra.{SETTINGS_KEY}': expected a JSON object, got {type(section).__name__}")
+    """The validated ``extra.scoring`` setting ``name`` (typed and range-checked when the config loaded)."""
     if name not in DEFAULTS:
         raise KeyError(f"unknown scoring setting {name!r}; known: {sorted(DEFAULTS)}")
-    value = section.get(name)
-    return DEFAULTS[name] if value is None else value
+    return getattr(cfg.scoring, name)
 
 
 def work_root(cfg: SeclakeConfig) -> str:
+    """The work location as a URI (aws) or an absolute folder; a local one that is a file is an error."""
     if cfg.work_is_s3:
         return cfg.work_location.rstrip("/")
-    return str(Path(cfg.work_location).expanduser().resolve())
+    path = Path(cfg.work_location).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"work_location {cfg.work_location}: is a file, not a folder")
+    return str(path)
 
 
 def findings_location(cfg: SeclakeConfig) -> str:
@@ -141,17 +137,102 @@ def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Activ
             raise NoActiveModel(f"no active model: SSM parameter {name} does not exist; roll a model out first") from None
         model = model_from_record(text, severity_scale=scale)
         return model if model.endpoint_name else dc_replace(model, endpoint_name=endpoint)
-    from seclake_ml.model_store import LocalModelStore
+    from seclake_ml.model_store import ModelStoreError
 
-    store = LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
-    record = store.active()
+    store = model_store(cfg)
+    try:
+        record = store.active()  # validated: version name, finite threshold; model_dir from the store
+    except ModelStoreError as exc:
+        raise NoActiveModel(f"unusable active model record: {exc}") from None
     if record is None:
         raise NoActiveModel(f"no active model in {store.root}; run seclake_ipinsights_training first")
-    model_dir = str(record["model_dir"])
-    profile = Path(model_dir) / "profile.parquet"
-    return ActiveModel(version=str(record["version"]), threshold=float(record["threshold"]), backend="local",
-                       model_dir=model_dir, profile_uri=str(profile) if profile.is_file() else None,
-                       severity_scale=scale)
+    model_dir = store.version_dir(record["version"])
+    profile = model_dir / "profile.parquet"
+    return ActiveModel(version=record["version"], threshold=record["threshold"], backend="local",
+                       model_dir=str(model_dir), profile_uri=str(profile) if profile.is_file() else None,
+                       severity_scale=scale, combiner=_combiner_of(record))
+
+
+def _combiner_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's score combiner (validated), or ``None`` for a record without one."""
+    data = record.get("combiner")
+    if data is None:
+        return None
+    from seclake_ml.ipinsights.combiner import ScoreCombiner
+
+    try:
+        return ScoreCombiner.from_dict(data).to_dict()
+    except ValueError as exc:
+        raise NoActiveModel(f"active record's 'combiner' is unusable: {exc}") from None
+
+
+def model_store(cfg: SeclakeConfig) -> Any:
+    """The local model store of the work location (``<work>/models/ipinsights``)."""
+    from seclake_ml.model_store import LocalModelStore
+
+    return LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
+
+
+def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
+    """The model pinned in a manifest, validated, and its local scorer (``None`` on aws).
+
+    Nothing is trusted from the manifest but the version name and the threshold: the version must be
+    a valid name, the threshold a finite number, and locally the model folder is the store's folder of
+    that version (never a path from the record). Raises :class:`PinnedModelUnavailable` with the reason.
+    """
+    from seclake_ml.model_store import check_threshold, check_version
+
+    try:
+        if not isinstance(pinned, dict):
+            raise ValueError(f"pinned model is a JSON {type(pinned).__name__}, not an object")
+        model = ActiveModel.from_dict(pinned)
+        check_version(model.version, "pinned model")
+        model.threshold = check_threshold(model.threshold, f"pinned model {model.version}")
+        if model.backend not in ("local", "aws"):
+            raise ValueError(f"pinned model {model.version}: unknown backend {str(model.backend)[:40]!r}")
+        if model.backend == "aws":
+            return model, None
+        from seclake_ml.scoring.scorers import LocalScorer
+
+        model_dir = model_store(cfg).version_dir(model.version)
+        model.model_dir = str(model_dir)
+        profile = model_dir / "profile.parquet"
+        model.profile_uri = str(profile) if profile.is_file() else None
+        return model, LocalScorer(str(model_dir))
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the same: this model cannot score
+        raise PinnedModelUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _repin_unloadable(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any], reason: str,
+                      clients: AwsClients | None) -> tuple[dict[str, Any], ActiveModel, Any]:
+    """Count one more failed load of the batch's pinned model; past ``max_model_attempts`` re-pin the
+    batch to the active model (recorded in the manifest as ``repinned_from``, logged as an error).
+
+    Raises :class:`PinnedModelUnavailable` while the limit is not reached, or when the active model
+    cannot be loaded either (a damaged pinned copy of the active model is re-pinned from its record).
+    """
+    bid = manifest["batch_id"]
+    pinned = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    version = str(pinned.get("version"))[:128]
+    limit = int(setting(cfg, "max_model_attempts"))
+    attempts = ledger.record_failures(bid, {f"model:{version}": reason})[f"model:{version}"]
+    if attempts < limit:
+        raise PinnedModelUnavailable(f"batch {bid}: pinned model {version} cannot be loaded "
+                                     f"(attempt {attempts} of {limit}): {reason}")
+    active = active_model(cfg, clients)
+    try:
+        model, scorer = pinned_model(cfg, active.to_dict())
+    except PinnedModelUnavailable as exc:
+        raise PinnedModelUnavailable(f"batch {bid}: pinned model {version} cannot be loaded ({reason}) and "
+                                     f"neither can the active model {active.version} ({exc}); fix or roll out "
+                                     "another model") from None
+    record = {"model": {k: pinned.get(k) for k in ("version", "threshold", "backend")}, "reason": reason,
+              "attempts": attempts, "at": _stamp()}
+    manifest = dict(manifest, model=model.to_dict(), repinned_from=record)
+    ledger.store.put_json(Ledger.manifest_key(bid), manifest)
+    log.error("ALERT batch %s: pinned model %s could not be loaded %d times (%s); re-pinned to the active "
+              "model %s", bid, version, attempts, reason, model.version)
+    return manifest, model, scorer
 
 
 _ENDPOINT_RE = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
@@ -172,15 +253,18 @@ def model_from_record(text: str, *, severity_scale: float) -> ActiveModel:
         raise NoActiveModel("active record is not JSON") from None
     if not isinstance(record, dict):
         raise NoActiveModel(f"active record is a JSON {type(record).__name__}, not an object")
-    version = record.get("version")
-    if not isinstance(version, str) or not version or len(version) > 256:
-        raise NoActiveModel("active record has no usable 'version'")
+    from seclake_ml.model_store import check_threshold, check_version
+
     try:
-        threshold = float(record.get("threshold"))
-    except (TypeError, ValueError):
-        raise NoActiveModel("active record has no numeric 'threshold'") from None
-    if not math.isfinite(threshold):
-        raise NoActiveModel("active record's 'threshold' is not finite")
+        version = check_version(record.get("version"), "active record")
+    except ValueError as exc:
+        raise NoActiveModel(f"active record has no usable 'version': {exc}") from None
+    if record.get("threshold") is None:
+        raise NoActiveModel("active record has no numeric 'threshold'")
+    try:
+        threshold = check_threshold(record.get("threshold"), "active record")
+    except ValueError as exc:
+        raise NoActiveModel(f"active record's 'threshold' is not finite: {exc}") from None
     endpoint = record.get("endpoint_name")
     if endpoint is not None and not (isinstance(endpoint, str) and _ENDPOINT_RE.fullmatch(endpoint)):
         raise NoActiveModel("active record has no valid 'endpoint_name'")
@@ -198,24 +282,29 @@ def model_from_record(text: str, *, severity_scale: float) -> ActiveModel:
     config_name = record.get("endpoint_config_name")
     return ActiveModel(version=version, threshold=threshold, backend="aws", endpoint_name=endpoint,
                        profile_uri=profile_uri, severity_scale=scale,
-                       endpoint_config_name=config_name if isinstance(config_name, str) else None)
+                       endpoint_config_name=config_name if isinstance(config_name, str) else None,
+                       combiner=_combiner_of(record))
 
 
 # ------------------------------------------------------------------------------ local signal
 def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> tuple[list[LakeObject], list[dict]]:
     """Parquet objects of the enabled lake sources under the local lake root (``days``: eventDay filter).
 
-    Returns the objects and the files that are not valid lake keys (with the reason).
+    Returns the objects and the files that are not valid lake keys (with the reason), links that
+    resolve outside the lake root included (:class:`~seclake_ml.lake.paths.LinkPolicy`, the same
+    policy as extraction).
     """
+    from seclake_ml.lake.paths import LinkPolicy
+
     root = Path(cfg.lake_root).expanduser().resolve()
     objects: list[LakeObject] = []
     rejected: list[dict] = []
+    links = LinkPolicy(root)
     for lake_source in sorted(enabled_lake_sources(cfg)):
         base = root / "aws" / lake_source / f"{cfg.source_version}.0"
         if not base.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for dirpath, dirnames, filenames in links.walk(base):
             if days is not None:
                 here = Path(dirpath).name
                 if here.lower().startswith("eventday=") and here.split("=", 1)[1] not in days:
@@ -237,6 +326,10 @@ def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> t
                 if cfg.accounts and obj.account not in cfg.accounts or cfg.regions and obj.region not in cfg.regions:
                     continue
                 objects.append(obj)
+    for r in links.refused:
+        path = Path(r["path"])
+        rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
+        rejected.append({"key": rel[:300], "reason": r["reason"]})
     return objects, rejected
 
 
@@ -286,7 +379,7 @@ def find_new_local_batch(cfg: SeclakeConfig, ledger: Ledger) -> dict[str, Any] |
     fresh_rejected = [r for r in rejected if Ledger.entry_key("rejected:" + r["key"]) not in done]
     for r in fresh_rejected:  # recorded (and logged) once
         ledger.store.put_json(Ledger.entry_key("rejected:" + r["key"]), {**r, "status": "rejected"})
-        log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
+        log.error("not a lake object, skipped: %s (%s)", escape(r["key"])[0], escape(r["reason"])[0])
     if adopt:
         # The first look at the lake (even an empty one) settles what is history: later objects are new.
         log.warning("empty ledger: recording %d existing objects as history (not scored); "
@@ -304,11 +397,12 @@ def find_new_local_batch(cfg: SeclakeConfig, ledger: Ledger) -> dict[str, Any] |
 
 # ------------------------------------------------------------------------------ aws signal
 def hand_off_messages(cfg: SeclakeConfig, ledger: Ledger, messages: list[dict]) -> tuple[dict[str, Any] | None, Any]:
-    """Parse subscriber messages and hand their new objects off as a batch.
+    """Parse subscriber messages and hand their new objects off as batches of at most ``max_objects``.
 
-    Returns the manifest (``None`` when no message announced a new object) and the parse plan.
-    Objects already in the ledger (a duplicate message) are left out. The caller deletes the
-    messages after this returns, and only then.
+    Returns the first batch's manifest (``None`` when no message announced a new object) and the
+    parse plan; further batches are pending and are resumed first by the next runs. Objects already
+    in the ledger (a duplicate message) are left out. The caller deletes the messages after this
+    returns, and only then.
     """
     plan = parse_messages(messages, lake_bucket=cfg.lake_bucket or None, lake_sources=enabled_lake_sources(cfg),
                           source_version=cfg.source_version)
@@ -326,9 +420,17 @@ def hand_off_messages(cfg: SeclakeConfig, ledger: Ledger, messages: list[dict]) 
             log.warning("%d rejected and %d notable ignored messages recorded at %s", len(plan.rejected),
                         len(notable), uri)
         return None, plan
-    manifest = ledger.create_batch(new, origin="sqs", rejected=plan.rejected, ignored=plan.ignored,
-                                   extra={"message_ids": sorted(plan.by_message)})
-    return manifest, plan
+    size = int(setting(cfg, "max_objects"))
+    parts = [new[i:i + size] for i in range(0, len(new), size)]
+    if len(parts) > 1:
+        log.warning("%d announced objects exceed max_objects %d: handed off as %d batches", len(new), size,
+                    len(parts))
+    manifests = [ledger.create_batch(part, origin="sqs", rejected=plan.rejected if i == 0 else [],
+                                     ignored=plan.ignored if i == 0 else [],
+                                     extra={"message_ids": sorted(plan.by_message),
+                                            **({"part": [i + 1, len(parts)]} if len(parts) > 1 else {})})
+                 for i, part in enumerate(parts)]
+    return manifests[0], plan
 
 
 def _earlier_files(ledger: Ledger, uris: list[str], replace: dict[str, set[str]], *,
@@ -386,6 +488,9 @@ def _stamp() -> str:
 # ------------------------------------------------------------------------------ interval
 def interval_objects(cfg: SeclakeConfig, start: datetime, end: datetime, clients: AwsClients | None = None) -> list[LakeObject]:
     """Objects of the enabled sources in the ``eventDay`` partitions of ``[start, end)``."""
+    from seclake_ml.pairs import check_interval
+
+    check_interval(start, end)
     days = set()
     day = start.date()
     while datetime.combine(day, datetime.min.time(), timezone.utc) < end:
@@ -394,7 +499,7 @@ def interval_objects(cfg: SeclakeConfig, start: datetime, end: datetime, clients
     if cfg.backend != "aws":
         objects, rejected = iter_local_objects(cfg, days=days)
         for r in rejected:
-            log.error("not a lake object, skipped: %s (%s)", r["key"], r["reason"])
+            log.error("not a lake object, skipped: %s (%s)", escape(r["key"])[0], escape(r["reason"])[0])
         return objects
     return list_s3_objects(cfg, clients.s3, days)
 
@@ -499,17 +604,18 @@ def score_batch(
     summary lists them and the caller raises so the task is retried.
     """
     from seclake_ml.scoring.profile import EntityProfile
-    from seclake_ml.scoring.scorers import EndpointScorer, LocalScorer
+    from seclake_ml.scoring.scorers import EndpointScorer
     from seclake_ml.scoring.stores import LogPublisher, S3Objects, SnsPublisher, open_local_object, store_for
 
     t0 = time.perf_counter()
     manifest = ledger.manifest(batch_id)
-    if manifest.get("model"):
-        model = ActiveModel.from_dict(manifest["model"])
-    else:
-        model = active_model(cfg, clients)
-        manifest = ledger.pin_model(manifest, model.to_dict())
-        model = ActiveModel.from_dict(manifest["model"])
+    if not manifest.get("model"):
+        manifest = ledger.pin_model(manifest, active_model(cfg, clients).to_dict())
+    try:
+        model, local_scorer = pinned_model(cfg, manifest["model"])
+    except PinnedModelUnavailable as exc:
+        # A model that never loads must not hold this batch (and every later one) pending for ever.
+        manifest, model, local_scorer = _repin_unloadable(cfg, ledger, manifest, str(exc), clients)
     objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
     if manifest.get("rescore"):  # every object is scored again; done = scored by this batch
         todo = [o for o in objects if (ledger.entry(o.uri) or {}).get("batch_id") != batch_id]
@@ -530,7 +636,7 @@ def score_batch(
         topic = setting(cfg, "sns_topic_arn")
         publisher = publisher or (SnsPublisher(clients.sns, topic) if topic else LogPublisher(None))
     else:
-        scorer = LocalScorer(model.model_dir)
+        scorer = local_scorer
         lake_root = Path(cfg.lake_root).expanduser().resolve()
 
         def open_object(obj: LakeObject) -> Any:
@@ -559,7 +665,24 @@ def score_batch(
             return EntityProfile.load(data, entities=entities)
         return EntityProfile.load(uri, entities=entities)
 
+    def load_history() -> Any:
+        from seclake_ml.scoring.profile import load_history as read_history
+
+        uri = model.profile_uri
+        if not uri:
+            return None
+        if uri.startswith("s3://"):
+            load_profile(set())  # fetches the bytes once per batch (or records why they are missing)
+            data = s3_profile[uri]
+            if isinstance(data, Exception):
+                raise data
+            return read_history(data)
+        return read_history(uri)
+
     sink = store_for(findings_location(cfg), clients.s3 if clients else None)
+    # Temporary files of writes killed mid-way (findings, ledger) are never renamed into place: sweep them.
+    max_age = float(setting(cfg, "tmp_max_age_seconds"))
+    swept = sink.sweep_temporary("ext", max_age) + ledger.store.sweep_temporary("scoring", max_age)
 
     # Re-scoring (the interval DAG): findings files of an earlier scoring of an object that this
     # scoring did not write again (fewer findings, other days, no findings at all) are removed once
@@ -586,10 +709,10 @@ def score_batch(
 
     result: BatchResult = score_objects(
         todo, source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
-        sink=sink, publisher=publisher, profile_loader=load_profile,
+        sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
         min_severity_to_publish=int(setting(cfg, "publish_min_severity")),
         chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
-        product_version=product_version, on_object_done=mark,
+        product_version=product_version, on_object_done=mark, duckdb_memory=setting(cfg, "duckdb_memory"),
     )
     by_uri = {o.uri: o for o in todo}
     failed_now = {out.uri: out.reason or "failed" for out in result.objects if out.status == "failed"}
@@ -610,6 +733,9 @@ def score_batch(
             ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version, reason=out.reason)
     failed = [o for o in result.objects if o.status == "failed"]
     summary = result.to_dict()
+    if manifest.get("repinned_from"):
+        summary["repinned_from"] = manifest["repinned_from"]
+    summary["stale_tmp_removed"] = swept
     summary.update(batch_id=batch_id, origin=manifest.get("origin"), objects_in_batch=len(objects),
                    already_done=len(objects) - len(todo), rejected=manifest.get("rejected", []),
                    ignored=len(manifest.get("ignored", [])), findings_location=findings_location(cfg),

@@ -20,11 +20,14 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from seclake_ml.display import escape
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,31 @@ class LocalStore:
         data = self.get_bytes(key)
         return None if data is None else json.loads(data)
 
+    def sweep_temporary(self, prefix: str, max_age_seconds: float) -> int:
+        """Remove temporary files of interrupted writes (``.<name>.<random>.tmp``, left by a killed
+        process) under ``prefix`` that are older than ``max_age_seconds``; returns how many.
+
+        Younger ones may belong to a write in progress and are left alone. Links are never followed.
+        """
+        base = self._path(prefix.rstrip("/"))
+        if not base.is_dir():
+            return 0
+        cutoff = time.time() - max_age_seconds
+        removed = 0
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    continue
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    st = path.lstat()
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        if removed:
+            log.warning("removed %d stale temporary files of interrupted writes under %s", removed, base)
+        return removed
+
 
 class S3Store(LocalStore):
     """The same interface over ``s3://bucket/prefix`` with a boto3 S3 client."""
@@ -157,6 +185,10 @@ class S3Store(LocalStore):
     def put_bytes(self, key: str, data: bytes) -> str:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return self.uri(key)
+
+    def sweep_temporary(self, prefix: str, max_age_seconds: float) -> int:
+        """S3 writes are single PUTs: there are no temporary files to sweep."""
+        return 0
 
     def _missing(self, exc: Exception, full_key: str) -> bool:
         return s3_key_missing(self.client, exc, self.bucket, full_key)
@@ -288,7 +320,8 @@ class LogPublisher:
         lines = []
         for rec in records:
             alert = _alert(rec)
-            log.warning("SEVERE finding %s [%s] %s", alert["uid"], alert["severity"], str(alert["message"])[:400])
+            # The message names the entity and address from the lake: escaped, never printed raw.
+            log.warning("SEVERE finding %s [%s] %s", alert["uid"], alert["severity"], escape(alert["message"], 400)[0])
             lines.append(json.dumps(alert, sort_keys=True, default=str))
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 -- classified as 'ok' or with the reason it will be dropped. Used inside pairs_unload.sql and
 -- pairs_counts.sql, so the pairs written and the counts reported come from the same classification.
 -- Every ${...} placeholder is a validated identifier or literal, or SQL written in the package
--- (seclake_ml.sqlsafe). The checks mirror include/sql/duckdb/pairs_stage.sql, in Trino SQL.
+-- (seclake_ml.sqlsafe). The checks mirror duckdb/pairs_stage.sql, in Trino SQL.
 SELECT
     entity,
     ip,
