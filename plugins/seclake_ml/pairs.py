@@ -36,7 +36,7 @@ from seclake_ml.sources import get_source, placeholders, substitute
 
 log = logging.getLogger(__name__)
 
-#: Special IPv4 ranges that are no peer, each its own drop reason (see :func:`special_address_sql`).
+#: Special IPv4 ranges that are no peer, each its own drop reason (classified in the staging SQL of both backends).
 SPECIAL_ADDRESS_REASONS = ("unspecified", "broadcast", "loopback", "link_local", "multicast")
 #: The one drop-reason vocabulary of extraction and scoring.
 DROP_REASONS = ("null", "dash", "hostile", "ipv6", "not_ip", *SPECIAL_ADDRESS_REASONS)
@@ -94,24 +94,6 @@ class ExtractionResult:
             f"({drops}), duplicates removed {self.duplicates_removed}, files {self.files_scanned}, "
             f"quarantined {len(self.quarantined)}, {self.seconds:.2f}s -> {self.output}"
         )
-
-
-def special_address_sql(stage: str) -> str:
-    """``UPDATE`` of a staged pairs table: valid addresses in special ranges get their own reason.
-
-    :param stage: the staging table, a validated identifier (quoted here).
-    """
-    from seclake_ml import sqlsafe
-
-    return (
-        f"UPDATE {sqlsafe.ident(stage)} SET reason = CASE "
-        "WHEN starts_with(ip, '0.') THEN 'unspecified' "
-        "WHEN ip = '255.255.255.255' THEN 'broadcast' "
-        "WHEN starts_with(ip, '127.') THEN 'loopback' "
-        "WHEN starts_with(ip, '169.254.') THEN 'link_local' "
-        "WHEN CAST(split_part(ip, '.', 1) AS INTEGER) BETWEEN 224 AND 239 THEN 'multicast' "
-        "ELSE reason END WHERE reason = 'ok'"
-    )
 
 
 def as_utc(value: datetime | str) -> datetime:

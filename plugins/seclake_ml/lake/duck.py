@@ -42,7 +42,6 @@ from seclake_ml.pairs import (
     MAX_IP_LEN,
     ExtractionResult,
     render_view_sql,
-    special_address_sql,
 )
 from seclake_ml.sources import get_source
 
@@ -258,7 +257,6 @@ class DuckDBLake:
                     stage_sql = self._stage_sql(pv.unnest, version, rendered)
                     params = self._params(source, version, start, end)
                     self._stage(con, stage_sql, params, probed.good, res)
-                    con.execute(special_address_sql(self.STAGE))
                 counts = dict(con.execute(sqlsafe.render("duckdb/pairs_counts.sql", stage=sqlsafe.ident(self.STAGE))).fetchall())
                 res.rows_read = int(sum(counts.values()))
                 res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seclake_ml.lake.duck import _schema_paths, column_resolver, stage_sql
-from seclake_ml.pairs import DROP_REASONS, render_view_sql, special_address_sql
+from seclake_ml.pairs import DROP_REASONS, render_view_sql
 from seclake_ml.scoring.notifications import LakeObject
 from seclake_ml.sources import get_source
 
@@ -91,7 +91,6 @@ def iter_view_chunks(
         if head in top and head not in wanted:
             wanted.append(head)
     sql = stage_sql(STAGE, pv.unnest, version, rendered, relation=CHUNK_RELATION, time_filter="TRUE")
-    special_sql = special_address_sql(STAGE)
     params = {"source": source, "accounts": list(accounts), "regions": list(regions)}
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {STAGE} (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, "
@@ -110,7 +109,6 @@ def iter_view_chunks(
             try:
                 con.execute(f"DELETE FROM {STAGE}")
                 con.execute(sql, params)
-                con.execute(special_sql)
             finally:
                 con.unregister(CHUNK_RELATION)
             yield _collect(con, table.num_rows)

@@ -19,6 +19,11 @@ SELECT
              OR regexp_matches(entity, ${control_chars_re}) OR regexp_matches(ip, ${control_chars_re}) THEN 'hostile'
         WHEN strpos(ip, ':') > 0 THEN 'ipv6'
         WHEN NOT regexp_full_match(ip, ${ipv4_re}) THEN 'not_ip'
+        WHEN starts_with(ip, '0.') THEN 'unspecified'
+        WHEN ip = '255.255.255.255' THEN 'broadcast'
+        WHEN starts_with(ip, '127.') THEN 'loopback'
+        WHEN starts_with(ip, '169.254.') THEN 'link_local'
+        WHEN CAST(split_part(ip, '.', 1) AS INTEGER) BETWEEN 224 AND 239 THEN 'multicast'
         ELSE 'ok'
     END AS reason
 FROM (
