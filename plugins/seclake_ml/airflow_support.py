@@ -337,6 +337,7 @@ def format_training_outcome(work_location: str, interval_dir: str) -> list[str]:
         *([("calibration AUC by component (held-out half of the sets): "
             + ", ".join(f"{k} {v.get('roc_auc', float('nan')):.4f}" for k, v in metrics["components"].items()))]
           if metrics.get("components") else []),
+        *([f"score combination not deployed: {metrics['combiner_declined']}"] if metrics.get("combiner_declined") else []),
         f"threshold {thr.get('value', float('nan')):.4f} ("
         + ("combined log-odds of dot_product and entity history" if metrics.get("combiner") else "anomaly score = -dot_product")
         + f"; {thr.get('method')}"

@@ -50,6 +50,7 @@ def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr
         "auc": float(res.auc),
         "components": {k: float(v["roc_auc"]) for k, v in (res.components or {}).items()},
         "combiner": res.combiner,
+        "combiner_declined": res.combiner_declined,
         "auc_by_kind": {k: float(v) for k, v in res.auc_by_kind.items()},
         "threshold": float(thr.value),
         "threshold_mode": mode,

@@ -185,3 +185,29 @@ def test_profile_file_gives_the_same_history_as_the_pairs(tmp_path, frames):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert from_file.pairs == direct.pairs
+
+
+def test_a_combination_without_the_model_is_not_deployed(model_dir, frames):
+    """When the fitted combination leaves dot_product out, the model's own score is calibrated instead."""
+    from seclake_ml.ipinsights.scorer import IPInsightsScorer, ScoredPairs
+
+    class Inverted:
+        """The real scorer with its dot_product negated: the model now points the wrong way."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def score(self, entities, ips):
+            s = self.inner.score(entities, ips)
+            return ScoredPairs(dot_product=-s.dot_product, known_entity=s.known_entity, valid_ip=s.valid_ip)
+
+    train, later = frames
+    normal, abnormal = build_calibration_sets(train, later, n_normal=2000, seed=1)
+    history = HistoryIndex.from_pairs(train["entity"].to_numpy(object), train["ip"].to_numpy(object))
+    res = calibrate_combined(Inverted(IPInsightsScorer.load(model_dir)), normal, abnormal, history, target_fpr=0.01, seed=1)
+    assert res.combiner is None
+    assert "left dot_product out" in res.combiner_declined
+    assert res.metrics()["combiner_declined"] == res.combiner_declined
+    assert "-dot_product" in res.metrics()["score"]
+    # The deployed AUC is the (inverted, poor) model's own on the held-out half, not the combination's.
+    assert res.auc == res.components["model"]["roc_auc"] < res.components["combined"]["roc_auc"]

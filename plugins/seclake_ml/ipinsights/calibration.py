@@ -312,6 +312,7 @@ class CalibrationResult:
     counts: dict[str, int]
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     combiner: dict[str, Any] | None = None
+    combiner_declined: str | None = None  # why a fitted combination was not deployed (model alone instead)
 
     @property
     def score_description(self) -> str:
@@ -342,6 +343,8 @@ class CalibrationResult:
             out["components"] = self.components
         if self.combiner is not None:
             out["combiner"] = self.combiner
+        if self.combiner_declined:
+            out["combiner_declined"] = self.combiner_declined
         return out
 
 
@@ -462,9 +465,28 @@ def calibrate_combined(scorer: Any, normal: Any, abnormal: Any, history: Any, ta
                             ("combined", (n_comb, a_comb))):
         components[name] = {"roc_auc": roc_auc(labels_ev, np.r_[ns, as_]), "roc_auc_by_kind": _auc_by_kind(ns, as_, a_kinds)}
     counts = dict(sets["counts"])
+    declined = _decline_reason(combiner, components)
+    if declined:
+        # The model stays the detector: a combination that leaves dot_product out ranks every pair of an
+        # unseen network alike (ties), and one that does not beat the model on held-out pairs adds risk only.
+        counts.update(evaluated_normal=int(n_model.size), evaluated_abnormal=int(a_model.size))
+        return _result(n_model, a_model, a_kinds, counts, target_fpr, components=components, combiner=None,
+                       combiner_declined=declined)
     counts.update(combiner_fit_normal=int(parts["normal"][2].sum()), combiner_fit_abnormal=int(parts["abnormal"][2].sum()),
                   evaluated_normal=int(n_comb.size), evaluated_abnormal=int(a_comb.size))
     return _result(n_comb, a_comb, a_kinds, counts, target_fpr, components=components, combiner=combiner.to_dict())
+
+
+def _decline_reason(combiner: Any, components: dict[str, dict[str, Any]]) -> str | None:
+    """Why the fitted combination must not replace the model's score, or ``None`` when it may."""
+    if "dot_product" not in combiner.features:
+        why = (combiner.fit or {}).get("dropped", {}).get("dot_product", "not used")
+        return f"the fitted combination left dot_product out ({why}); the model's score is used alone"
+    comb, model = components["combined"]["roc_auc"], components["model"]["roc_auc"]
+    if not comb > model:
+        return (f"the combination's held-out AUC {comb:.4f} is not above the model's {model:.4f}; "
+                "the model's score is used alone")
+    return None
 
 
 def combined_auc(scorer: Any, normal: Any, abnormal: Any, combiner: Any, history: Any) -> float:

@@ -132,8 +132,9 @@ def write_report(result: CalibrationResult, out_dir: str | Path, title: str = "I
                           for k, v in c.get("roc_auc_by_kind", {}).items()})
         components = ("<h2>Components</h2>\n<p class=\"note\">On the same held-out pairs: the model alone "
                       "(&minus;dot_product), the nearest known IP of the entity alone (leading bits of distance), "
-                      "and their combination (the deployed score).</p>\n"
-                      f"<table>{_rows(comp_rows)}</table>\n<table>{_rows({'combiner': json.dumps(result.combiner)})}</table>\n")
+                      + ("and their combination (the deployed score).</p>\n" if result.combiner is not None else
+                         f"and their combination.</p>\n<p class=\"note\">Not deployed: {html.escape(result.combiner_declined or '')}</p>\n")
+                      + f"<table>{_rows(comp_rows)}</table>\n<table>{_rows({'combiner': json.dumps(result.combiner)})}</table>\n")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
