@@ -52,9 +52,3 @@ def test_the_commands_still_generate_a_lake_in_a_checkout(tmp_path: Path) -> Non
     assert list(lake.glob("aws/VPC_FLOW/*/region=*/accountId=*/eventDay=20240305/*.parquet"))
     assert list(lake.glob("aws/VPC_FLOW/*/region=*/accountId=*/eventDay=20240304/*.parquet"))
 
-
-def test_the_former_import_path_forwards_to_the_dev_package() -> None:
-    import seclake_lakegen.generate as moved
-    from seclake_ml.lake import generate as former
-
-    assert former is moved

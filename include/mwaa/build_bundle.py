@@ -35,9 +35,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_PACKAGE = "seclake_ml"
-# Modules of the runtime package that are not deployed: the former import path of the sample-lake
-# generator (a development tool, package seclake_lakegen) forwards there and would fail on MWAA.
-DEV_ONLY = frozenset({"seclake_ml/lake/generate.py"})
 PLUGIN_EXTRA_FILES = (".airflowignore",)
 PACKAGE_DATA_SUFFIXES = (".sql",)
 CONSTRAINTS = Path("include") / "mwaa" / "constraints-3.3.1-py3.12.txt"
@@ -60,7 +57,7 @@ def plugin_files(repo: Path = REPO) -> list[tuple[Path, str]]:
     found = [(plugins / name, name) for name in PLUGIN_EXTRA_FILES if (plugins / name).is_file()]
     for path in sorted((plugins / RUNTIME_PACKAGE).rglob("*")):
         rel = path.relative_to(plugins).as_posix()
-        if not path.is_file() or "__pycache__" in path.parts or rel in DEV_ONLY:
+        if not path.is_file() or "__pycache__" in path.parts:
             continue
         if path.suffix == ".py" or path.suffix in PACKAGE_DATA_SUFFIXES:
             found.append((path, rel))

@@ -79,7 +79,7 @@ def _err(name: str, value: Any, allowed: str) -> ConfigError:
 class Setting:
     """Declaration of one setting: its type, default, allowed values and meaning.
 
-    :param kind: ``bool``, ``int``, ``number`` (int or float), ``text`` or ``text_list``.
+    :param kind: ``bool``, ``int``, ``number`` (int or float), ``text``, ``text_list`` or ``choice_map``.
     :param default: value when the setting is absent (or ``null``).
     :param doc: one line on what the setting does.
     :param low: inclusive lower bound (numbers).
@@ -88,6 +88,8 @@ class Setting:
     :param shape: the allowed values in words, used in error messages.
     :param optional: ``null`` (``None``) is allowed and means "not set".
     :param max_items: most items of a text list.
+    :param choices: the allowed values of each entry of a ``choice_map`` (a JSON object whose keys
+        are registered source names, see :mod:`seclake_ml.sources`).
     """
 
     kind: str
@@ -99,10 +101,14 @@ class Setting:
     shape: str = ""
     optional: bool = False
     max_items: int = 100
+    choices: tuple[str, ...] = ()
 
     def allowed(self) -> str:
         """The allowed values in words (for errors and the configuration reference)."""
-        if self.kind == "bool":
+        if self.kind == "choice_map":
+            text = (f"a JSON object of source name ({self.shape}) to one of "
+                    f"{' | '.join(self.choices)}")
+        elif self.kind == "bool":
             text = "true | false (JSON booleans, not strings)"
         elif self.kind in ("int", "number"):
             what = "an integer" if self.kind == "int" else "a number"
@@ -119,7 +125,7 @@ class Setting:
         if value is None:
             if self.optional or self.default is None:
                 return None
-            return self.default
+            return dict(self.default) if isinstance(self.default, dict) else self.default
         if self.kind == "bool":
             if not isinstance(value, bool):
                 raise _err(path, value, self.allowed())
@@ -140,9 +146,25 @@ class Setting:
                 if not isinstance(item, str) or self.pattern is not None and not self.pattern.fullmatch(item):
                     raise _err(path, item, self.allowed())
             return tuple(value)
+        if self.kind == "choice_map":
+            return self._check_choice_map(path, value)
         if not isinstance(value, str) or self.pattern is not None and not self.pattern.fullmatch(value):
             raise _err(path, value, self.allowed())
         return value
+
+    def _check_choice_map(self, path: str, value: Any) -> dict[str, str]:
+        from seclake_ml.sources import SOURCES
+
+        if not isinstance(value, Mapping):
+            raise _err(path, value, self.allowed())
+        unknown = sorted(str(k) for k in value if k not in SOURCES)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {[f'{path}.{k}' for k in unknown]}; "
+                              f"allowed in {path}: {sorted(SOURCES)}")
+        for key, item in value.items():
+            if item not in self.choices:
+                raise _err(f"{path}.{key}", item, " | ".join(self.choices))
+        return {str(k): str(v) for k, v in sorted(value.items())}
 
 
 def _num(x: float) -> str:
@@ -150,6 +172,8 @@ def _num(x: float) -> str:
 
 
 def _declared(spec: Setting) -> Any:
+    if isinstance(spec.default, dict):  # a mutable default: each instance gets its own copy
+        return field(default_factory=lambda: dict(spec.default), metadata={"setting": spec})
     return field(default=spec.default, metadata={"setting": spec})
 
 
@@ -196,6 +220,11 @@ class ScoringSettings:
     tmp_max_age_seconds: int = _declared(Setting(
         "int", 3600, "temporary files of interrupted findings writes older than this are removed", low=60,
         high=30 * 86_400))
+    unknown_entities: dict[str, str] = _declared(Setting(
+        "choice_map", {}, "per source, what happens to pairs of entities the model never saw: 'peers' "
+        "(default) flags them when their IP is outside their peer group's known networks, 'ignore' keeps the "
+        "earlier handling (local: counted only; aws: the endpoint's score)",
+        shape="vpc_flow, route53, cloudtrail_signin, cloudtrail_api, ...", choices=("peers", "ignore")))
 
 
 @dataclass(frozen=True)

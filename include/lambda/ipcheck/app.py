@@ -54,6 +54,10 @@ Environment variables
 ``DEADLINE_MARGIN_SECONDS`` no new object is started with less time left than this (default ``30``);
                             objects not started are reported like failures and come back
 ``LOG_LEVEL``               level of the other log lines (default ``INFO``)
+``UNKNOWN_ENTITIES``        per source, what happens to pairs of entities the model never saw, as
+                            ``source=policy`` items separated by commas, e.g.
+                            ``cloudtrail_api=peers,vpc_flow=ignore`` (policies ``peers``, the default,
+                            and ``ignore``; see :mod:`seclake_ml.scoring.peers`)
 """
 
 from __future__ import annotations
@@ -187,6 +191,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sources = _env(env, "SOURCES")
     if sources:
         raw["sources"] = sources
+    unknown = _env(env, "UNKNOWN_ENTITIES")
+    if unknown:
+        items = [item.partition("=") for item in unknown.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in items):
+            raise SettingsError(f"UNKNOWN_ENTITIES: got {unknown[:200]!r}; allowed: source=policy items separated "
+                                "by commas, e.g. cloudtrail_api=peers,vpc_flow=ignore")
+        raw["extra"] = {"scoring": {"unknown_entities": {k.strip(): v.strip() for k, _, v in items}}}
     try:
         cfg = SeclakeConfig.from_text_mapping(raw)  # environment text: SOURCE_VERSION="1"
     except ConfigError as exc:
@@ -195,6 +206,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         text = str(exc)
         for field_name, var in names.items():
             text = text.replace(f"'{field_name}'", f"'{field_name}' ({var})")
+        if "extra.scoring.unknown_entities" in text:
+            text = f"UNKNOWN_ENTITIES: {text}"
         raise SettingsError(text) from None
     findings = _s3_location("FINDINGS_LOCATION", _env(env, "FINDINGS_LOCATION") or f"s3://{lake_bucket}")
     topic = _env(env, "SNS_TOPIC_ARN")
@@ -400,6 +413,9 @@ def _new_summary(context: Any, records: list[Any]) -> dict[str, Any]:
         "rows": 0,
         "pairs": 0,
         "distinct_pairs": 0,
+        "unknown_entity": 0,
+        "unknown_flagged": 0,
+        "unknown_no_history": 0,
         "dropped": {r: 0 for r in DROP_REASONS},
         "findings": 0,
         "severity": {},
@@ -538,12 +554,14 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
             sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
             min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
             accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
+            unknown_entities=cfg.scoring.unknown_entities,
         )
         stage.update(result.seconds)
         summary["published"] += result.published
         for out in result.objects:
             summary["objects"][out.status] = summary["objects"].get(out.status, 0) + 1
-            for name in ("rows", "pairs", "distinct_pairs", "findings"):
+            for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
+                         "findings"):
                 summary[name] += getattr(out, name)
             for reason, n in out.dropped.items():
                 summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n

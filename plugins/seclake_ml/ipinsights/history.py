@@ -104,6 +104,14 @@ class HistoryIndex:
         """Distinct ``(entity, ip)`` pairs held."""
         return int(self._keys.size)
 
+    def distinct_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The held pairs as ``(entity codes, uint32 addresses, events)``, sorted by code then address.
+
+        A code indexes :attr:`names`.
+        """
+        codes = (self._keys >> np.uint64(32)).astype(np.int64)
+        return codes, (self._keys & _LOW32).astype(np.uint32), np.diff(self._cum)
+
     def _events_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         a = np.searchsorted(self._keys, lo, side="left")
         b = np.searchsorted(self._keys, hi, side="right")

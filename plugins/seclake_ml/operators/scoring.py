@@ -345,9 +345,11 @@ class ScoreBatchOperator(BaseOperator):
     def _log_summary(self, s: Mapping[str, Any]) -> None:
         t = s["totals"]
         self.log.info("batch %s scored with model %s: objects %d (scored %d, quarantined %d, failed %d, already "
-                      "done %d), rows %d, pairs %d (distinct %d, unknown entity %d)", s["batch_id"],
+                      "done %d), rows %d, pairs %d (distinct %d, unknown entity %d: flagged by the unknown-entity "
+                      "policy %d, no peer history %d)", s["batch_id"],
                       s["model_version"], t["objects"], t["scored"], t["quarantined"], t["failed"],
-                      s.get("already_done", 0), t["rows"], t["pairs"], t["distinct_pairs"], t["unknown_entity"])
+                      s.get("already_done", 0), t["rows"], t["pairs"], t["distinct_pairs"], t["unknown_entity"],
+                      t.get("unknown_flagged", 0), t.get("unknown_no_history", 0))
         self.log.info("dropped by reason: %s", t["dropped"])
         self.log.info("findings: %d by severity %s; published %d", t["findings"], t["severity"], t["published"])
         self.log.info("seconds per stage: %s", s["seconds"])

@@ -6,9 +6,11 @@ For each object of a batch and each enabled ``(source, view)`` whose lake source
 2. score each chunk's pairs with the active model (:mod:`.scorers`); the anomaly score is
    ``-dot_product``, or, for a model calibrated with a score combiner, the combined log-odds of
    ``dot_product`` and the entity's training history; a pair is flagged when it is above the
-   model's threshold. Locally, pairs of
-   entities the model never saw are counted (``unknown_entity``) and not flagged: their scores are
-   not comparable (see :mod:`seclake_ml.ipinsights.scorer`);
+   model's threshold. Pairs of entities the model never saw are counted (``unknown_entity``):
+   their model scores are not comparable (see :mod:`seclake_ml.ipinsights.scorer`). Per source
+   (``extra.scoring.unknown_entities``) they are judged against the known networks of their peer
+   group instead (:mod:`.peers`; counted in ``unknown_flagged`` when flagged, in
+   ``unknown_no_history`` when the group has no history), or, under ``ignore``, handled as before;
 3. merge the flagged pairs over chunks (events summed, first/last time kept), explain them with the
    model's training profile (:mod:`.profile`), turn them into OCSF Detection Findings
    (:mod:`.findings`) and write them, one file per object and partition, named after the object
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -77,6 +79,8 @@ class ObjectOutcome:
     pairs: int = 0
     distinct_pairs: int = 0
     unknown_entity: int = 0
+    unknown_flagged: int = 0  # pairs of unknown entities flagged by the unknown-entity policy
+    unknown_no_history: int = 0  # pairs of unknown entities whose peer group has no history
     dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
     findings: int = 0
     severity: dict[str, int] = field(default_factory=dict)
@@ -95,7 +99,8 @@ class BatchResult:
         t: dict[str, Any] = {"objects": len(self.objects)}
         for status in ("scored", "quarantined", "failed"):
             t[status] = sum(o.status == status for o in self.objects)
-        for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "findings"):
+        for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
+                     "findings"):
             t[name] = sum(getattr(o, name) for o in self.objects)
         t["dropped"] = {r: sum(o.dropped.get(r, 0) for o in self.objects) for r in DROP_REASONS}
         sev: dict[str, int] = {}
@@ -121,6 +126,7 @@ class _Flagged:
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
+        self.why: dict[tuple[str, str], dict[str, Any]] = {}  # (entity, ip) -> unknown-entity explanation
 
     def add(self, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray, scores: np.ndarray) -> None:
         for i in idx:
@@ -133,6 +139,36 @@ class _Flagged:
                 cur[0] += int(chunk.events[i])
                 cur[1] = _skip_nat(min, cur[1], first)
                 cur[2] = _skip_nat(max, cur[2], last)
+
+
+def _once(loader: Callable[[], Any] | None) -> Callable[[], Any] | None:
+    """``loader`` whose first successful answer is kept (the profile is read once per batch)."""
+    if loader is None:
+        return None
+    box: list[Any] = []
+
+    def load() -> Any:
+        if not box:
+            box.append(loader())
+        return box[0]
+
+    return load
+
+
+def _judge_unknown(policy: Any, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray,
+                   flagged: _Flagged, out: ObjectOutcome) -> None:
+    """Judge the unknown-entity pairs ``idx`` of a chunk against their peers; add the flagged ones."""
+    hits, scores = [], np.full(dots.shape, np.nan)
+    for i in idx:
+        verdict = policy.judge(source, chunk.entity[i], chunk.ip[i])
+        out.unknown_no_history += int(verdict.no_history)
+        if verdict.flagged:
+            hits.append(i)
+            scores[i] = verdict.score
+            flagged.why.setdefault((chunk.entity[i], chunk.ip[i]), verdict.explanation)
+    out.unknown_flagged += len(hits)
+    if hits:
+        flagged.add(source, view, chunk, np.asarray(hits), dots, scores)
 
 
 def _skip_nat(pick: Any, a: Any, b: Any) -> Any:
@@ -182,6 +218,7 @@ def score_objects(
     product_version: str = "0",
     on_object_done: Callable[[LakeObject, ObjectOutcome], None] | None = None,
     duckdb_memory: str = "1GB",
+    unknown_entities: Mapping[str, str] | None = None,
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -196,6 +233,8 @@ def score_objects(
     :param on_object_done: called after an object's findings are written and published (the caller's
         ledger hook: the object is marked done only then).
     :param duckdb_memory: DuckDB memory limit (``extra.scoring.duckdb_memory``).
+    :param unknown_entities: source -> ``peers`` | ``ignore`` (``extra.scoring.unknown_entities``;
+        absent sources: ``peers``), see :mod:`.peers`. The peer groups come from ``history_loader``.
     """
     import duckdb
 
@@ -208,7 +247,12 @@ def score_objects(
     secs = {"read_extract": 0.0, "score": 0.0, "explain": 0.0, "write": 0.0, "publish": 0.0}
     from seclake_ml.scoring.scorers import AnomalyScorer
 
-    anomaly_scorer = AnomalyScorer(model.combiner, history_loader)
+    from seclake_ml.scoring.peers import UnknownPolicy
+
+    history_once = _once(history_loader)
+    anomaly_scorer = AnomalyScorer(model.combiner, history_once)
+    unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),
+                                   float(model.severity_scale or 1.0))
     con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory})
     created = datetime.now(timezone.utc).replace(microsecond=0)
     try:
@@ -243,10 +287,14 @@ def score_objects(
                                 anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
                                 with np.errstate(invalid="ignore"):
                                     mask = anomaly > float(model.threshold)
-                                if scores.known_entity is not None:
-                                    out.unknown_entity += int((~scores.known_entity).sum())
-                                    mask &= scores.known_entity
+                                unknown = unknown_policy.unknown(source, scores.known_entity, chunk.entity)
+                                if unknown is not None:
+                                    out.unknown_entity += int(unknown.sum())
+                                    mask &= ~unknown
                                 flagged.add(source, view, chunk, np.flatnonzero(mask), dots, anomaly)
+                                if unknown is not None and unknown.any() and unknown_policy.policy(source) == "peers":
+                                    _judge_unknown(unknown_policy, source, view, chunk, np.flatnonzero(unknown),
+                                                   dots, flagged, out)
                             t0 = time.perf_counter()
                             secs["score"] += t0 - t1
             except UnreadableObject as exc:
@@ -276,7 +324,7 @@ def score_objects(
                         region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
                         events=int(events), dot_product=float(dot), score=float(score),
                     ))
-                    explanations[(entity, ip)] = profile.explain(entity, ip)
+                    explanations[(entity, ip)] = flagged.why.get((entity, ip)) or profile.explain(entity, ip)
                 secs["explain"] += time.perf_counter() - t2
                 t3 = time.perf_counter()
                 records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
@@ -303,9 +351,10 @@ def score_objects(
                 continue
             out.seconds = round(time.perf_counter() - t_obj, 3)
             log.info(
-                "scored %s: %d rows, %d pairs (%d distinct), dropped %s, %d findings %s in %.2fs",
-                obj.uri[-200:], out.rows, out.pairs, out.distinct_pairs,
-                {k: v for k, v in out.dropped.items() if v}, out.findings, out.severity, out.seconds,
+                "scored %s: %d rows, %d pairs (%d distinct), dropped %s, unknown entity %d (flagged %d, no peer "
+                "history %d), %d findings %s in %.2fs", obj.uri[-200:], out.rows, out.pairs, out.distinct_pairs,
+                {k: v for k, v in out.dropped.items() if v}, out.unknown_entity, out.unknown_flagged,
+                out.unknown_no_history, out.findings, out.severity, out.seconds,
             )
     finally:
         con.close()

@@ -372,8 +372,10 @@ def _build_one(
         + (f"; {expl_text}" if expl_text else "; no training profile available for an explanation"),
         MESSAGE_MAX_CHARS,
     )
+    judged_by = ("The model never saw the entity; its peer group's known networks placed the pair"
+                 if isinstance(expl, dict) and isinstance(expl.get("reason"), str) else "IP Insights scored the pair")
     desc = one_line(
-        f"IP Insights scored the pair ({ent_s}, {ip_s}) seen {c.events} time(s) in {one_line(scope, 300)} "
+        f"{judged_by} ({ent_s}, {ip_s}) seen {c.events} time(s) in {one_line(scope, 300)} "
         f"at {_fmt(score)} (dot product {_fmt(dot)}), above the calibrated threshold {_fmt(threshold)} of model "
         f"{one_line(model.version, 64)} ({model.backend} backend). "
         + (f"Usual behaviour: {expl_text}." if expl_text else "No training profile was available."),
@@ -416,6 +418,10 @@ def _build_one(
     }
     if model.endpoint_name:
         unmapped["endpoint_name"] = _storable(model.endpoint_name)
+    if isinstance(expl, dict) and isinstance(expl.get("reason"), str):  # why a pair of an unknown entity fired
+        unmapped["reason"] = _storable(expl["reason"])
+        if isinstance(expl.get("peer_group"), str):
+            unmapped["peer_group"] = _storable(expl["peer_group"])
 
     observables = [
         o

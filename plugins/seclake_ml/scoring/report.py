@@ -44,6 +44,8 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
         f"batch         {shown(batch['batch_id'])} ({shown(batch.get('origin'))}), model {shown(batch['model_version'])}",
         f"objects       {t['objects']} (scored {t['scored']}, quarantined {t['quarantined']}, failed {t['failed']})",
         f"rows / pairs  {t['rows']:,} rows, {t['pairs']:,} pairs ({t['distinct_pairs']:,} distinct per chunk)",
+        f"unknown       {t.get('unknown_entity', 0):,} pairs of entities the model never saw; flagged by the "
+        f"unknown-entity policy {t.get('unknown_flagged', 0):,}, peer group without history {t.get('unknown_no_history', 0):,}",
         f"dropped       {', '.join(f'{k} {v:,}' for k, v in t['dropped'].items() if v) or 'none'}",
         f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}",
         f"seconds       {json.dumps(batch.get('seconds', {}), sort_keys=True)}",

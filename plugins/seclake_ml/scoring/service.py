@@ -713,6 +713,7 @@ def score_batch(
         min_severity_to_publish=int(setting(cfg, "publish_min_severity")),
         chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
         product_version=product_version, on_object_done=mark, duckdb_memory=setting(cfg, "duckdb_memory"),
+        unknown_entities=setting(cfg, "unknown_entities"),
     )
     by_uri = {o.uri: o for o in todo}
     failed_now = {out.uri: out.reason or "failed" for out in result.objects if out.status == "failed"}
