@@ -401,7 +401,19 @@ def test_train_deferred_finishes_in_execute_complete(site: Site, monkeypatch: py
 
 
 # ----------------------------------------------------------------------------------- calibrate
-def test_calibrate_scores_the_sets_with_batch_transform(site: Site) -> None:
+@pytest.fixture(params=["declined", "accepted"])
+def combination(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Whether calibration deploys the fitted score combination. These sets are separated perfectly by
+    the model alone, so the combination is declined as it comes; ``accepted`` lifts that rule to follow
+    a deployed combiner through the transform, the report and the active record."""
+    if request.param == "accepted":
+        from seclake_ml.ipinsights import calibration as calibration_mod
+
+        monkeypatch.setattr(calibration_mod, "_decline_reason", lambda combiner, components: None)
+    return request.param
+
+
+def test_calibrate_scores_the_sets_with_batch_transform(site: Site, combination: str) -> None:
     data = prepare()
     model = train(data)
     ctx = context()
@@ -417,13 +429,21 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site) -> None:
     # The UI link opens the report object in the S3 console.
     assert ctx["ti"].xcom["report_url"] == (
         f"https://us-east-1.console.aws.amazon.com/s3/object/{BUCKET}?region=us-east-1&prefix={base}report/report.html")
-    assert {"report.html", "metrics.json", "threshold.json", "roc_curve.png", "score_histogram.png", "combiner.json"} <= {
-        k.rsplit("/", 1)[1] for k in keys(f"{base}report/")}
+    reports = {k.rsplit("/", 1)[1] for k in keys(f"{base}report/")}
+    assert {"report.html", "metrics.json", "threshold.json", "roc_curve.png", "score_histogram.png"} <= reports
+    assert ("combiner.json" in reports) == (combination == "accepted")
     json.dumps(cal)
     # the endpoint's dot products are combined with the profile's history; each part's AUC is reported
     assert set(cal["components"]) == {"model", "nearest_known_ip", "combined"}
-    assert cal["components"]["combined"] == cal["auc"]
-    assert json.loads(read_text(f"{base}report/combiner.json")) == cal["combiner"]
+    if combination == "accepted":
+        assert cal["components"]["combined"] == cal["auc"] and not cal["combiner_declined"]
+        assert json.loads(read_text(f"{base}report/combiner.json")) == cal["combiner"]
+    else:
+        # the model alone is deployed: its AUC on the held-out half, a threshold on -dot_product, and why
+        assert cal["combiner"] is None and cal["components"]["model"] == cal["auc"]
+        assert "is not above the model's" in cal["combiner_declined"]
+        metrics = json.loads(read_text(f"{base}report/metrics.json"))
+        assert metrics["combiner_declined"] == cal["combiner_declined"] and "-dot_product" in metrics["score"]
 
     # the transform input: two headerless entity,ip files, exactly the stored sets
     assert keys(f"{base}input/") == [f"{base}input/abnormal.csv", f"{base}input/normal.csv"]
@@ -539,7 +559,8 @@ def test_gate_without_a_usable_active_model_compares_with_the_floor_only(site: S
 
 
 # ------------------------------------------------------------------------------------- rollout
-def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatch: pytest.MonkeyPatch,
+                                                          combination: str) -> None:
     from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
     from moto.ssm.models import SimpleSystemManagerBackend
 
@@ -599,8 +620,11 @@ def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatc
     assert record is not None
     assert (record["version"], record["threshold"], record["model_data_url"]) == (
         VERSION, cal["threshold"], model["model_data_url"])
-    # the threshold is on the combined score: the combiner travels with it in the same record
-    assert record["combiner"]["coef"] == cal["combiner"]["coef"] and "fit" not in record["combiner"]
+    if combination == "accepted":
+        # the threshold is on the combined score: the combiner travels with it in the same record
+        assert record["combiner"]["coef"] == cal["combiner"]["coef"] and "fit" not in record["combiner"]
+    else:
+        assert "combiner" not in record
     assert (record["endpoint_name"], record["endpoint_config_name"], record["model_name"], record["image_uri"]) == (
         ENDPOINT, endpoint["EndpointConfigName"], variant["ModelName"], IMAGE)
     assert (record["auc"], record["report"], record["training_job"]) == (cal["auc"], cal["report_html"],
