@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from seclake_ml.display import escape, is_unsafe_char
+
 log = logging.getLogger(__name__)
 
 #: Known Security Lake source versions (the ``<major>.0`` folder).
@@ -79,22 +81,6 @@ _MAX_ID_CHARS = 512
 
 
 # ----------------------------------------------------------------------------- helpers
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def _is_unsafe_char(ch: str) -> bool:
-    """Control, format (bidi overrides, zero-width), surrogate and line/paragraph separator characters."""
-    if ch == "\\":
-        return False
-    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")
-
-
 def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """``value`` as a short, printable string for reasons and log lines.
 
@@ -104,11 +90,7 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     """
     if not isinstance(value, str):
         return f"<{type(value).__name__}>"
-    cut = value[:limit]
-    out = "".join(
-        "\\\\" if ch == "\\" else (_escape_char(ch) if _is_unsafe_char(ch) else ch) for ch in cut
-    )
-    return out + ("..." if len(value) > limit else "")
+    return escape(value, limit)[0]
 
 
 def _json_type(value: Any) -> str:
@@ -209,7 +191,7 @@ def _check_key_safe(key: Any) -> str:
     if len(key) > MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise InvalidLakeKey(f"key longer than {MAX_KEY_BYTES} bytes")
     for ch in key:
-        if _is_unsafe_char(ch):
+        if is_unsafe_char(ch):
             kind = "control" if unicodedata.category(ch) == "Cc" else "invisible or invalid"
             raise InvalidLakeKey(f"key contains {kind} character U+{ord(ch):04X}: {shown(key)}")
     if "\\" in key:

@@ -315,17 +315,7 @@ class EntityProfile:
             wanted = sorted({e for e in entities if isinstance(e, str)})
             if not wanted:
                 return cls.empty()
-        if isinstance(source, (bytes, bytearray)):
-            src: Any = pa.BufferReader(bytes(source))
-        elif isinstance(source, (str, Path)):
-            if not Path(source).is_file():
-                raise FileNotFoundError(f"profile not found at {one_line(str(source), 300)}")
-            src = str(source)
-        else:
-            raise TypeError(f"profile source must be a path or bytes, got {type(source).__name__}")
-        available = pq.read_schema(src).names
-        if isinstance(src, pa.BufferReader):
-            src.seek(0)
+        src, available = _open_profile(source)
         columns = [c for c in ("entity", "ip", "ip_int", "events") if c in available]
         filters = pc.field("entity").isin(wanted) if wanted is not None else None
         table = pq.read_table(src, columns=columns, filters=filters)
@@ -416,16 +406,8 @@ class EntityProfile:
 
 
 # ----------------------------------------------------------------------------- history features
-def load_history(source: str | bytes | Path) -> Any:
-    """The whole profile as a :class:`~seclake_ml.ipinsights.history.HistoryIndex` (features for the
-    score combiner), from a ``profile.parquet`` path or its bytes.
-
-    Rows without a usable address or entity are skipped (as in :meth:`EntityProfile.from_table`).
-
-    :param source: path of ``profile.parquet``, or its content as bytes.
-    """
-    from seclake_ml.ipinsights.history import HistoryIndex
-
+def _open_profile(source: Any) -> tuple[Any, list[str]]:
+    """A readable profile source (path or buffer) and its column names; errors name the source."""
     if isinstance(source, (bytes, bytearray)):
         src: Any = pa.BufferReader(bytes(source))
     elif isinstance(source, (str, Path)):
@@ -437,6 +419,20 @@ def load_history(source: str | bytes | Path) -> Any:
     available = pq.read_schema(src).names
     if isinstance(src, pa.BufferReader):
         src.seek(0)
+    return src, available
+
+
+def load_history(source: str | bytes | Path) -> Any:
+    """The whole profile as a :class:`~seclake_ml.ipinsights.history.HistoryIndex` (features for the
+    score combiner), from a ``profile.parquet`` path or its bytes.
+
+    Rows without a usable address or entity are skipped (as in :meth:`EntityProfile.from_table`).
+
+    :param source: path of ``profile.parquet``, or its content as bytes.
+    """
+    from seclake_ml.ipinsights.history import HistoryIndex
+
+    src, available = _open_profile(source)
     if "entity" not in available or "events" not in available or not ({"ip", "ip_int"} & set(available)):
         raise ValueError(f"profile lacks columns; expected {PROFILE_SCHEMA.names}, found {available}")
     column = "ip_int" if "ip_int" in available else "ip"
