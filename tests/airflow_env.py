@@ -26,9 +26,17 @@ def airflow_env(home: Path, lake: Path | None, work: Path | None, config: dict[s
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")])),
-        SECLAKE_ML_CONFIG=json.dumps(config),
-        SECLAKE_ML_RETRY_DELAY_SECONDS="1",
     )
+    env.update(package_env(lake, work, config, aws_connection=aws_connection))
+    return env
+
+
+def package_env(lake: Path | None, work: Path | None, config: dict[str, Any], *,
+                aws_connection: bool = False) -> dict[str, str]:
+    """The package's settings for a child Airflow process (shared by every runtime's environment):
+    configuration JSON, a short retry delay, the lake root and work location when given, and an
+    empty ``aws_default`` connection when ``aws_connection``."""
+    env = {"SECLAKE_ML_CONFIG": json.dumps(config), "SECLAKE_ML_RETRY_DELAY_SECONDS": "1"}
     if lake is not None:
         env["SECLAKE_ML_LAKE_ROOT"] = str(lake)
     if work is not None:

@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tests.airflow_env import AirflowRuntime
+from tests.airflow_env import AirflowRuntime, package_env
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP_VARIABLE = "SECLAKE_SKIP_MWAA"
@@ -143,23 +143,14 @@ class MwaaRuntime(AirflowRuntime):
     def env(self, home: Path, lake: Path | None, work: Path | None, config: dict[str, Any], *,
             aws_connection: bool = False) -> dict[str, str]:
         """The environment after MWAA's start: settings given, then ``startup.sh`` sourced by ``sh``."""
-        import json
-
         self.lay_out(home)
         env = _clean_env()
         env.update(
             PATH=os.pathsep.join([self._venv_bin, env.get("PATH", "")]),
             AIRFLOW_HOME=str(home),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            SECLAKE_ML_CONFIG=json.dumps(config),
-            SECLAKE_ML_RETRY_DELAY_SECONDS="1",
         )
-        if lake is not None:
-            env["SECLAKE_ML_LAKE_ROOT"] = str(lake)
-        if work is not None:
-            env["SECLAKE_ML_WORK_LOCATION"] = str(work)
-        if aws_connection:
-            env["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({"conn_type": "aws"})
+        env.update(package_env(lake, work, config, aws_connection=aws_connection))
         return source_startup(home / "startup.sh", env)
 
 
