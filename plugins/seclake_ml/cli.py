@@ -57,6 +57,19 @@ def _add_lake(sub: argparse._SubParsersAction) -> None:
     drop.add_argument("--dns-per-day", type=int)
     drop.add_argument("--api-calls-per-day", type=int)
     drop.add_argument("--anomalies-per-kind", type=int)
+    _add_inject_attacks(lsub)
+
+
+def _add_inject_attacks(lsub: argparse._SubParsersAction) -> None:
+    inj = lsub.add_parser("inject-attacks", help="write attack CloudTrail sequences into one day of a sample lake "
+                          "(ground truth under ground_truth/attacks/)")
+    inj.add_argument("--root", required=True, help="the sample lake")
+    inj.add_argument("--day", required=True, help="UTC day already in the lake, YYYY-MM-DD")
+    inj.add_argument("--seed", type=int, default=42, help="random seed (victims, times, addresses)")
+    inj.add_argument("--scenarios", help="comma-separated scenario names (default all)")
+    inj.add_argument("--known-ip-share", type=float, default=0.5,
+                     help="share of scenarios run from an address the victim used before (default 0.5)")
+    inj.add_argument("--source-version", type=int, choices=(1, 2), help="default: the version holding the day")
 
 
 def _add_scoring(sub: argparse._SubParsersAction) -> None:
@@ -76,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pairs(sub)
     _add_scoring(sub)
     from seclake_ml.ipinsights.cli import register
+    from seclake_ml.risk.cli import register as register_risk
 
     register(sub)
+    register_risk(sub)
     return parser
 
 
@@ -162,6 +177,22 @@ def _lake_drop_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lake_inject_attacks(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    _lakegen()  # one-line error where the development package is absent
+    from seclake_lakegen.gen_attacks import inject_attacks
+
+    try:
+        day = date.fromisoformat(args.day)
+    except ValueError:
+        raise ValueError(f"--day: got {args.day!r}; allowed: YYYY-MM-DD") from None
+    summary = inject_attacks(args.root, day, args.seed, scenarios=args.scenarios,
+                             from_known_ip_share=args.known_ip_share, source_version=args.source_version)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def _scoring_adopt(args: argparse.Namespace) -> int:
     from seclake_ml.config import load_config
     from seclake_ml.scoring.report import adopt_existing
@@ -195,13 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handlers = {("pairs", "extract"): _pairs_extract, ("lake", "generate"): _lake_generate,
-                ("lake", "drop-batch"): _lake_drop_batch, ("scoring", "adopt"): _scoring_adopt,
+                ("lake", "drop-batch"): _lake_drop_batch, ("lake", "inject-attacks"): _lake_inject_attacks,
+                ("scoring", "adopt"): _scoring_adopt,
                 ("scoring", "show"): _scoring_show}
     try:
         if args.group == "ipinsights":
             from seclake_ml.ipinsights.cli import run
 
             return run(args)
+        if args.group == "risk":
+            from seclake_ml.risk.cli import run as run_risk
+
+            return run_risk(args)
         return handlers[(args.group, args.command)](args)
     except (ValueError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

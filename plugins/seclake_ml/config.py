@@ -253,7 +253,34 @@ class SageMakerSettings:
         shape="an alarm name (1-255 characters)", max_items=10))
 
 
-SECTIONS: dict[str, type] = {"scoring": ScoringSettings, "sagemaker": SageMakerSettings}
+_GEO_PROVIDER_RE = re.compile(r"auto|maxmind|fallback|none")
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """``extra.risk``: settings of the CloudTrail risk detector (:mod:`seclake_ml.risk`)."""
+
+    lookback_days: int = _declared(Setting(
+        "int", 14, "days of history each event's principal and account are compared with", low=1, high=366))
+    min_labels: int = _declared(Setting(
+        "int", 200, "labelled events a fit needs before the supervised model replaces the unsupervised score",
+        low=20, high=10_000_000))
+    sensitive_operations: str | None = _declared(Setting(
+        "text", None, "a JSON file replacing the packaged sensitive-operation catalogue", pattern=_LOCATION_RE,
+        shape="a local file path", optional=True))
+    geoip_provider: str = _declared(Setting(
+        "text", "auto", "GeoIP source: auto (MaxMind files when configured, else the bundled data), maxmind, "
+        "fallback, none", pattern=_GEO_PROVIDER_RE, shape="auto | maxmind | fallback | none"))
+    geoip_country_db: str | None = _declared(Setting(
+        "text", None, "MaxMind-format country (or City, or ipinfo lite) .mmdb file", pattern=_LOCATION_RE,
+        shape="a local file path", optional=True))
+    geoip_asn_db: str | None = _declared(Setting(
+        "text", None, "MaxMind-format ASN .mmdb file", pattern=_LOCATION_RE, shape="a local file path", optional=True))
+    top_findings: int = _declared(Setting(
+        "int", 20, "riskiest events printed and summarised per scored window", low=1, high=10_000))
+
+
+SECTIONS: dict[str, type] = {"scoring": ScoringSettings, "sagemaker": SageMakerSettings, "risk": RiskConfig}
 HYPERPARAMETERS_SECTION = "hyperparameters"
 
 
@@ -342,6 +369,11 @@ class SeclakeConfig:
     def scoring(self) -> ScoringSettings:
         """The validated ``extra.scoring`` section (defaults filled in)."""
         return self.__dict__["_scoring"]
+
+    @property
+    def risk(self) -> RiskConfig:
+        """The validated ``extra.risk`` section (defaults filled in)."""
+        return self.__dict__["_risk"]
 
     @property
     def sagemaker(self) -> SageMakerSettings:

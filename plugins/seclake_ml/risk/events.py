@@ -1,0 +1,229 @@
+"""Read CloudTrail sign-ins and API calls from the lake into the risk engine's event table.
+
+One row per event with the columns of :mod:`seclake_ml.risk.columns`, both Security Lake source
+versions. The local lake is read with DuckDB through the same file discovery, link policy and
+quarantine as pair extraction: empty, corrupt or time-less objects are quarantined with a reason;
+columns absent from every object (schema drift) are read as null and named. Events that miss fields
+are kept and counted (they are scored with what exists); strings longer than :data:`MAX_FIELD_LEN`
+are cut to it and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from seclake_ml import sqlsafe
+from seclake_ml.config import SeclakeConfig
+from seclake_ml.risk.columns import EVENT_COLUMNS
+from seclake_ml.sources import CLOUDTRAIL_API, get_source, placeholders, substitute
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD_LEN = 1024
+# Fields whose absence is counted: the event is still scored on the others.
+COUNTED_FIELDS = ("uid", "principal", "source_ip", "user_agent", "operation")
+
+_PRINCIPAL = get_source("cloudtrail_api").view("principal_ip").entity
+_EXPRESSIONS: dict[int, dict[str, str]] = {
+    1: {
+        "uid": "{metadata.uid}",
+        "class_uid": "{class_uid}",
+        "account": "{actor.user.account_uid}",
+        "principal": _PRINCIPAL[1],
+        "principal_type": "{actor.user.type}",
+        "source_ip": "{src_endpoint.ip}",
+        "user_agent": "{http_request.user_agent}",
+        "service": "{api.service.name}",
+        "operation": "{api.operation}",
+        "error_code": "{api.response.error}",
+        "status": "{status}",
+        "mfa": "coalesce({mfa}, {actor.session.mfa})",
+        "time": "{time}",
+    },
+    2: {
+        "uid": "{metadata.uid}",
+        "class_uid": "{class_uid}",
+        "account": "{actor.user.account.uid}",
+        "principal": _PRINCIPAL[2],
+        "principal_type": "{actor.user.type}",
+        "source_ip": "{src_endpoint.ip}",
+        "user_agent": "{http_request.user_agent}",
+        "service": "{api.service.name}",
+        "operation": "{api.operation}",
+        "error_code": "{api.response.error}",
+        "status": "{status}",
+        "mfa": "coalesce({is_mfa}, {actor.session.is_mfa})",
+        "time": "{time_dt}",
+    },
+}
+
+
+@dataclass
+class EventsResult:
+    """The events of one window and what reading them found."""
+
+    start: str
+    end: str
+    source_version: int
+    files_scanned: int = 0
+    rows: int = 0
+    missing_fields: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    absent_columns: list[str] = field(default_factory=list)
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    table: Any = None  # pyarrow.Table with EVENT_COLUMNS
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("table")
+        return out
+
+    def summary_line(self) -> str:
+        missing = ", ".join(f"{k} {v}" for k, v in self.missing_fields.items() if v) or "none"
+        return (f"cloudtrail events [{self.start} .. {self.end}): {self.rows} rows from {self.files_scanned} files, "
+                f"{len(self.quarantined)} quarantined; missing fields: {missing}; {self.truncated} values cut "
+                f"to {MAX_FIELD_LEN} characters ({self.seconds:.2f}s)")
+
+
+def _render(version: int, resolve: Any) -> dict[str, str]:
+    exprs = _EXPRESSIONS[version]
+    paths: dict[str, str] = {}
+    for expr in exprs.values():
+        for p in placeholders(expr):
+            if p not in paths:
+                paths[p] = resolve(p)
+    return {k: substitute(v, paths) for k, v in exprs.items()}
+
+
+def empty_table() -> Any:
+    import pyarrow as pa
+
+    return pa.table({c: pa.array([], type=t) for c, t in event_schema_types().items()})
+
+
+def event_schema_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    types = {c: pa.string() for c in EVENT_COLUMNS}
+    types["time"] = pa.timestamp("ms", tz="UTC")
+    types["mfa"] = pa.bool_()
+    return types
+
+
+def read_events(cfg: SeclakeConfig, start: datetime, end: datetime) -> EventsResult:
+    """CloudTrail events with time in ``[start, end)`` from the local lake at ``cfg.lake_root``.
+
+    :param cfg: configuration (lake root, source version, account and region filters, DuckDB memory).
+    :param start: inclusive start (aware UTC datetime).
+    :param end: exclusive end.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    from seclake_ml.lake.duck import column_resolver, find_files, probe_files, window_params
+    from seclake_ml.lake.paths import LinkPolicy, literal_path
+    from seclake_ml.pairs import as_utc, check_interval
+
+    t0 = time.perf_counter()
+    start, end = as_utc(start), as_utc(end)
+    check_interval(start, end)
+    version = cfg.source_version
+    res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=version)
+    root = Path(cfg.lake_root).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
+    spec = CLOUDTRAIL_API
+    links = LinkPolicy(root)
+    files, _ = find_files(root, spec.lake_source, version, start, end, cfg.accounts, cfg.regions, links)
+    probed = probe_files(files, spec.time_column(version))
+    res.quarantined = list(links.refused) + list(probed.quarantined)
+    res.files_scanned = len(probed.good)
+    if not probed.good:
+        res.table = empty_table()
+        res.seconds = round(time.perf_counter() - t0, 3)
+        return res
+    absent: list[str] = []
+    r = _render(version, column_resolver(probed.paths, None, absent))
+    res.absent_columns = sorted(set(absent))
+    if version == 1:
+        tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
+        event_time = f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'"
+    else:
+        tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
+        event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+    sql = sqlsafe.render(
+        "duckdb/risk_events.sql",
+        event_time=sqlsafe.trusted(event_time),
+        time_filter=sqlsafe.trusted(tf),
+        api_class=sqlsafe.int_literal(spec.class_uid[version]),
+        **{k: sqlsafe.trusted(v) for k, v in r.items() if k != "time"},
+    )
+    params = window_params(cfg, spec.name, version, start, end)
+    params.pop("source", None)
+    params["max_len"] = MAX_FIELD_LEN + 1  # one more than kept: a value this long was cut
+    con = duckdb.connect(config={"memory_limit": cfg.duckdb_memory})
+    tables = []
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        pending = [probed.good]
+        while pending:
+            batch = pending.pop()
+            try:
+                tables.append(con.sql(sql, params={**params, "files": [literal_path(f) for f in batch]}).to_arrow_table())
+            except duckdb.Error as exc:
+                if len(batch) == 1:
+                    res.quarantined.append({"path": batch[0], "reason": f"unreadable rows: {str(exc).splitlines()[0][:300]}"})
+                    res.files_scanned -= 1
+                    continue
+                mid = len(batch) // 2
+                pending.extend([batch[mid:], batch[:mid]])
+    finally:
+        con.close()
+    table = _normalise(pa.concat_tables([_as_reader_table(t) for t in tables]) if tables else empty_table(), res)
+    res.table = table
+    res.rows = table.num_rows
+    for q in res.quarantined:
+        log.error("quarantined %r: %s", q["path"][:300], q["reason"][:300])
+    res.seconds = round(time.perf_counter() - t0, 3)
+    log.info("%s", res.summary_line())
+    return res
+
+
+def _as_reader_table(t: Any) -> Any:
+    """DuckDB returns a RecordBatchReader in newer versions and a Table in older ones."""
+    return t.read_all() if hasattr(t, "read_all") else t
+
+
+def _normalise(table: Any, res: EventsResult) -> Any:
+    """Cast to the event schema, cut over-long strings (counted), count missing fields, order by time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = event_schema_types()
+    cols = {}
+    truncated = 0
+    for name in EVENT_COLUMNS:
+        col = table.column(name).cast(types[name]) if table.num_rows else pa.array([], type=types[name])
+        if types[name] == pa.string() and table.num_rows:
+            long = pc.greater(pc.utf8_length(col), MAX_FIELD_LEN)
+            n_long = pc.sum(long).as_py() or 0
+            if n_long:
+                truncated += n_long
+                col = pc.utf8_slice_codeunits(col, 0, MAX_FIELD_LEN)
+        cols[name] = col
+    out = pa.table(cols)
+    res.truncated = int(truncated)
+    res.missing_fields = {
+        f: int(pc.sum(pc.or_(pc.is_null(out[f]), pc.equal(out[f], ""))).as_py() or 0) if out.num_rows else 0
+        for f in COUNTED_FIELDS
+    }
+    if out.num_rows:
+        out = out.sort_by([("time", "ascending"), ("uid", "ascending")])
+    return out

@@ -1,0 +1,173 @@
+"""Train, gate, activate and score: the steps the CLI and the risk DAG share (local work location).
+
+Everything here reads the configuration (:class:`seclake_ml.config.SeclakeConfig`, section
+``extra.risk``) and the work location's ``risk/`` folder: the label store (``risk/labels``), the model
+store (``risk/models``) and scored windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seclake_ml.risk.engine import GATE_TOLERANCE, RiskModel, RiskSettings, fit, load_window
+from seclake_ml.risk.store import activate, read_active, save_version, store_root, version_for_interval
+
+log = logging.getLogger(__name__)
+
+
+def settings_of(cfg: Any) -> RiskSettings:
+    r = cfg.risk
+    return RiskSettings(lookback_days=r.lookback_days, min_labels=r.min_labels, catalog_path=r.sensitive_operations)
+
+
+def geo_of(cfg: Any) -> Any | None:
+    """The configured GeoIP provider (``None`` when GeoIP is switched off or not installed)."""
+    r = cfg.risk
+    try:
+        from seclake_ml.risk.geoip import open_provider
+    except ModuleNotFoundError:
+        return None
+    provider = open_provider({"provider": r.geoip_provider, "country_db": r.geoip_country_db, "asn_db": r.geoip_asn_db})
+    return None if getattr(provider, "name", "") == "none" else provider
+
+
+def work_root(cfg: Any) -> str:
+    from seclake_ml.scoring.service import work_root as root
+
+    return root(cfg)
+
+
+def latest_labels(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Latest label per uid from the label store, as ``{uid: {"risk_score": n, "verdict": v}}``."""
+    from seclake_ml.risk.labels import label_store_for
+
+    client = None
+    if cfg.work_is_s3:
+        import boto3
+
+        client = boto3.client("s3", region_name=cfg.region)
+    latest = label_store_for(work_root(cfg), client).latest(kind="event")
+    return {str(uid): {"risk_score": rec.risk_score, "verdict": rec.verdict} for uid, rec in latest.items()}
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reason: str
+    candidate_rmse: float | None = None
+    active_rmse: float | None = None
+    active_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def gate(root: Path, result: Any) -> GateDecision:
+    """No worse than the active model on the candidate's test split (RMSE within 2 %)."""
+    active = read_active(root)
+    if not result.supervised:
+        if active and active.get("supervised"):
+            return GateDecision(False, f"fewer labelled events ({result.labels_matched}) than min_labels: "
+                                f"the active supervised model {active['version']} stays", active_version=active["version"])
+        return GateDecision(True, "unsupervised: no supervised model to compare", active_version=active and active["version"])
+    cand = result.metrics["boosted"]["rmse"]
+    if not active or not active.get("supervised"):
+        return GateDecision(True, "first supervised model", candidate_rmse=cand, active_version=active and active["version"])
+    if active["version"] == result.version:
+        return GateDecision(True, "refit of the active interval", candidate_rmse=cand, active_version=active["version"])
+    try:
+        current = RiskModel.load(root, active["version"])
+        test = result.test_frame
+        pred = current.boosted.predict(test) if current.boosted is not None else test["unsupervised"].to_numpy()
+        act = float(np.sqrt(np.mean((test["y"].to_numpy() - pred) ** 2)))
+    except ValueError as exc:
+        return GateDecision(True, f"active model {active['version']} cannot be loaded ({exc}); replaced",
+                            candidate_rmse=cand, active_version=active["version"])
+    ok = cand <= act * (1.0 + GATE_TOLERANCE)
+    why = (f"test RMSE {cand:.3f} vs active {act:.3f} on the same split: "
+           + ("within tolerance" if ok else f"worse by more than {GATE_TOLERANCE:.0%}"))
+    return GateDecision(ok, why, candidate_rmse=cand, active_rmse=round(act, 4), active_version=active["version"])
+
+
+def train(cfg: Any, start: datetime, end: datetime, *, labels: dict[str, dict[str, Any]] | None = None,
+          activate_if_passed: bool = True) -> dict[str, Any]:
+    """Fit on ``[start, end)``, save the version with its report, gate it, activate it when it passes."""
+    from seclake_ml.risk.report import write_report
+
+    settings = settings_of(cfg)
+    labels = latest_labels(cfg) if labels is None else labels
+    version = version_for_interval(start, end)
+    result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg))
+    root = store_root(work_root(cfg))
+    files = {}
+    if result.supervised:
+        files = {"linear.json": json.dumps(result.linear.to_json()), "boosted.txt": result.boosted.to_text()}
+    decision = gate(root, result)
+    manifest = result.manifest(settings) | {"gate": decision.to_dict()}
+    folder = save_version(root, version, manifest, files)
+    report = write_report(result, folder / "report")
+    activated = None
+    if decision.passed and activate_if_passed:
+        activated = activate(root, version, decision.reason)
+    return {"version": version, "supervised": result.supervised, "events": result.events,
+            "labels_available": result.labels_available, "labels_used": result.labels_matched,
+            "metrics": result.metrics, "gate": decision.to_dict(), "activated": bool(activated),
+            "report": report, "model_dir": str(folder), "seconds": result.seconds}
+
+
+def active_model(cfg: Any) -> RiskModel:
+    """The active model, or the unsupervised score when none is active."""
+    root = store_root(work_root(cfg))
+    active = read_active(root)
+    if not active:
+        return RiskModel.unsupervised(settings_of(cfg))
+    return RiskModel.load(root, active["version"])
+
+
+def score(cfg: Any, start: datetime, end: datetime, *, model: RiskModel | None = None) -> tuple[Any, dict[str, Any]]:
+    """Risk of every CloudTrail event of ``[start, end)``: ``(table, summary)``."""
+    model = model or active_model(cfg)
+    events, ff = load_window(cfg, start, end, model.settings, geo=geo_of(cfg))
+    table = model.apply(ff.frame)
+    summary = {
+        "model": model.version or "unsupervised (no active model)", "supervised": model.supervised,
+        "events": int(len(table)), "history_events": ff.history_events, "outliers": int(table["is_outlier"].sum()),
+        "missing_fields": events.missing_fields, "quarantined": events.quarantined, "truncated": events.truncated,
+        "absent_columns": events.absent_columns,
+    }
+    return table, summary
+
+
+def write_table(table: Any, out: str) -> None:
+    """``.parquet``, ``.jsonl`` or ``.csv`` (by suffix); CSV cells that a spreadsheet would run are neutralised."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), path)
+    elif suffix == ".jsonl":
+        table.to_json(path, orient="records", lines=True, date_format="iso")
+    elif suffix == ".csv":
+        safe = table.copy()
+        for col in safe.columns:
+            if safe[col].dtype == object or str(safe[col].dtype).startswith("str"):
+                safe[col] = safe[col].map(_neutralise)
+        safe.to_csv(path, index=False)
+    else:
+        raise ValueError(f"--out {out}: expected a .parquet, .jsonl or .csv file")
+
+
+def _neutralise(v: Any) -> Any:
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
