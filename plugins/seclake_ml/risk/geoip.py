@@ -195,8 +195,21 @@ def _factorize(values: list[object]) -> tuple[np.ndarray, list[object]]:
     Strings are kept; every null-like value (None, NaN, pandas NA/NaT) is one ``None``, and every other
     non-string value (numbers, bytes, unhashable objects) one :data:`_NOT_STRING`.
     """
+    try:
+        import pandas as pd
+
+        codes, found = pd.factorize(np.fromiter(values, dtype=object, count=len(values)), use_na_sentinel=True)
+    except TypeError:  # an unhashable value: the loop below
+        pass
+    else:
+        uniques = [v if isinstance(v, str) else None if _is_missing(v) else _NOT_STRING for v in found.tolist()]
+        codes = codes.astype(np.int64, copy=False)
+        if (codes < 0).any():  # null-likes
+            codes[codes < 0] = len(uniques)
+            uniques.append(None)
+        return codes, uniques
     index: dict[object, int] = {}
-    uniques: list[object] = []
+    uniques = []
     codes = np.empty(len(values), np.int64)
     for i, value in enumerate(values):
         if isinstance(value, str):
