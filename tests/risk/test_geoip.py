@@ -340,3 +340,22 @@ def test_many_distinct_addresses_are_looked_up_once(geolite: MaxMindProvider, mo
     result = geolite.lookup(ips)
     assert seen == [800]
     assert math.isclose((result.country == "US").mean(), 0.25)
+
+
+def test_vectorised_ipv4_path_agrees_with_classify_address(geolite: MaxMindProvider) -> None:
+    """Dotted IPv4 is classified in bulk; the one-by-one path (used for IPv4-mapped IPv6) must agree."""
+    rng = np.random.default_rng(3)
+    edges = [f"{a}.{b}.{c}.{d}" for a, b, c, d in [
+        (0, 0, 0, 0), (9, 255, 255, 255), (10, 0, 0, 0), (11, 0, 0, 0), (100, 63, 255, 255), (100, 64, 0, 0),
+        (100, 127, 255, 255), (100, 128, 0, 0), (172, 15, 255, 255), (172, 16, 0, 0), (172, 31, 255, 255),
+        (172, 32, 0, 0), (192, 0, 0, 9), (192, 88, 99, 1), (192, 167, 255, 255), (198, 17, 255, 255),
+        (198, 19, 255, 255), (198, 20, 0, 0), (223, 255, 255, 255), (224, 0, 0, 0), (239, 255, 255, 255),
+        (255, 255, 255, 255),
+    ]]  # fmt: skip
+    randoms = [".".join(str(int(x)) for x in rng.integers(0, 256, 4)) for _ in range(3000)]
+    ips = edges + randoms
+    bulk = geolite.lookup(ips).country.tolist()
+    one_by_one = geolite.lookup([f"::ffff:{ip}" for ip in ips]).country.tolist()
+    assert bulk == one_by_one
+    classes = [classify_address(ip)[0] for ip in ips]
+    assert [c if c != "public" else "x" for c in classes] == [c if c in ("private", "reserved") else "x" for c in bulk]

@@ -68,12 +68,36 @@ def unsupervised_score(f: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 def top_contributions(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1.0) -> list[list[tuple[str, float]]]:
     """Per row, the ``k`` largest positive contributions as ``(name, effect)``."""
-    names = list(parts)
-    mat = np.column_stack([parts[n] for n in names]) * scale if names else np.zeros((0, 0))
-    if mat.size == 0:
-        return [[] for _ in range(len(next(iter(parts.values()), [])))]
+    names = np.array(list(parts), dtype=object)
+    if not len(names):
+        return []
+    mat = np.column_stack([parts[n] for n in names]) * scale
     idx = np.argsort(-mat, axis=1)[:, :k]
+    vals = np.take_along_axis(mat, idx, axis=1)
     out = []
+    top_names = names[idx]
     for r in range(mat.shape[0]):
-        out.append([(names[j], round(float(mat[r, j]), 3)) for j in idx[r] if mat[r, j] > 0])
+        out.append([(top_names[r, j], round(float(vals[r, j]), 3)) for j in range(idx.shape[1]) if vals[r, j] > 0])
     return out
+
+
+def contributions_json(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1.0) -> np.ndarray:
+    """Per row, ``[{"feature": name, "effect": x}, ...]`` of the ``k`` largest positive contributions, as
+    JSON text built in bulk (names are the package's identifiers, effects finite numbers)."""
+    import pandas as pd
+
+    names = np.array(list(parts), dtype=object)
+    n = len(next(iter(parts.values()))) if len(names) else 0
+    if not len(names) or n == 0:
+        return np.full(n, "[]", dtype=object)
+    mat = np.nan_to_num(np.column_stack([parts[x] for x in names]) * scale, nan=0.0, posinf=0.0, neginf=0.0)
+    idx = np.argsort(-mat, axis=1)[:, :k]
+    vals = np.round(np.take_along_axis(mat, idx, axis=1), 3)
+    text = pd.Series([""] * n, dtype=object)
+    for j in range(idx.shape[1]):
+        item = ('{"feature": "' + pd.Series(names[idx[:, j]], dtype=object) + '", "effect": '
+                + pd.Series(vals[:, j]).map(repr) + "}")
+        keep = pd.Series(vals[:, j] > 0)
+        sep = pd.Series(np.where(text.to_numpy() == "", "", ", "), dtype=object)
+        text = text.where(~keep, text + sep + item)
+    return ("[" + text + "]").to_numpy(dtype=object)

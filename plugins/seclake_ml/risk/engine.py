@@ -214,11 +214,11 @@ class RiskModel:
             sup = self.boosted.predict(frame)
             contrib = self.boosted.contributions(frame)[:, :-1]
             names = list(BOOSTED_FEATURES)
-            top = combine.top_contributions({n: contrib[:, i] for i, n in enumerate(names)})
+            top = combine.contributions_json({n: contrib[:, i] for i, n in enumerate(names)})
             risk = sup
         else:
             sup = np.full(len(frame), np.nan)
-            top = combine.top_contributions(parts, scale=100.0 / combine.SCALE / 8.0) if len(frame) else []
+            top = combine.contributions_json(parts)
             risk = unsup
         kind = frame["kind"].fillna("").to_numpy()
         result = np.where(kind == "signin", frame["status"].fillna("unknown").to_numpy(), frame["error"].to_numpy())
@@ -229,7 +229,7 @@ class RiskModel:
             "risk_score": np.round(risk, 2), "unsupervised_score": np.round(unsup, 2),
             "supervised_score": np.round(sup, 2), "is_outlier": frame["is_outlier"].to_numpy(),
             "probable_cause": frame["probable_cause"],
-            "contributions": [json.dumps([{"feature": n, "effect": e} for n, e in row]) for row in top],
+            "contributions": top,
             "account": frame["account"], "region": frame["region"], "user_agent": frame["user_agent"],
             "sensitive_category": frame["sensitive_category"],
         })

@@ -34,7 +34,7 @@ _EXPRESSIONS: dict[int, dict[str, str]] = {
         "uid": "{metadata.uid}",
         "class_uid": "{class_uid}",
         "account": "{actor.user.account_uid}",
-        "principal": _PRINCIPAL[1],
+        "principal": f"coalesce({_PRINCIPAL[1]}, {{actor.invoked_by}})",
         "principal_type": "{actor.user.type}",
         "source_ip": "{src_endpoint.ip}",
         "user_agent": "{http_request.user_agent}",
@@ -49,7 +49,7 @@ _EXPRESSIONS: dict[int, dict[str, str]] = {
         "uid": "{metadata.uid}",
         "class_uid": "{class_uid}",
         "account": "{actor.user.account.uid}",
-        "principal": _PRINCIPAL[2],
+        "principal": f"coalesce({_PRINCIPAL[2]}, {{actor.invoked_by}})",
         "principal_type": "{actor.user.type}",
         "source_ip": "{src_endpoint.ip}",
         "user_agent": "{http_request.user_agent}",
@@ -221,7 +221,7 @@ def _normalise(table: Any, res: EventsResult) -> Any:
     out = pa.table(cols)
     res.truncated = int(truncated)
     res.missing_fields = {
-        f: int(pc.sum(pc.or_(pc.is_null(out[f]), pc.equal(out[f], ""))).as_py() or 0) if out.num_rows else 0
+        f: int(pc.sum(pc.or_kleene(pc.is_null(out[f]), pc.equal(out[f], ""))).as_py() or 0) if out.num_rows else 0
         for f in COUNTED_FIELDS
     }
     if out.num_rows:

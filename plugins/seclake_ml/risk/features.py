@@ -74,6 +74,36 @@ def _net(ip: Any) -> str:
     return str(ipaddress.ip_network(f"{addr}/48", strict=False).network_address) + "/48"
 
 
+def _nets(ips: Any) -> np.ndarray:
+    """:func:`_net` of every address: dotted IPv4 in bulk, the rest (IPv6, domains, junk) once per distinct value."""
+    import pandas as pd
+
+    from seclake_ml.ipinsights.ipv4 import format_ipv4, parse_ipv4
+
+    codes, uniques = pd.factorize(ips, use_na_sentinel=False)
+    uniq = np.asarray(uniques, dtype=object)
+    addr, ok = parse_ipv4(uniq)
+    # a trailing NUL survives NumPy's fixed-width strings: such a value is not a clean address
+    ok &= np.array([isinstance(u, str) and "\x00" not in u and len(u) <= 15 for u in uniq], dtype=bool) if len(uniq) else ok
+    out = np.empty(len(uniq), dtype=object)
+    if ok.any():
+        nets, inverse = np.unique(addr[ok] & np.uint32(0xFFFFFF00), return_inverse=True)
+        out[ok] = (format_ipv4(nets).astype(object) + "/24")[inverse]
+    for i in np.nonzero(~ok)[0]:
+        u = uniq[i]
+        out[i] = _net(u if isinstance(u, str) else None)
+    return out[codes] if len(uniq) else np.array([], dtype=object)
+
+
+def _per_distinct(values: Any, fn: Callable[[Any], Any]) -> np.ndarray:
+    """``fn`` of every value, computed once per distinct value (``None`` for missing ones)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    mapped = np.array([fn(u if isinstance(u, str) else None) for u in uniques], dtype=object)
+    return mapped[codes] if len(mapped) else np.array([], dtype=object)
+
+
 def _map_unique(values: Any, fn: Callable[[Any], Any]) -> np.ndarray:
     """``fn`` applied once per distinct value (values: pandas Series)."""
     import pandas as pd
@@ -110,8 +140,8 @@ def derive(events: Any, geo: Any | None = None) -> Any:
     op = df["operation"].fillna("").astype(str)
     df["op"] = (svc.str.replace(".amazonaws.com", "", regex=False) + ":" + op).where((svc != "") | (op != ""), "none")
     df["service_v"] = svc.where(svc != "", "none")
-    df["net"] = _map_unique(df["source_ip"], _net)
-    df["ua_family"] = families(df["user_agent"].tolist())
+    df["net"] = _nets(df["source_ip"])
+    df["ua_family"] = _per_distinct(df["user_agent"], lambda v: families([v])[0])
     df["ua"] = df["user_agent"].fillna("none").astype(str)
     df["error"] = df["error_code"].fillna("none").astype(str)
     hour = (ms // HOUR_MS) % 24
@@ -139,7 +169,9 @@ def _geo(ips: Any, nets: np.ndarray, geo: Any | None) -> tuple[np.ndarray, np.nd
     codes, uniques = pd.factorize(ips, use_na_sentinel=False)
     res = geo.lookup([u if isinstance(u, str) else None for u in uniques])
     cu = np.asarray(res.country, dtype=object)
-    au = np.array([f"AS{a}" if a else c for a, c in zip(res.asn, res.country)], dtype=object)
+    special = ("none", NOT_IP, "private", "reserved")
+    au = np.array([f"AS{a}" if a else (c if c in special else "unknown") for a, c in zip(res.asn, res.country)],
+                  dtype=object)
     if n == 0:
         return np.array([], dtype=object), np.array([], dtype=object)
     return cu[codes], au[codes]
@@ -165,6 +197,8 @@ def build_features(
     """
     if lookback_days < 1:
         raise ValueError(f"lookback_days must be >= 1, got {lookback_days}")
+    import pandas as pd
+
     catalog = catalog or load_catalog()
     df = derive(events, geo)
     n = len(df)
@@ -204,9 +238,11 @@ def build_features(
             nv_a = prior(k, nk)
             feats[f"acct_n_{f}"] = nv_a
             feats[f"acct_rarity_{f}"] = -np.log10((nv_a + 1.0) / (n_account + 2.0))
-    w, cats = catalog.lookup_many(df["service"].tolist(), df["operation"].tolist())
-    feats["sensitive"] = np.asarray(w, dtype=np.int8)
-    df["sensitive_category"] = cats
+    op_codes, op_uniques = pd.factorize(df["service"].fillna("") + "\x1f" + df["operation"].fillna(""), use_na_sentinel=False)
+    pairs = [str(u).split("\x1f", 1) for u in op_uniques]
+    w, cats = catalog.lookup_many([p[0] or None for p in pairs], [p[1] or None for p in pairs])
+    feats["sensitive"] = np.asarray(w, dtype=np.int8)[op_codes] if len(pairs) else np.zeros(n, np.int8)
+    df["sensitive_category"] = np.asarray(cats, dtype=object)[op_codes] if len(pairs) else np.array([], dtype=object)
 
     # trailing one-hour windows per principal, over history and scored rows alike
     order = np.lexsort((ms, p_codes))
@@ -242,9 +278,8 @@ def build_features(
     else:
         feats["ipinsights"] = np.full(n, np.nan)
 
-    import pandas as pd
-
-    out = pd.concat([df, pd.DataFrame(feats)], axis=1)
-    out = out.loc[target].reset_index(drop=True)
+    rows = np.nonzero(target)[0]
+    out = pd.concat([df.iloc[rows].reset_index(drop=True),
+                     pd.DataFrame({k: v[rows] for k, v in feats.items()})], axis=1)
     hist = ~target
     return FeatureFrame(out, lookback_days, int(hist.sum()), int(len(np.unique(p_codes[hist]))) if hist.any() else 0)

@@ -69,6 +69,9 @@ __all__ = [
     "MaxMindProvider",
     "NullProvider",
     "classify_address",
+    "clean_asn",
+    "clean_country",
+    "clean_org",
     "open_provider",
 ]
 

@@ -54,26 +54,29 @@ def detect(frame: Any, lookback_days: int) -> tuple[np.ndarray, list[str]]:
     if not is_out.any():
         return is_out, causes
     rows = np.nonzero(is_out)[0]
-    sub = frame.iloc[rows]
-    surprise = {f: sub[f"rarity_{f}"].to_numpy() + (sub[f"acct_rarity_{f}"].to_numpy() if f in ACCOUNT_FIELDS else 0.0)
-                for f in FIELDS}
     value_col = {"op": "op", "service": "service_v", "net": "net", "asn": "asn", "country": "country",
                  "ua_family": "ua_family", "ua": "ua", "error": "error", "hour": "hour"}
+    values = {f: frame[c].to_numpy()[rows] for f, c in value_col.items()}
+    surprise = {f: frame[f"rarity_{f}"].to_numpy()[rows]
+                + (frame[f"acct_rarity_{f}"].to_numpy()[rows] if f in ACCOUNT_FIELDS else 0.0) for f in FIELDS}
+    acct_n = {f: frame[f"acct_n_{f}"].to_numpy()[rows] for f in ACCOUNT_FIELDS}
+    flag = {f: flags[f][rows] for f in FIELDS}
+    history = frame["principal_history"].to_numpy()[rows]
+    first = frame["new_principal"].to_numpy()[rows] == 1
     for j, i in enumerate(rows):
-        parts = []
-        cand = [f for f in FIELDS if flags[f][i]]
+        cand = [f for f in FIELDS if flag[f][j]]
         cand.sort(key=lambda f: -surprise[f][j])
+        parts = []
         for f in cand[:MAX_CAUSES]:
-            value = sub[value_col[f]].iat[j]
+            value = values[f][j]
             if f == "hour":
                 value = f"{int(value) * 3:02d}-{int(value) * 3 + 3:02d}h"
-            n_p = int(sub["principal_history"].iat[j])
-            if sub["new_principal"].iat[j]:
+            if first[j]:
                 text = f"{FIELDS[f]} {value} (first-seen principal)"
             else:
-                text = f"{FIELDS[f]} {value} new for this principal (0 of {n_p:,} events in {lookback_days} days)"
+                text = f"{FIELDS[f]} {value} new for this principal (0 of {int(history[j]):,} events in {lookback_days} days)"
             if f in ACCOUNT_FIELDS:
-                text += f", {int(sub[f'acct_n_{f}'].iat[j]):,} times in the account"
+                text += f", {int(acct_n[f][j]):,} times in the account"
             parts.append(text)
         causes[i] = "; ".join(parts)
     return is_out, causes
