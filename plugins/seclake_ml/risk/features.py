@@ -10,7 +10,8 @@ Categorical fields (:data:`FIELDS`) are compared per principal and per account: 
 value, ``new_<field>`` (the principal has history but never used this value) and ``rarity_<field>`` =
 ``-log10((n_value + 1) / (n_scope + 2))``. Trailing one-hour windows per principal count failures,
 access-denied errors, events whose operation is new for the principal, and the event rate against the
-principal's usual hourly rate. The sensitive-operation catalogue gives each operation a weight.
+principal's usual hourly rate. A batch is scored after the fact, so these windows reach one hour
+either side of the event: the first reconnaissance call of a session shares the session's evidence. The sensitive-operation catalogue gives each operation a weight.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ FIELDS: dict[str, str] = {
     "hour": "hour of day (UTC, 3-hour bucket)",
 }
 ACCOUNT_FIELDS = ("op", "service", "net", "asn", "country", "ua_family")
-# Trailing per-principal counts; the window is one hour ending at the event (inclusive).
+# Per-principal counts within one hour either side of the event (inclusive).
 WINDOW_COUNTS = ("fails_1h", "denied_1h", "new_ops_1h", "events_1h")
 DENIED_CODES = ("AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "UnauthorizedOperation",
                 "UnauthorizedAccess", "Forbidden", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken")
@@ -244,16 +245,16 @@ def build_features(
     feats["sensitive"] = np.asarray(w, dtype=np.int8)[op_codes] if len(pairs) else np.zeros(n, np.int8)
     df["sensitive_category"] = np.asarray(cats, dtype=object)[op_codes] if len(pairs) else np.array([], dtype=object)
 
-    # trailing one-hour windows per principal, over history and scored rows alike
+    # one hour either side of each event, per principal, over history and scored rows alike
     order = np.lexsort((ms, p_codes))
     key = p_codes[order] * (1 << 42) + ms[order]
     lo = np.searchsorted(key, key - HOUR_MS, side="left")
+    hi = np.searchsorted(key, key + HOUR_MS, side="right")
     new_op_all = np.zeros(n, dtype=np.int64)
     new_op_all[target] = feats["new_op"][target]
     for name, flag in (("fails_1h", df["failed"].to_numpy()), ("denied_1h", df["denied"].to_numpy()),
                        ("new_ops_1h", new_op_all), ("events_1h", np.ones(n, dtype=np.int64))):
         cs = np.concatenate([[0], np.cumsum(flag[order].astype(np.int64))])
-        hi = np.arange(1, n + 1)
         counts = np.empty(n, dtype=np.int64)
         counts[order] = cs[hi] - cs[lo]
         feats[name] = counts

@@ -110,6 +110,13 @@ def train(cfg: Any, start: datetime, end: datetime, *, labels: dict[str, dict[st
     if result.supervised:
         files = {"linear.json": json.dumps(result.linear.to_json()), "boosted.txt": result.boosted.to_text()}
     decision = gate(root, result)
+    active = read_active(root)
+    if active and active["version"] == version and not (decision.passed and activate_if_passed):
+        # a fit of the active model's own interval that will not be activated (held, --no-activate) is
+        # saved beside it: writing it under the same version would replace the active model's files
+        from datetime import timezone
+
+        version = result.version = f"{version}-held-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
     manifest = result.manifest(settings) | {"gate": decision.to_dict()}
     folder = save_version(root, version, manifest, files)
     report = write_report(result, folder / "report")
