@@ -24,6 +24,10 @@ RUN_DATE ?= 2024-01-08T03:00:00+00:00
 RUN_CONF ?= {"lookback_days": 14}
 DAG_ID := seclake_ipinsights_training
 SCORING_DAG_ID := seclake_ipinsights_scoring
+RISK_DAG_ID := seclake_cloudtrail_risk_training
+# The risk DAG's weekly interval ending with RUN_DATE's week (Mondays 04:00 UTC); 10 days of labelled events.
+RISK_RUN_DATE ?= 2024-01-08T04:00:00+00:00
+RISK_RUN_CONF ?= {"window_days": 10}
 LAKE := $(CURDIR)/var/lake
 WORK := $(CURDIR)/var/work
 LAKE_STAMP := $(LAKE)/.generated-$(LAKE_START)-$(LAKE_DAYS)-$(LAKE_SEED)-v$(SOURCE_VERSION)-$(subst $(space),_,$(subst -,,$(LAKE_SCALE)))
@@ -110,6 +114,21 @@ run: venv db lake
 	@echo "---------------------------------------------------------------- findings"
 	@"$(VPY)" -m seclake_ml scoring show --top 8 \
 		--truth "$$(ls -d $(LAKE)/ground_truth/batches/* | sort | tail -1)/anomalies.parquet"
+	@echo "---------------------------------------------------------------- CloudTrail risk models"
+	@"$(VPY)" -m seclake_ml risk labels import --csv "$(LAKE)/ground_truth/synthetic_risk_labels.csv" \
+		--root "$(LAKE)" --start $(LAKE_START) --end $$(date -u -d "$(LAKE_START) + $(LAKE_DAYS) days" +%Y-%m-%d) --source synthetic > var/logs/risk-labels.log 2>&1 \
+		|| { tail -20 var/logs/risk-labels.log; exit 1; }
+	@echo "labels: $$(grep -m1 -iE '^(stored|matched)' var/logs/risk-labels.log) (synthetic analyst labels from the generator; log: var/logs/risk-labels.log)"
+	@echo 'airflow dags test $(RISK_DAG_ID) $(RISK_RUN_DATE) -c $(RISK_RUN_CONF) (log: var/logs/dags-test-risk.log)'
+	@t0=$(now); "$(VENV)/bin/airflow" dags test $(RISK_DAG_ID) "$(RISK_RUN_DATE)" -c '$(RISK_RUN_CONF)' > var/logs/dags-test-risk.log 2>&1 \
+		|| { grep -E "ERROR|Error|error|failed|Traceback" var/logs/dags-test-risk.log | tail -40; \
+		     echo "dags test FAILED; full log: var/logs/dags-test-risk.log"; exit 1; }; \
+		echo "dags test: ok in $(call elapsed,$$t0)"
+	@"$(VPY)" -m seclake_ml risk report
+	@echo "---------------------------------------------------------------- riskiest CloudTrail events of the new day"
+	@day=$$(ls -d $(LAKE)/ground_truth/batches/* | sort | tail -1 | xargs basename); \
+		"$(VPY)" -m seclake_ml risk score --start $$day --end $$(date -u -d "$$day + 1 day" +%Y%m%d) \
+		--out "$(WORK)/risk/scores/day=$$day.parquet" --force --top 8
 
 test: venv
 	@export AIRFLOW_HOME="$(CURDIR)/var/airflow-test"; mkdir -p "$$AIRFLOW_HOME"; \

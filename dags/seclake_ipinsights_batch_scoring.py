@@ -23,6 +23,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
 from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.scoring import IntervalBatchOperator, ScoreBatchOperator
+from seclake_ml.operators.risk import RiskScoreBatchOperator
 from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
 
 default_args = default_task_args(retries=2)
@@ -39,9 +40,10 @@ with DAG(
     tags=["seclake_ml", "security-lake", "ip-insights", "scoring", "backfill"],
 ) as dag:
     planned = IntervalBatchOperator(task_id="hand_off_interval")
-    ScoreBatchOperator(
+    scored = ScoreBatchOperator(
         task_id="score_interval",
         batch=planned.output,
         inlets=[Asset(ACTIVE_MODEL_ASSET)],
         execution_timeout=timedelta(hours=4),
     )
+    RiskScoreBatchOperator(task_id="risk_score_interval", batch=scored.output, execution_timeout=timedelta(hours=2))

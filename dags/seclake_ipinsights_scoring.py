@@ -16,6 +16,13 @@ active model and writes explained findings:
    publishes the severe ones (SNS on aws; the log and `<work>/scoring/alerts/severe.jsonl` locally),
    and only then marks each object done in the ledger.
 
+3. `risk_score_batch`: the batch's CloudTrail objects are risk-scored by the active CloudTrail risk
+   model (`seclake_cloudtrail_risk_training`; the unsupervised score when none is active) with
+   their principals' history from the lake; events at or above `extra.risk.finding_min_risk` become
+   Detection Findings under `ext/risk-cloudtrail/…`, severe ones are published like IP Insights'.
+   Progress per object is kept in `<work>/scoring/batches/<batch id>/risk.json`. Skipped on aws
+   (the risk engine reads the lake locally only for now).
+
 A new model rolled out by `seclake_ipinsights_training` (Asset `seclake_ml_ipinsights_active_model`)
 is used from the next batch on.
 
@@ -27,6 +34,9 @@ is used from the next batch on.
 * `score_batch` with failed objects (S3 or endpoint errors after retries): the task is retried;
   objects already done are not scored twice. Quarantined objects (unreadable Parquet) are listed in
   the log and in `<work>/scoring/batches/<batch id>/result.json`; they are not retried.
+* `risk_score_batch` fails: the IP Insights findings of the batch are already written; clear this
+  task after fixing the cause (a damaged risk model refuses to load with the file it found changed:
+  re-run `seclake_cloudtrail_risk_training`). Objects it already scored are skipped on the retry.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from airflow.sdk import DAG, Asset
 
 from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.scoring import SCORING_DAG_ID, NewLogBatchSensor, ScoreBatchOperator
+from seclake_ml.operators.risk import RiskScoreBatchOperator
 from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
 
 default_args = default_task_args(retries=3)
@@ -58,9 +69,10 @@ with DAG(
         timeout=timedelta(hours=6).total_seconds(),
         mode="poke",
     )
-    ScoreBatchOperator(
+    scored = ScoreBatchOperator(
         task_id="score_batch",
         batch=batch.output,
         inlets=[Asset(ACTIVE_MODEL_ASSET)],
         execution_timeout=timedelta(hours=2),
     )
+    RiskScoreBatchOperator(task_id="risk_score_batch", batch=scored.output, execution_timeout=timedelta(hours=1))

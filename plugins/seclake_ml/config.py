@@ -277,7 +277,9 @@ class RiskConfig:
     geoip_asn_db: str | None = _declared(Setting(
         "text", None, "MaxMind-format ASN .mmdb file", pattern=_LOCATION_RE, shape="a local file path", optional=True))
     top_findings: int = _declared(Setting(
-        "int", 20, "riskiest events printed and summarised per scored window", low=1, high=10_000))
+        "int", 10, "riskiest events printed per scored window (CLI) and logged per scored batch", low=1, high=10_000))
+    finding_min_risk: float = _declared(Setting(
+        "number", 60, "risk (0-100) from which a scored CloudTrail event becomes a finding", low=0, high=100))
 
 
 SECTIONS: dict[str, type] = {"scoring": ScoringSettings, "sagemaker": SageMakerSettings, "risk": RiskConfig}

@@ -136,7 +136,7 @@ class RiskRolloutOperator(_RiskOperator):
         self.decision = decision
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from seclake_ml.risk import service
         from seclake_ml.risk.store import activate, store_root
@@ -148,3 +148,74 @@ class RiskRolloutOperator(_RiskOperator):
         record = activate(store_root(service.work_root(cfg)), decision["version"], decision["reason"])
         log.info("active risk model is now %s", record["version"])
         return record
+
+
+class RiskScoreBatchOperator(BaseOperator):
+    """Risk-score the CloudTrail objects of a scoring batch with the active risk model; write findings.
+
+    Runs after the IP Insights scoring of the same batch (same manifest, same findings writer). Objects
+    already risk-scored by an earlier attempt (``<work>/scoring/batches/<id>/risk.json``) are skipped.
+    Without an active risk model the unsupervised score is used. On the aws backend this task is
+    skipped with a warning: the risk engine reads the lake locally only for now.
+
+    :param batch: the upstream scoring task's summary (``batch_id``). Templated.
+    """
+
+    template_fields: Sequence[str] = ("batch", "config_overrides")
+
+    def __init__(self, *, batch: Any, config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.config_overrides = config_overrides
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import json
+        from pathlib import Path
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from seclake_ml import __version__
+        from seclake_ml.airflow_support import load_runtime_config
+        from seclake_ml.risk import service
+        from seclake_ml.risk.batch import done_record, score_objects
+        from seclake_ml.scoring.ledger import Ledger
+        from seclake_ml.scoring.service import findings_location, work_store
+        from seclake_ml.scoring.stores import LogPublisher, store_for
+
+        batch = _mapping(self.batch, "batch")
+        batch_id = batch.get("batch_id")
+        if not batch_id:
+            raise ValueError(f"batch: expected the scoring task's summary with a batch_id, got {str(batch)[:200]}")
+        cfg = load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
+        if cfg.backend != "local":
+            raise AirflowSkipException("CloudTrail risk scoring reads the lake locally only; on the aws backend "
+                                       "this batch's CloudTrail objects are not risk-scored (IP Insights findings are)")
+        store = work_store(cfg)
+        manifest = Ledger(store).manifest(batch_id)
+        keys = [o["key"] for o in manifest.get("objects", []) if isinstance(o, Mapping) and o.get("key")]
+        progress = done_record(store, batch_id)
+        model = service.active_model(cfg)
+
+        def mark(key: str, findings: int) -> None:
+            progress["done"][key] = findings
+            store.put_bytes(f"scoring/batches/{batch_id}/risk.json", json.dumps(progress, indent=1).encode())
+
+        res = score_objects(
+            cfg, keys, model, sink=store_for(findings_location(cfg)),
+            publisher=LogPublisher(Path(service.work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl"),
+            done=set(progress["done"]), product_version=__version__, top=cfg.risk.top_findings,
+            geo=service.geo_of(cfg), on_object_done=mark,
+        )
+        self.log.info("batch %s: risk model %s (%s): %d CloudTrail objects (%d already done), %d events, "
+                      "%d findings %s, %d published, %.2fs", batch_id, res.model_version,
+                      "supervised" if res.supervised else "unsupervised", res.objects, res.skipped_done,
+                      res.events, res.findings, res.severity, res.published, res.seconds)
+        for q in res.quarantined:
+            self.log.warning("quarantined %s: %s", q["path"][-200:], q["reason"][:200])
+        for t in res.top:
+            self.log.info("risk %5.1f %s %s %s from %s [%s]: %s", t["risk"], t["time"][:19], t["principal"][:120],
+                          t["operation"][:80], t["source_ip"][:64], t["result"][:60], str(t["why"])[:300])
+        out = res.to_dict()
+        out["batch_id"] = batch_id
+        out["files"] = out["files"][:200]
+        return out

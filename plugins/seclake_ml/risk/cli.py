@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True, help="output file: .parquet, .jsonl or .csv")
     sc.add_argument("--force", action="store_true", help="replace an existing output file")
     sc.add_argument("--unsupervised", action="store_true", help="ignore the active model: the unsupervised score")
-    sc.add_argument("--top", type=int, default=10, help="riskiest events to print (default 10)")
+    sc.add_argument("--top", type=int, help="riskiest events to print (default extra.risk.top_findings)")
     rp = sub.add_parser("report", help="the active risk model and its fit report")
     rp.add_argument("--work", help="work location (default from configuration)")
     from seclake_ml.risk import labels_cli
@@ -131,12 +131,13 @@ def _score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
-    print("\n".join(format_scores(table, summary, top=args.top)))
+    print("\n".join(format_scores(table, summary, top=cfg.risk.top_findings if args.top is None else args.top)))
     return 0
 
 
 def format_scores(table, summary: dict, top: int = 10) -> list[str]:
     from seclake_ml.display import Escaper
+    from seclake_ml.risk.batch import contributions_text
 
     shown = Escaper()
     missing = ", ".join(f"{k} {v}" for k, v in summary["missing_fields"].items() if v) or "none"
@@ -148,10 +149,11 @@ def format_scores(table, summary: dict, top: int = 10) -> list[str]:
     if summary.get("output"):
         lines.append(f"output        {shown(summary['output'])}")
     lines.append(f"riskiest {min(top, len(table))}:")
+    text = lambda v: v if isinstance(v, str) and v else "-"  # noqa: E731 - a missing value is NaN/None, not ""
     for row in table.head(top).itertuples(index=False):
-        cause = row.probable_cause or ", ".join(f"{c['feature']} {c['effect']:+.1f}" for c in json.loads(row.contributions))
-        lines.append(f"  {row.risk_score:5.1f}  {shown(str(row.time)[:19])}  {shown(row.principal or '-', 90)}  "
-                     f"{shown(row.operation or '-')} from {shown(row.source_ip or '-')} [{shown(row.result)}]")
+        cause = row.probable_cause or contributions_text(row.contributions)
+        lines.append(f"  {row.risk_score:5.1f}  {shown(str(row.time)[:19])}  {shown(text(row.principal), 90)}  "
+                     f"{shown(text(row.operation))} from {shown(text(row.source_ip))} [{shown(row.result)}]")
         lines.append(f"         why: {shown(cause, 300)}")
     return lines
 

@@ -116,12 +116,14 @@ def event_schema_types() -> dict[str, Any]:
     return types
 
 
-def read_events(cfg: SeclakeConfig, start: datetime, end: datetime) -> EventsResult:
+def read_events(cfg: SeclakeConfig, start: datetime, end: datetime, *, keys: list[str] | None = None) -> EventsResult:
     """CloudTrail events with time in ``[start, end)`` from the local lake at ``cfg.lake_root``.
 
     :param cfg: configuration (lake root, source version, account and region filters, DuckDB memory).
     :param start: inclusive start (aware UTC datetime).
     :param end: exclusive end.
+    :param keys: only these lake objects (keys relative to the lake root, e.g. a scoring batch's
+        objects); default: every object whose partitions can hold the window.
     """
     import duckdb
     import pyarrow as pa
@@ -141,7 +143,14 @@ def read_events(cfg: SeclakeConfig, start: datetime, end: datetime) -> EventsRes
         raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
     spec = CLOUDTRAIL_API
     links = LinkPolicy(root)
-    files, _ = find_files(root, spec.lake_source, version, start, end, cfg.accounts, cfg.regions, links)
+    if keys is None:
+        files, _ = find_files(root, spec.lake_source, version, start, end, cfg.accounts, cfg.regions, links)
+    else:
+        files = []
+        for key in keys:
+            path = links.resolve(root / key)
+            if path is not None and path.is_file():  # a missing or outside key is recorded as refused
+                files.append(path)
     probed = probe_files(files, spec.time_column(version))
     res.quarantined = list(links.refused) + list(probed.quarantined)
     res.files_scanned = len(probed.good)
@@ -149,22 +158,26 @@ def read_events(cfg: SeclakeConfig, start: datetime, end: datetime) -> EventsRes
         res.table = empty_table()
         res.seconds = round(time.perf_counter() - t0, 3)
         return res
+    def sql_for(columns: set[str], absent: list[str]) -> str:
+        """The query over objects whose columns are ``columns`` (the others read as NULL, named in ``absent``)."""
+        r = _render(version, column_resolver(columns, None, absent))
+        if version == 1:
+            tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
+            event_time = f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'"
+        else:
+            tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
+            event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+        return sqlsafe.render(
+            "duckdb/risk_events.sql",
+            event_time=sqlsafe.trusted(event_time),
+            time_filter=sqlsafe.trusted(tf),
+            api_class=sqlsafe.int_literal(spec.class_uid[version]),
+            **{k: sqlsafe.trusted(v) for k, v in r.items() if k != "time"},
+        )
+
     absent: list[str] = []
-    r = _render(version, column_resolver(probed.paths, None, absent))
+    sql = sql_for(probed.paths, absent)
     res.absent_columns = sorted(set(absent))
-    if version == 1:
-        tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
-        event_time = f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'"
-    else:
-        tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
-        event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
-    sql = sqlsafe.render(
-        "duckdb/risk_events.sql",
-        event_time=sqlsafe.trusted(event_time),
-        time_filter=sqlsafe.trusted(tf),
-        api_class=sqlsafe.int_literal(spec.class_uid[version]),
-        **{k: sqlsafe.trusted(v) for k, v in r.items() if k != "time"},
-    )
     params = window_params(cfg, spec.name, version, start, end)
     params.pop("source", None)
     params["max_len"] = MAX_FIELD_LEN + 1  # one more than kept: a value this long was cut
@@ -172,18 +185,21 @@ def read_events(cfg: SeclakeConfig, start: datetime, end: datetime) -> EventsRes
     tables = []
     try:
         con.execute("SET TimeZone = 'UTC'")
-        pending = [probed.good]
+        pending = [(probed.good, sql)]
         while pending:
-            batch = pending.pop()
+            batch, batch_sql = pending.pop()
             try:
-                tables.append(con.sql(sql, params={**params, "files": [literal_path(f) for f in batch]}).to_arrow_table())
+                tables.append(con.sql(batch_sql, params={**params, "files": [literal_path(f) for f in batch]}).to_arrow_table())
             except duckdb.Error as exc:
                 if len(batch) == 1:
                     res.quarantined.append({"path": batch[0], "reason": f"unreadable rows: {str(exc).splitlines()[0][:300]}"})
                     res.files_scanned -= 1
                     continue
                 mid = len(batch) // 2
-                pending.extend([batch[mid:], batch[:mid]])
+                # each half is queried over its own columns: one the other half alone had (e.g. the
+                # sign-ins' top-level mfa) would fail every object of this half and quarantine good data
+                pending.extend((half, sql_for(probe_files([Path(f) for f in half], spec.time_column(version)).paths, []))
+                               for half in (batch[mid:], batch[:mid]))
     finally:
         con.close()
     table = _normalise(pa.concat_tables([_as_reader_table(t) for t in tables]) if tables else empty_table(), res)

@@ -186,6 +186,7 @@ def build_features(
     catalog: Catalog | None = None,
     geo: Any | None = None,
     ip_scorer: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None,
+    target_uids: set[str] | None = None,
 ) -> FeatureFrame:
     """Features of the events at or after ``start_ms`` (epoch ms); earlier rows are history only.
 
@@ -195,6 +196,8 @@ def build_features(
     :param geo: a :class:`seclake_ml.risk.geoip.GeoProvider`; without one country and ASN are ``unknown``.
     :param ip_scorer: ``(principals, ips) -> anomaly log-odds`` (the active IP Insights model), NaN
         where it has no opinion; without one the ``ipinsights`` feature is NaN.
+    :param target_uids: score only these events (of those at or after ``start_ms``); the others of the
+        same days are context: they count in the one-hour windows, not in the day-granular history.
     """
     if lookback_days < 1:
         raise ValueError(f"lookback_days must be >= 1, got {lookback_days}")
@@ -206,6 +209,8 @@ def build_features(
     day = df["_day"].to_numpy()
     ms = df["_ms"].to_numpy()
     target = ms >= start_ms
+    if target_uids is not None:
+        target &= df["uid"].isin(target_uids).to_numpy()
     p_codes, n_p = _codes(df["principal_v"])
     a_codes, n_a = _codes(df["account_v"])
     target_days = np.unique(day[target]) if n else np.zeros(0, np.int64)

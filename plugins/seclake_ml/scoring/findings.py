@@ -109,6 +109,8 @@ _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _STEM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,199}$")
 _SOURCE_NAME_MAX = 64
 _CUSTOM_SOURCE_PREFIX = "ipinsights-"
+# unmapped.detector of a finding -> its custom sources' prefix (absent: an IP Insights finding)
+DETECTOR_PREFIXES = {"ipinsights": _CUSTOM_SOURCE_PREFIX, "cloudtrail_risk": "risk-"}
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -203,18 +205,19 @@ def _json_canonical(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- public helpers
-def custom_source_name(source: str) -> str:
+def custom_source_name(source: str, prefix: str = _CUSTOM_SOURCE_PREFIX) -> str:
     """The Security Lake custom source name for one of our sources: ``vpc_flow`` -> ``ipinsights-vpc-flow``.
 
     :param source: our source name (lower-case letters, digits, ``_``/``-``).
+    :param prefix: the detector's prefix (``ipinsights-``; the CloudTrail risk detector's is ``risk-``).
     """
     _require_str(source, "source")
     slug = re.sub(r"[^a-z0-9]+", "-", source.strip().lower()).strip("-")
-    name = _CUSTOM_SOURCE_PREFIX + slug
+    name = prefix + slug
     if not slug or len(name) > _SOURCE_NAME_MAX:
         raise ValueError(
             f"source {one_line(repr(source), 80)} does not give a custom source name of 1-"
-            f"{_SOURCE_NAME_MAX - len(_CUSTOM_SOURCE_PREFIX)} letters/digits after {_CUSTOM_SOURCE_PREFIX!r}"
+            f"{_SOURCE_NAME_MAX - len(prefix)} letters/digits after {prefix!r}"
         )
     return name
 
@@ -752,8 +755,9 @@ def partition_values(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
     if isinstance(time_ms, bool) or not isinstance(time_ms, int):
         raise ValueError("finding record has no integer 'time' (epoch ms)")
     day = (_EPOCH + timedelta(milliseconds=time_ms)).strftime("%Y%m%d")
+    prefix = DETECTOR_PREFIXES.get(unmapped.get("detector", "ipinsights"), _CUSTOM_SOURCE_PREFIX)
     return (
-        custom_source_name(source),
+        custom_source_name(source, prefix),
         region if isinstance(region, str) and _REGION_RE.fullmatch(region) else "unknown",
         account if isinstance(account, str) and _ACCOUNT_RE.fullmatch(account) else "external",
         day,
