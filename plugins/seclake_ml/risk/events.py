@@ -226,7 +226,8 @@ def _normalise(table: Any, res: EventsResult) -> Any:
     cols = {}
     truncated = 0
     for name in EVENT_COLUMNS:
-        col = table.column(name).cast(types[name]) if table.num_rows else pa.array([], type=types[name])
+        # safe=False: a time with microseconds (a version-2 time_dt written finer than ms) is cut to ms
+        col = table.column(name).cast(types[name], safe=False) if table.num_rows else pa.array([], type=types[name])
         if types[name] == pa.string() and table.num_rows:
             long = pc.greater(pc.utf8_length(col), MAX_FIELD_LEN)
             n_long = pc.sum(long).as_py() or 0
