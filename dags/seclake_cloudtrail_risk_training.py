@@ -46,7 +46,7 @@ with DAG(
     start_date=datetime(2022, 1, 3, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args=default_task_args(retries=1),
+    default_args=default_task_args(retries=2),
     tags=["seclake_ml", "security-lake", "cloudtrail", "risk", "training"],
     params={
         "window_days": Param(7, type="integer", minimum=1, maximum=90, title="Window (days)",

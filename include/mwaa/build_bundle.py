@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_PACKAGE = "seclake_ml"
 PLUGIN_EXTRA_FILES = (".airflowignore",)
-PACKAGE_DATA_SUFFIXES = (".sql",)
+PACKAGE_DATA_SUFFIXES = (".sql", ".json")
 CONSTRAINTS = Path("include") / "mwaa" / "constraints-3.3.1-py3.12.txt"
 CONSTRAINT_URL = "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.1/constraints-3.12.txt"
 MWAA_PLUGINS = "/usr/local/airflow/plugins"

@@ -7,7 +7,9 @@ Layout (as Security Lake writes AWS-native sources; source version 2 uses ``2.0`
     <root>/aws/CLOUD_TRAIL_MGMT/1.0/region=…/accountId=…/eventDay=…/auth-….gz.parquet   (3002 sign-ins)
     <root>/aws/CLOUD_TRAIL_MGMT/1.0/region=…/accountId=…/eventDay=…/api-….gz.parquet    (3005 / 6003 calls)
     <root>/ground_truth/anomalies.parquet   injected anomalies (never marked in the lake itself)
-    <root>/ground_truth/manifest.json       seed, arguments, rows per source, anomaly counts
+    <root>/ground_truth/synthetic_risk_labels.csv   SYNTHETIC analyst risk labels of a sample of the
+                                            CloudTrail events (policy: :mod:`.gen_labels`)
+    <root>/ground_truth/manifest.json       seed, arguments, rows per source, anomaly and label counts
 
 The partition folder is the UTC day of each row's ``time``. Files are gzip-compressed Parquet, rows
 sorted by time, one row group per generated chunk. Each partition is generated from its own seeded
@@ -59,6 +61,7 @@ from .gen_common import (
     weighted_index,
 )
 from .gen_env import Environment, Site, build_environment
+from .gen_labels import LABEL_FILE, LabelCollector
 from .gen_network import concat_specs, dns_table, flow_table, sample_dns, sample_flows
 
 __all__ = ["generate_lake", "add_generate_arguments", "run_generate", "DEFAULTS", "LAKE_SOURCES", "LakeExistsError"]
@@ -251,6 +254,7 @@ class _Generator:
         self.dns_split = split_total(cfg["dns_per_day"], [s.dns_weight for s in env.sites])
         self.api_weights = [site_channel_weights(env, s) for s in env.sites]
         self.api_split = split_total(cfg["api_calls_per_day"], [w.sum() for w, _ in self.api_weights])
+        self.labels = LabelCollector(env, self.plan, seed, version)
         self.days_ctx = [
             day_context(env, seed, d, self.start_ms + d * DAY_MS, (start + _dt.timedelta(days=d)).weekday() < 5)
             for d in range(days)
@@ -331,7 +335,9 @@ class _Generator:
         base = sample_signins(rng, self.env, site, day, weights)
         spec = concat_signin([base, *self._extra(self.plan.signins, task, day.day_ms, day.day_ms + DAY_MS)])
         if len(spec["time"]):
-            yield signin_table(self.env, site, spec, self.version, rng)
+            table = signin_table(self.env, site, spec, self.version, rng)
+            self.labels.add_signins(task.site, task.day, 0, site, spec, table)
+            yield table
 
     def _chunks_cloudtrail_api(self, task: _Task, site: Site):
         env = self.env
@@ -364,7 +370,9 @@ class _Generator:
             if extra:
                 spec = concat_specs([spec, *extra])
             if spec and len(spec["time"]):
-                yield api_table(env, site, spec, self.version, crng)
+                table = api_table(env, site, spec, self.version, crng)
+                self.labels.add_api(task.site, task.day, ci, site, spec, table)
+                yield table
 
 
 def generate_lake(
@@ -422,6 +430,7 @@ def generate_lake(
     truth = gen.plan.truth_table()
     pq.write_table(truth, gt_dir / "anomalies.parquet", compression="gzip")
     anomalies = gen.plan.counts()
+    labels = gen.labels.write(gt_dir / LABEL_FILE)
     manifest = {
         "generator": "seclake_lakegen.generate",
         "seed": int(seed),
@@ -443,6 +452,7 @@ def generate_lake(
             _iso(gen.plan.window[0]),
             _iso(gen.plan.window[1]),
         ],
+        "labels": labels,  # file relative to this manifest's folder
     }
     (gt_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     seconds = _time.perf_counter() - t_start
@@ -451,6 +461,7 @@ def generate_lake(
         "root": str(root),
         "ground_truth": str(gt_dir / "anomalies.parquet"),
         "manifest": str(gt_dir / "manifest.json"),
+        "labels_file": str(gt_dir / LABEL_FILE),
         "total_rows": sum(rows.values()),
         "total_files": sum(files.values()),
         "seconds": round(seconds, 3),
@@ -474,7 +485,8 @@ def drop_batch(root: str | os.PathLike[str], day: _dt.date, seed: int, source_ve
     lake) and anomalies anywhere in the day (``warmup_fraction=0`` unless given), in a hidden staging
     folder under ``root``, then every object is moved into the lake atomically (``os.replace``), so a
     scanner never sees a half-written object. The day's ground truth goes to
-    ``ground_truth/batches/<YYYYMMDD>/`` (the lake's own ground truth is left alone).
+    ``ground_truth/batches/<YYYYMMDD>/`` (anomalies, synthetic risk labels, manifest; the lake's own
+    ground truth is left alone).
     """
     root = Path(root)
     stamp = day.strftime("%Y%m%d")
@@ -490,11 +502,11 @@ def drop_batch(root: str | os.PathLike[str], day: _dt.date, seed: int, source_ve
         moved.append(str(dst.relative_to(root)))
     truth = root / "ground_truth" / "batches" / stamp
     truth.mkdir(parents=True, exist_ok=True)
-    for name in ("anomalies.parquet", "manifest.json"):
+    for name in ("anomalies.parquet", LABEL_FILE, "manifest.json"):
         os.replace(staging / "ground_truth" / name, truth / name)
     shutil.rmtree(staging, ignore_errors=True)
     return {"day": day.isoformat(), "objects": moved, "rows": summary["rows"], "anomalies": summary["anomalies"],
-            "ground_truth": str(truth / "anomalies.parquet")}
+            "ground_truth": str(truth / "anomalies.parquet"), "labels": str(truth / LABEL_FILE)}
 
 
 def _iso(ms: int) -> str:

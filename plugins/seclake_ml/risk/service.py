@@ -23,18 +23,18 @@ log = logging.getLogger(__name__)
 
 
 def settings_of(cfg: Any) -> RiskSettings:
-    r = cfg.risk
-    return RiskSettings(lookback_days=r.lookback_days, min_labels=r.min_labels, catalog_path=r.sensitive_operations)
+    return RiskSettings(lookback_days=cfg.risk.lookback_days, min_labels=cfg.risk.min_labels,
+                        catalog_path=cfg.risk.sensitive_operations)
 
 
 def geo_of(cfg: Any) -> Any | None:
     """The configured GeoIP provider (``None`` when GeoIP is switched off or not installed)."""
-    r = cfg.risk
     try:
         from seclake_ml.risk.geoip import open_provider
     except ModuleNotFoundError:
         return None
-    provider = open_provider({"provider": r.geoip_provider, "country_db": r.geoip_country_db, "asn_db": r.geoip_asn_db})
+    provider = open_provider({"provider": cfg.risk.geoip_provider, "country_db": cfg.risk.geoip_country_db,
+                              "asn_db": cfg.risk.geoip_asn_db})
     return None if getattr(provider, "name", "") == "none" else provider
 
 
