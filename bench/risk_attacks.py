@@ -3,7 +3,7 @@
 Copies a sample lake (generated with the package generator when ``--lake`` is absent), injects the
 attack scenarios of ``seclake_lakegen.gen_attacks`` into one day (half of them from an address the
 victim already uses), scores that day with the risk engine (the unsupervised score, and the active
-supervised model of ``--work`` when there is one), and prints per scenario how many of its events
+supervised model of ``--work`` when there is one, alone and floored by the unsupervised score), and prints per scenario how many of its events
 rank in the top 1 % (and top 5 %) of the day's events, with the median rank percentile. An attack
 event's rank is the share of the day's normal events that score at least as high (ties count
 against it), so the injected events never crowd each other out of the top 1 %.
@@ -52,7 +52,12 @@ def main() -> None:
             if args.work:
                 active = service.active_model(cfg)
                 if active.supervised:
-                    models[f"supervised {active.version}"] = active
+                    import dataclasses
+
+                    alone = dataclasses.replace(active, settings=dataclasses.replace(active.settings, combination="supervised"))
+                    floor = dataclasses.replace(active, settings=dataclasses.replace(active.settings, combination="floor"))
+                    models[f"supervised alone {active.version}"] = alone
+                    models[f"supervised, unsupervised floor {active.version}"] = floor
             for name, model in models.items():
                 table, summary = service.score(cfg, day, day + timedelta(days=1), model=model)
                 n = len(table)

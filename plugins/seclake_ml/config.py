@@ -276,6 +276,9 @@ class RiskConfig:
         shape="a local file path", optional=True))
     geoip_asn_db: str | None = _declared(Setting(
         "text", None, "MaxMind-format ASN .mmdb file", pattern=_LOCATION_RE, shape="a local file path", optional=True))
+    combination: str = _declared(Setting(
+        "text", "floor", "with a supervised model: 'floor' = the larger of its score and the unsupervised score, "
+        "'supervised' = its score alone", pattern=re.compile(r"floor|supervised"), shape="floor | supervised"))
     top_findings: int = _declared(Setting(
         "int", 10, "riskiest events printed per scored window (CLI) and logged per scored batch", low=1, high=10_000))
     finding_min_risk: float = _declared(Setting(

@@ -51,9 +51,10 @@ from tests.aws.test_training_operators_aws import batch_transform  # noqa: F401 
 
 from .runtime import REPO, MwaaRuntime, load_builder
 
-DAG_IDS = {"seclake_ipinsights_training", "seclake_ipinsights_scoring", "seclake_ipinsights_batch_scoring"}
-SQL_TEMPLATES = {"athena/pairs_classified.sql", "athena/pairs_counts.sql", "athena/pairs_unload.sql",
-                 "duckdb/pairs_counts.sql", "duckdb/pairs_stage.sql", "duckdb/pairs_write.sql"}
+DAG_IDS = {"seclake_ipinsights_training", "seclake_ipinsights_scoring", "seclake_ipinsights_batch_scoring",
+           "seclake_cloudtrail_risk_training"}
+SQL_TEMPLATES = {"athena/pairs_classified.sql", "athena/pairs_counts.sql", "athena/pairs_unload.sql", "athena/risk_events_unload.sql",
+                 "duckdb/pairs_counts.sql", "duckdb/pairs_stage.sql", "duckdb/pairs_write.sql", "duckdb/risk_events.sql"}
 LOCAL_CONFIG = {"backend": "local"}
 # Modules of the local backend's IP Insights trainer (PyTorch); never imported on the aws backend.
 LOCAL_TRAINING_MODULES = {"seclake_ml.ipinsights.model", "seclake_ml.ipinsights.trainer"}

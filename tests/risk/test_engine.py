@@ -554,7 +554,7 @@ def _save(root: Path, version: str, fitted) -> Path:
     files = {"linear.json": json.dumps(fitted["linear"].to_json()), "boosted.txt": fitted["boosted"].to_text()}
     manifest = {"kind": "cloudtrail_risk", "supervised": True, "boosted_params": fitted["boosted"].params,
                 "lookback_days": 5, "min_labels": 20, "metrics": {}}
-    return store.save_version(root, version, manifest, files)
+    return Path(store.save_version(root, version, manifest, files))
 
 
 def test_store_round_trip_identical_predictions(fitted, tmp_path: Path) -> None:

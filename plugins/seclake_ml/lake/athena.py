@@ -301,6 +301,58 @@ class AthenaLake:
         log.info("%s", res.summary_line())
         return res
 
+    # ------------------------------------------------------------- risk events
+    def build_events_query(self, start: datetime, end: datetime, destination: str) -> str:
+        """The ``UNLOAD`` of the CloudTrail risk events (:mod:`seclake_ml.risk.columns`) of ``[start, end)``."""
+        from seclake_ml.risk.events import MAX_FIELD_LEN, render_expressions
+        from seclake_ml.sources import CLOUDTRAIL_API
+
+        version = self.cfg.source_version
+        start, end = _utc(start, "start"), _utc(end, "end")
+        if end <= start:
+            raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
+        r = render_expressions(version, lambda path: sqlsafe.column_path(f"t.{path}"))
+        if version == 1:
+            last_day = (end - timedelta(microseconds=1)).date()
+            time_filter = (
+                f"t.eventday BETWEEN {sqlsafe.day_literal(start.date())} AND {sqlsafe.day_literal(last_day)} "
+                f"AND {r['time']} >= {sqlsafe.int_literal(_epoch_ms(start))} "
+                f"AND {r['time']} < {sqlsafe.int_literal(_epoch_ms(end))}"
+            )
+            event_time = f"date_add('millisecond', {r['time']}, TIMESTAMP '1970-01-01 00:00:00.000')"
+        else:
+            time_filter = (
+                f"{r['time']} >= {sqlsafe.timestamp_literal(start)} AND {r['time']} < {sqlsafe.timestamp_literal(end)}"
+            )
+            event_time = f"CAST({r['time']} AS timestamp(3))"
+        query = sqlsafe.render(
+            "athena/risk_events_unload.sql",
+            table=sqlsafe.qualified(self.cfg.glue_db, CLOUDTRAIL_API.table_name(version, self.cfg.region)),
+            event_time=sqlsafe.trusted(event_time),
+            time_filter=sqlsafe.trusted(time_filter),
+            api_class=sqlsafe.int_literal(CLOUDTRAIL_API.class_uid[version]),
+            account_filter=_in_list("t.accountid", self.cfg.accounts, ACCOUNT_LITERAL_RE),
+            region_filter=_in_list("t.region", self.cfg.regions, REGION_LITERAL_RE),
+            max_len=sqlsafe.int_literal(MAX_FIELD_LEN + 1),
+            destination=sqlsafe.s3_uri_literal(destination),
+            **{k: sqlsafe.trusted(v) for k, v in r.items() if k != "time"},
+        )
+        return _strip_comment_lines(query)
+
+    def unload_events(self, start: datetime, end: datetime, out: str) -> list[str]:
+        """Run the risk events ``UNLOAD`` into ``out`` (emptied first); returns the written object keys."""
+        destination = self.destination(out)
+        query = self.build_events_query(start, end, destination)
+        removed = self.empty_prefix(destination)
+        if removed:
+            log.info("removed %d object(s) of an earlier events unload under %s", removed, destination)
+        query_id = self._start(query)
+        self._wait(query_id, "risk events unload")
+        bucket, key = split_s3_prefix(destination)
+        keys = sorted(k for k in self.s3.list_keys(bucket_name=bucket, prefix=key) if not k.endswith("/"))
+        log.info("athena query %s unloaded %d object(s) of CloudTrail events to %s", query_id, len(keys), destination)
+        return [f"s3://{bucket}/{k}" for k in keys]
+
     # ------------------------------------------------------------------ steps
     def empty_prefix(self, destination: str) -> int:
         """Delete every object under ``destination`` (an ``s3://bucket/prefix/``); return how many."""

@@ -4,9 +4,9 @@ Constructors are cheap and offline; the engine (:mod:`seclake_ml.risk`) is impor
 Each task hands the next one a small JSON dict. The fit is keyed by the data interval (model version
 ``risk-<start>-<end>``), so re-running or backfilling a week replaces that week's candidate.
 
-The events are read from the local lake (DuckDB); the aws backend's Athena query for these events is
-not built yet, so on ``backend: aws`` the fit task fails at once with a message saying so, instead of
-reading nothing.
+Events come from the local lake (DuckDB) or, on ``backend: aws``, from the Security Lake Glue table
+through Athena (``UNLOAD`` to the work location, read back on the worker); models, reports and labels
+live in the work location (a folder, or S3).
 """
 
 from __future__ import annotations
@@ -36,18 +36,16 @@ def _mapping(value: Any, name: str) -> Mapping[str, Any]:
 
 
 class _RiskOperator(BaseOperator):
-    def __init__(self, *, config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, config_overrides: Mapping[str, Any] | None = None,
+                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config_overrides = config_overrides
+        self.aws_conn_id = aws_conn_id
 
     def runtime_config(self) -> Any:
         from seclake_ml.airflow_support import load_runtime_config
 
-        cfg = load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
-        if cfg.backend != "local":
-            raise ValueError(f"risk scoring reads CloudTrail events from a local lake; backend {cfg.backend!r} "
-                             "is not supported by the risk DAG yet (its Athena query is not built)")
-        return cfg
+        return load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
 
 
 class RiskFitOperator(_RiskOperator):
@@ -68,40 +66,30 @@ class RiskFitOperator(_RiskOperator):
         self.lookback_days = lookback_days
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import json
+        import dataclasses
 
         from seclake_ml.airflow_support import iso, to_utc
-        from seclake_ml.risk import engine, service
-        from seclake_ml.risk.report import write_report
-        from seclake_ml.risk.store import save_version, store_root, version_for_interval
+        from seclake_ml.risk import service
 
         cfg = self.runtime_config()
         start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
         settings = service.settings_of(cfg)
         if self.lookback_days not in (None, "", "None"):
-            settings = engine.RiskSettings(int(self.lookback_days), settings.min_labels, settings.catalog_path)
-        labels = service.latest_labels(cfg)
-        version = version_for_interval(start, end)
-        log.info("fitting %s on [%s, %s) with %d labels in the store", version, iso(start), iso(end), len(labels))
-        result = engine.fit(cfg, start, end, labels, version, settings, geo=service.geo_of(cfg))
-        root = store_root(service.work_root(cfg))
-        files = {}
-        if result.supervised:
-            files = {"linear.json": json.dumps(result.linear.to_json()), "boosted.txt": result.boosted.to_text()}
-        decision = service.gate(root, result)
-        folder = save_version(root, version, result.manifest(settings) | {"gate": decision.to_dict()}, files)
-        report = write_report(result, folder / "report")
-        context["ti"].xcom_push(key=REPORT_URL_KEY, value=report_url(report["html"], cfg.region))
-        out = {"version": version, "start": iso(start), "end": iso(end), "supervised": result.supervised,
-               "events": result.events, "labels_used": result.labels_matched,
-               "labels_available": result.labels_available, "metrics": result.metrics,
-               "gate": decision.to_dict(), "report": report["html"], "chart": report.get("chart")}
+            settings = dataclasses.replace(settings, lookback_days=int(self.lookback_days))
+        log.info("fitting the risk models on [%s, %s) (%s backend, %d days of history per event)", iso(start),
+                 iso(end), cfg.backend, settings.lookback_days)
+        out = service.fit_candidate(cfg, start, end, settings=settings, aws_conn_id=self.aws_conn_id)
+        context["ti"].xcom_push(key=REPORT_URL_KEY, value=report_url(out["report"]["html"], cfg.region))
+        log.info("%s: %d events, %d of %d labels matched; %s", out["version"], out["events"], out["labels_used"],
+                 out["labels_available"], "supervised" if out["supervised"] else "unsupervised (too few labels)")
         for name in ("linear", "boosted"):
-            if name in result.metrics:
-                m = result.metrics[name]
+            if name in out["metrics"]:
+                m = out["metrics"][name]
                 log.info("%s: R² %.3f RMSE %.2f MAE %.2f on %d test events", name, m["r2"], m["rmse"], m["mae"], m["rows"])
-        log.info("report: %s", report["html"])
-        return out
+        log.info("gate: %s (%s); report: %s", "passed" if out["gate"]["passed"] else "held", out["gate"]["reason"],
+                 out["report"]["html"])
+        return {k: out[k] for k in ("version", "start", "end", "supervised", "events", "labels_used",
+                                    "labels_available", "metrics", "gate", "report", "model_dir")}
 
 
 class RiskGateOperator(_RiskOperator):
@@ -139,13 +127,13 @@ class RiskRolloutOperator(_RiskOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from seclake_ml.risk import service
-        from seclake_ml.risk.store import activate, store_root
+        from seclake_ml.risk.store import activate
 
         decision = _mapping(self.decision, "decision")
         if not decision.get("passed"):
             raise AirflowSkipException(f"gate held {decision.get('version')}: {decision.get('reason')}")
         cfg = self.runtime_config()
-        record = activate(store_root(service.work_root(cfg)), decision["version"], decision["reason"])
+        record = activate(service.model_store(cfg, aws_conn_id=self.aws_conn_id), decision["version"], decision["reason"])
         log.info("active risk model is now %s", record["version"])
         return record
 
@@ -153,58 +141,64 @@ class RiskRolloutOperator(_RiskOperator):
 class RiskScoreBatchOperator(BaseOperator):
     """Risk-score the CloudTrail objects of a scoring batch with the active risk model; write findings.
 
-    Runs after the IP Insights scoring of the same batch (same manifest, same findings writer). Objects
-    already risk-scored by an earlier attempt (``<work>/scoring/batches/<id>/risk.json``) are skipped.
-    Without an active risk model the unsupervised score is used. On the aws backend this task is
-    skipped with a warning: the risk engine reads the lake locally only for now.
+    Runs after the IP Insights scoring of the same batch (same manifest, same findings writer, same
+    publisher: SNS on aws when ``extra.scoring.sns_topic_arn`` is set). Objects already risk-scored by
+    an earlier attempt (``<work>/scoring/batches/<id>/risk.json``) are skipped. Without an active risk
+    model the unsupervised score is used. On aws the objects are downloaded from the lake bucket and
+    their principals' history comes from Athena.
 
     :param batch: the upstream scoring task's summary (``batch_id``). Templated.
     """
 
     template_fields: Sequence[str] = ("batch", "config_overrides")
 
-    def __init__(self, *, batch: Any, config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, batch: Any, config_overrides: Mapping[str, Any] | None = None,
+                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
         self.config_overrides = config_overrides
+        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         import json
         from pathlib import Path
 
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from seclake_ml import __version__
         from seclake_ml.airflow_support import load_runtime_config
+        from seclake_ml.operators.scoring import aws_clients
         from seclake_ml.risk import service
         from seclake_ml.risk.batch import done_record, score_objects
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import findings_location, work_store
-        from seclake_ml.scoring.stores import LogPublisher, store_for
+        from seclake_ml.scoring.service import findings_location, setting, work_store
+        from seclake_ml.scoring.stores import LogPublisher, SnsPublisher, store_for
 
         batch = _mapping(self.batch, "batch")
         batch_id = batch.get("batch_id")
         if not batch_id:
             raise ValueError(f"batch: expected the scoring task's summary with a batch_id, got {str(batch)[:200]}")
         cfg = load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
-        if cfg.backend != "local":
-            raise AirflowSkipException("CloudTrail risk scoring reads the lake locally only; on the aws backend "
-                                       "this batch's CloudTrail objects are not risk-scored (IP Insights findings are)")
-        store = work_store(cfg)
+        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
+        store = work_store(cfg, clients)
         manifest = Ledger(store).manifest(batch_id)
         keys = [o["key"] for o in manifest.get("objects", []) if isinstance(o, Mapping) and o.get("key")]
         progress = done_record(store, batch_id)
-        model = service.active_model(cfg)
+        model = service.active_model(cfg, clients.s3 if clients else None, self.aws_conn_id)
+        if clients is not None:
+            topic = setting(cfg, "sns_topic_arn")
+            publisher = SnsPublisher(clients.sns, topic) if topic else LogPublisher(None)
+            sink = store_for(findings_location(cfg), clients.s3)
+        else:
+            publisher = LogPublisher(Path(service.work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl")
+            sink = store_for(findings_location(cfg))
 
         def mark(key: str, findings: int) -> None:
             progress["done"][key] = findings
             store.put_bytes(f"scoring/batches/{batch_id}/risk.json", json.dumps(progress, indent=1).encode())
 
         res = score_objects(
-            cfg, keys, model, sink=store_for(findings_location(cfg)),
-            publisher=LogPublisher(Path(service.work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl"),
-            done=set(progress["done"]), product_version=__version__, top=cfg.risk.top_findings,
-            geo=service.geo_of(cfg), on_object_done=mark,
+            cfg, keys, model, sink=sink, publisher=publisher, done=set(progress["done"]),
+            product_version=__version__, top=cfg.risk.top_findings, geo=service.geo_of(cfg), on_object_done=mark,
+            aws_conn_id=self.aws_conn_id,
         )
         self.log.info("batch %s: risk model %s (%s): %d CloudTrail objects (%d already done), %d events, "
                       "%d findings %s, %d published, %.2fs", batch_id, res.model_version,

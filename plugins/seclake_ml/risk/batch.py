@@ -65,7 +65,8 @@ def _stem(key: str) -> str:
 
 def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, publisher: Any = None,
                   done: set[str] | None = None, product_version: str = "0", top: int = 10,
-                  geo: Any | None = None, on_object_done: Any = None) -> RiskBatchResult:
+                  geo: Any | None = None, on_object_done: Any = None,
+                  aws_conn_id: str | None = "aws_default") -> RiskBatchResult:
     """Score the CloudTrail objects among ``keys`` (lake keys) and write their findings to ``sink``.
 
     :param done: keys already scored by an earlier attempt (skipped).
@@ -92,11 +93,12 @@ def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, pub
         day = datetime.strptime(day_text, "%Y%m%d").replace(tzinfo=timezone.utc)
         uids_of: dict[str, set[str]] = {}
         for key in todo:
-            target = read_events(cfg, day, day + timedelta(days=1), keys=[key])
+            target = read_events(cfg, day, day + timedelta(days=1), keys=[key], aws_conn_id=aws_conn_id)
             res.quarantined.extend(target.quarantined)
             uids_of[key] = set(target.table.column("uid").to_pylist())
         all_uids = set().union(*uids_of.values())
-        context = read_events(cfg, _window(day, model.settings.lookback_days), day + timedelta(days=1))
+        context = read_events(cfg, _window(day, model.settings.lookback_days), day + timedelta(days=1),
+                              aws_conn_id=aws_conn_id)
         ff = build_features(context.table, int(day.timestamp() * 1000), lookback_days=model.settings.lookback_days,
                             catalog=load_catalog(model.settings.catalog_path), geo=geo, target_uids=all_uids)
         table = model.apply(ff.frame)

@@ -160,18 +160,18 @@ def format_scores(table, summary: dict, top: int = 10) -> list[str]:
 
 def _report(args: argparse.Namespace) -> int:
     from seclake_ml.risk import service
-    from seclake_ml.risk.store import read_active, store_root
+    from seclake_ml.risk.store import describe, read_active
 
     cfg = _config(args)
-    root = store_root(service.work_root(cfg))
+    root = service.model_store(cfg, aws_conn_id=None)
     active = read_active(root)
     if not active:
-        print(f"no active risk model under {root}: events are scored by the unsupervised combination")
+        print(f"no active risk model under {describe(root)}: events are scored by the unsupervised combination")
         return 1
-    folder = root / "versions" / active["version"]
+    folder = f"{describe(root)}/versions/{active['version']}"
     print(f"active        {active['version']} (activated {active['activated_at']}: {active['reason']})")
     for name, m in (active.get("metrics") or {}).items():
         if isinstance(m, dict) and "r2" in m:
             print(f"{name:13s} R² {m['r2']:.3f}  RMSE {m['rmse']:.2f}  MAE {m['mae']:.2f}  (test rows {m['rows']:,})")
-    print(f"report        {folder / 'report' / 'report.html'}")
+    print(f"report        {folder}/report/report.html")
     return 0

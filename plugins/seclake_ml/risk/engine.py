@@ -10,7 +10,11 @@
 
 Which score is the risk: below ``min_labels`` labelled events (or without a model) the unsupervised
 combination (:mod:`seclake_ml.risk.combine`); at or above it the boosted model, which takes the
-unsupervised score as one of its (monotone) inputs.
+unsupervised score as one of its (monotone) inputs, floored by the unsupervised score
+(``combination: floor``, the default): labels teach the model what analysts have seen, and behaviour
+that no label covered is never ranked below its novelty. Novelty fades by itself (an operation
+repeated by a principal is no longer new in the next batch), so the floor's false positives do not
+recur. ``combination: supervised`` makes the boosted model's score the risk alone.
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_DAYS = 14
 DEFAULT_MIN_LABELS = 200
-GATE_TOLERANCE = 0.02  # a candidate's test RMSE may exceed the active model's by at most 2 %
+GATE_TOLERANCE = 0.02
+# How a supervised model's score and the unsupervised score make the risk: "floor" = the larger of the
+# two (labels rank what analysts have seen; behaviour no label covered is never scored below its
+# novelty), "supervised" = the supervised model alone.
+COMBINATIONS = ("floor", "supervised")  # a candidate's test RMSE may exceed the active model's by at most 2 %
 OUTPUT_COLUMNS = ("uid", "time", "principal", "source_ip", "operation", "kind", "result", "risk_score",
                   "unsupervised_score", "supervised_score", "is_outlier", "probable_cause", "contributions",
                   "account", "region", "user_agent", "sensitive_category")  # fmt: skip
@@ -46,8 +54,11 @@ class RiskSettings:
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
     min_labels: int = DEFAULT_MIN_LABELS
     catalog_path: str | None = None
+    combination: str = "floor"
 
     def __post_init__(self) -> None:
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"risk combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
         if type(self.lookback_days) is not int or not 1 <= self.lookback_days <= 366:
             raise ValueError(f"risk lookback_days must be an integer 1..366, got {self.lookback_days!r}")
         if type(self.min_labels) is not int or not 20 <= self.min_labels <= 10_000_000:
@@ -78,6 +89,7 @@ class FitResult:
             "supervised": self.supervised, "metrics": self.metrics, "boosted_params": self.boosted_params,
             "features": list(BOOSTED_FEATURES), "lookback_days": settings.lookback_days,
             "min_labels": settings.min_labels, "catalog": settings.catalog_path or "packaged",
+            "combination": settings.combination,
             "test_uids_sha256": _uids_digest(self.test_frame),
         }
 
@@ -96,12 +108,13 @@ def _window(start: datetime, lookback_days: int) -> datetime:
 
 
 def load_window(cfg: Any, start: datetime, end: datetime, settings: RiskSettings, *,
-                geo: Any | None = None, ip_scorer: Callable | None = None) -> tuple[Any, Any]:
+                geo: Any | None = None, ip_scorer: Callable | None = None,
+                aws_conn_id: str | None = "aws_default") -> tuple[Any, Any]:
     """``(EventsResult, FeatureFrame)`` of ``[start, end)`` with ``lookback_days`` of history before it."""
     from seclake_ml.risk.catalog import load_catalog
     from seclake_ml.risk.events import read_events
 
-    events = read_events(cfg, _window(start, settings.lookback_days), end)
+    events = read_events(cfg, _window(start, settings.lookback_days), end, aws_conn_id=aws_conn_id)
     start_ms = int(start.timestamp() * 1000)
     frame = build_features(events.table, start_ms, lookback_days=settings.lookback_days,
                            catalog=load_catalog(settings.catalog_path), geo=geo, ip_scorer=ip_scorer)
@@ -119,7 +132,8 @@ def add_unsupervised(frame: Any, lookback_days: int) -> dict[str, np.ndarray]:
 
 
 def fit(cfg: Any, start: datetime, end: datetime, labels: Mapping[str, Mapping[str, Any]], version: str,
-        settings: RiskSettings | None = None, *, geo: Any | None = None, ip_scorer: Callable | None = None) -> FitResult:
+        settings: RiskSettings | None = None, *, geo: Any | None = None, ip_scorer: Callable | None = None,
+        aws_conn_id: str | None = "aws_default") -> FitResult:
     """Fit both models on the labelled events of ``[start, end)``.
 
     :param labels: latest label per event uid (``risk_score`` 0-100), e.g. ``LabelStore.latest()``;
@@ -127,7 +141,7 @@ def fit(cfg: Any, start: datetime, end: datetime, labels: Mapping[str, Mapping[s
     """
     t0 = time.perf_counter()
     settings = settings or RiskSettings()
-    events, ff = load_window(cfg, start, end, settings, geo=geo, ip_scorer=ip_scorer)
+    events, ff = load_window(cfg, start, end, settings, geo=geo, ip_scorer=ip_scorer, aws_conn_id=aws_conn_id)
     frame = ff.frame
     add_unsupervised(frame, settings.lookback_days)
     uids = frame["uid"].astype(str).to_numpy()
@@ -193,11 +207,12 @@ class RiskModel:
         return cls(version=None, settings=settings or RiskSettings())
 
     @classmethod
-    def load(cls, root: Path, version: str) -> "RiskModel":
+    def load(cls, root: Any, version: str) -> "RiskModel":
         from seclake_ml.risk.store import load_version
 
         manifest, texts = load_version(root, version)
         settings = RiskSettings(lookback_days=int(manifest.get("lookback_days", DEFAULT_LOOKBACK_DAYS)),
+                                combination=str(manifest.get("combination", "floor")),
                                 min_labels=int(manifest.get("min_labels", DEFAULT_MIN_LABELS)),
                                 catalog_path=None if manifest.get("catalog") in (None, "packaged") else manifest["catalog"])
         linear = LinearBaseline.from_json(json.loads(texts["linear.json"])) if "linear.json" in texts else None
@@ -216,6 +231,11 @@ class RiskModel:
             names = list(BOOSTED_FEATURES)
             top = combine.contributions_json({n: contrib[:, i] for i, n in enumerate(names)})
             risk = sup
+            if self.settings.combination == "floor":
+                floor = unsup > sup
+                risk = np.where(floor, unsup, sup)
+                if floor.any():
+                    top = np.where(floor, combine.contributions_json(parts), top)
         else:
             sup = np.full(len(frame), np.nan)
             top = combine.contributions_json(parts)

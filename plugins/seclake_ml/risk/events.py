@@ -91,6 +91,11 @@ class EventsResult:
                 f"to {MAX_FIELD_LEN} characters ({self.seconds:.2f}s)")
 
 
+def render_expressions(version: int, resolve: Any) -> dict[str, str]:
+    """The event table's column expressions for ``version``, each ``{column.path}`` replaced by ``resolve(path)``."""
+    return _render(version, resolve)
+
+
 def _render(version: int, resolve: Any) -> dict[str, str]:
     exprs = _EXPRESSIONS[version]
     paths: dict[str, str] = {}
@@ -116,15 +121,78 @@ def event_schema_types() -> dict[str, Any]:
     return types
 
 
-def read_events(cfg: SeclakeConfig, start: datetime, end: datetime, *, keys: list[str] | None = None) -> EventsResult:
-    """CloudTrail events with time in ``[start, end)`` from the local lake at ``cfg.lake_root``.
+def read_events(cfg: SeclakeConfig, start: datetime, end: datetime, *, keys: list[str] | None = None,
+                aws_conn_id: str | None = "aws_default") -> EventsResult:
+    """CloudTrail events with time in ``[start, end)`` from the lake.
+
+    Local backend: the lake folder ``cfg.lake_root`` with DuckDB. aws backend: the Security Lake Glue
+    table through Athena (``UNLOAD`` under ``<work>/risk/events/``, read back here); with ``keys``, the
+    named objects of the lake bucket, downloaded and read like local ones.
 
     :param cfg: configuration (lake root, source version, account and region filters, DuckDB memory).
     :param start: inclusive start (aware UTC datetime).
     :param end: exclusive end.
-    :param keys: only these lake objects (keys relative to the lake root, e.g. a scoring batch's
-        objects); default: every object whose partitions can hold the window.
+    :param keys: only these lake objects (keys relative to the lake root or bucket, e.g. a scoring
+        batch's objects); default: every object whose partitions can hold the window.
+    :param aws_conn_id: Airflow connection of the aws backend's hooks.
     """
+    if cfg.backend == "aws":
+        return _read_events_aws(cfg, start, end, keys, aws_conn_id)
+    return _read_events_local(cfg, start, end, keys)
+
+
+def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None,
+                     aws_conn_id: str | None) -> EventsResult:
+    import dataclasses
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from seclake_ml.lake.athena import AthenaLake
+    from seclake_ml.pairs import as_utc, check_interval
+
+    start, end = as_utc(start), as_utc(end)
+    check_interval(start, end)
+    s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    with tempfile.TemporaryDirectory(prefix="seclake-risk-events-") as tmp:
+        if keys is not None:
+            # the batch's own objects: downloaded under the same keys, read as a local lake
+            if not cfg.lake_bucket:
+                raise ValueError("aws risk scoring of lake objects needs lake_bucket in the configuration")
+            for key in keys:
+                if key.startswith("/") or ".." in key.split("/"):
+                    raise ValueError(f"lake object key {key[:200]!r} is not a relative key")
+                path = Path(tmp) / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.get_conn().download_file(cfg.lake_bucket, key, str(path))
+            local = dataclasses.replace(cfg, backend="local", lake_root=tmp, work_location=tmp)
+            return _read_events_local(local, start, end, keys)
+        t0 = time.perf_counter()
+        res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=cfg.source_version)
+        stamp = f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+        uris = AthenaLake(cfg, aws_conn_id=aws_conn_id).unload_events(
+            start, end, f"{cfg.work_location.rstrip('/')}/risk/events/interval={stamp}/")
+        tables = []
+        for i, uri in enumerate(uris):
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            path = Path(tmp) / f"part-{i:05d}.parquet"
+            s3.get_conn().download_file(bucket, key, str(path))
+            try:
+                tables.append(pq.read_table(path))
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                res.quarantined.append({"path": uri, "reason": f"corrupt Parquet: {str(exc)[:200]}"})
+        res.files_scanned = len(tables)
+        table = pa.concat_tables(tables, promote_options="default") if tables else empty_table()
+        res.table = _normalise(table, res)
+        res.rows = res.table.num_rows
+        res.seconds = round(time.perf_counter() - t0, 3)
+        log.info("%s", res.summary_line())
+        return res
+
+
+def _read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None) -> EventsResult:
     import duckdb
     import pyarrow as pa
 

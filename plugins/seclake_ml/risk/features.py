@@ -46,6 +46,28 @@ WINDOW_COUNTS = ("fails_1h", "denied_1h", "new_ops_1h", "events_1h")
 DENIED_CODES = ("AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "UnauthorizedOperation",
                 "UnauthorizedAccess", "Forbidden", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken")
 NOT_IP = "not_ip"
+# What an operation's name says it does: 0 reads, 1 changes, 2 removes or stops, 3 signs in.
+_READ_VERBS = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet", "Select",
+               "Check", "Validate", "Estimate", "Preview", "Simulate", "View", "Test")
+_REMOVE_VERBS = ("Delete", "Remove", "Detach", "Disable", "Deregister", "Revoke", "Stop", "Terminate", "Cancel",
+                 "Schedule", "Deactivate", "Disassociate", "Leave", "Purge", "Reject", "Release")
+# Tactics of the sensitive-operation catalogue, as a small categorical code for the boosted model.
+CATEGORIES = ("", "change", "discovery", "credential_access", "collection", "execution", "persistence",
+              "privilege_escalation", "lateral_movement", "defense_evasion", "exfiltration", "impact",
+              "initial_access")
+
+
+def verb_class(operation: str | None) -> int:
+    """0 read, 1 change, 2 remove/stop, 3 console sign-in, from the operation's name (``-1`` unknown)."""
+    if not operation:
+        return -1
+    if operation in ("ConsoleLogin", "SwitchRole", "CheckMfa"):
+        return 3
+    if operation.startswith(_READ_VERBS):
+        return 0
+    if operation.startswith(_REMOVE_VERBS):
+        return 2
+    return 1
 
 
 @dataclass
@@ -249,6 +271,11 @@ def build_features(
     w, cats = catalog.lookup_many([p[0] or None for p in pairs], [p[1] or None for p in pairs])
     feats["sensitive"] = np.asarray(w, dtype=np.int8)[op_codes] if len(pairs) else np.zeros(n, np.int8)
     df["sensitive_category"] = np.asarray(cats, dtype=object)[op_codes] if len(pairs) else np.array([], dtype=object)
+    verbs = np.array([verb_class(p[1]) for p in pairs], dtype=np.int8)
+    feats["verb"] = verbs[op_codes] if len(pairs) else np.zeros(n, np.int8)
+    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
+    feats["category"] = (np.array([cat_index.get(c, 0) for c in cats], dtype=np.int8)[op_codes]
+                         if len(pairs) else np.zeros(n, np.int8))
 
     # one hour either side of each event, per principal, over history and scored rows alike
     order = np.lexsort((ms, p_codes))

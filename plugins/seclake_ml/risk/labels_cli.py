@@ -81,16 +81,11 @@ def _config(root: str | None = None) -> Any:
 
 
 def _store(cfg: Any) -> Any:
-    """The label store of the configured work location (a boto3 S3 client when it is ``s3://``)."""
-    from seclake_ml.risk.labels import label_store_for
+    """The label store of the configured work location (S3 through the provider's hook when ``s3://``;
+    from the command line boto3's default credential chain)."""
+    from seclake_ml.risk.service import label_store
 
-    if cfg.work_is_s3:
-        import boto3
-
-        return label_store_for(cfg.work_location, boto3.client("s3", region_name=cfg.region))
-    from seclake_ml.scoring.service import work_root
-
-    return label_store_for(work_root(cfg))
+    return label_store(cfg, aws_conn_id=None)
 
 
 def _when(text: str, what: str) -> datetime:

@@ -33,8 +33,9 @@ BOOSTED_FEATURES: dict[str, int] = {
     "acct_rarity_op": 1, "acct_rarity_net": 1, "acct_rarity_country": 1, "acct_rarity_ua_family": 1,
     "fails_1h": 1, "denied_1h": 1, "new_ops_1h": 1, "rate_ratio_1h": 1, "signin": 0, "signin_failed": 1,
     "signin_no_mfa": 1, "root": 1, "failed": 0, "hour_of_day": 0, "weekend": 0, "ipinsights": 1,
-    "pentest_client": 1,
+    "pentest_client": 1, "verb": 0, "category": 0,
 }  # fmt: skip
+CATEGORICAL = ("category",)  # LightGBM categorical features (codes, not magnitudes)
 # Raw fields of the linear baseline: (column, top-k values kept, the rest become "other")
 LINEAR_FIELDS = (("kind", 4), ("principal_type", 8), ("service_v", 30), ("op", 40), ("ua_family", 20),
                  ("country", 15), ("error_any", 2), ("mfa_v", 3), ("hour", 8), ("weekend_v", 2))
@@ -137,7 +138,8 @@ class BoostedModel:
                 "monotone_constraints": list(BOOSTED_FEATURES.values()), "monotone_constraints_method": "advanced",
                 "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 2, "verbose": -1,
             }  # fmt: skip
-            dtrain = lgb.Dataset(Xt, yt, feature_name=list(BOOSTED_FEATURES), free_raw_data=False)
+            dtrain = lgb.Dataset(Xt, yt, feature_name=list(BOOSTED_FEATURES), categorical_feature=list(CATEGORICAL),
+                                 free_raw_data=False)
             if n_val:
                 dval = lgb.Dataset(Xv, yv, reference=dtrain)
                 booster = lgb.train(params, dtrain, num_boost_round=600, valid_sets=[dval],
@@ -149,7 +151,8 @@ class BoostedModel:
             if best is None or rmse < best[0]:
                 best = (rmse, leaves, rounds, params)
         _, leaves, rounds, params = best
-        self.booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(BOOSTED_FEATURES)), num_boost_round=rounds)
+        self.booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(BOOSTED_FEATURES),
+                                                     categorical_feature=list(CATEGORICAL)), num_boost_round=rounds)
         self.params = {"num_leaves": leaves, "num_boost_round": rounds, "learning_rate": 0.05,
                        "validation_rmse": round(best[0], 4), "validation_rows": n_val}
         return self

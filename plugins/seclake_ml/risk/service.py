@@ -7,6 +7,7 @@ store (``risk/models``) and scored windows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def settings_of(cfg: Any) -> RiskSettings:
     return RiskSettings(lookback_days=cfg.risk.lookback_days, min_labels=cfg.risk.min_labels,
-                        catalog_path=cfg.risk.sensitive_operations)
+                        catalog_path=cfg.risk.sensitive_operations, combination=cfg.risk.combination)
 
 
 def geo_of(cfg: Any) -> Any | None:
@@ -44,16 +45,35 @@ def work_root(cfg: Any) -> str:
     return root(cfg)
 
 
-def latest_labels(cfg: Any) -> dict[str, dict[str, Any]]:
-    """Latest label per uid from the label store, as ``{uid: {"risk_score": n, "verdict": v}}``."""
+def s3_client(cfg: Any, aws_conn_id: str | None = "aws_default") -> Any:
+    """An S3 client from the Amazon provider's hook (connection, region and endpoint from Airflow;
+    ``aws_conn_id=None``: boto3's default credential chain)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region).get_conn()
+
+
+def model_store(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_default") -> Any:
+    """The risk model store of the work location (a folder, or S3 through ``client``)."""
+    root = work_root(cfg)
+    if root.startswith("s3://") and client is None:
+        client = s3_client(cfg, aws_conn_id)
+    return store_root(root, client)
+
+
+def label_store(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_default") -> Any:
+    """The label store of the work location (a folder, or S3 through ``client``)."""
     from seclake_ml.risk.labels import label_store_for
 
-    client = None
-    if cfg.work_is_s3:
-        import boto3
+    root = work_root(cfg)
+    if root.startswith("s3://") and client is None:
+        client = s3_client(cfg, aws_conn_id)
+    return label_store_for(root, client)
 
-        client = boto3.client("s3", region_name=cfg.region)
-    latest = label_store_for(work_root(cfg), client).latest(kind="event")
+
+def latest_labels(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_default") -> dict[str, dict[str, Any]]:
+    """Latest label per uid from the label store, as ``{uid: {"risk_score": n, "verdict": v}}``."""
+    latest = label_store(cfg, client, aws_conn_id).latest(kind="event")
     return {str(uid): {"risk_score": rec.risk_score, "verdict": rec.verdict} for uid, rec in latest.items()}
 
 
@@ -69,7 +89,7 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def gate(root: Path, result: Any) -> GateDecision:
+def gate(root: Any, result: Any) -> GateDecision:
     """No worse than the active model on the candidate's test split (RMSE within 2 %)."""
     active = read_active(root)
     if not result.supervised:
@@ -96,16 +116,20 @@ def gate(root: Path, result: Any) -> GateDecision:
     return GateDecision(ok, why, candidate_rmse=cand, active_rmse=round(act, 4), active_version=active["version"])
 
 
-def train(cfg: Any, start: datetime, end: datetime, *, labels: dict[str, dict[str, Any]] | None = None,
-          activate_if_passed: bool = True) -> dict[str, Any]:
-    """Fit on ``[start, end)``, save the version with its report, gate it, activate it when it passes."""
-    from seclake_ml.risk.report import write_report
+def fit_candidate(cfg: Any, start: datetime, end: datetime, *, settings: RiskSettings | None = None,
+                  labels: dict[str, dict[str, Any]] | None = None, activate_if_passed: bool = True,
+                  client: Any = None, aws_conn_id: str | None = "aws_default") -> dict[str, Any]:
+    """Fit on ``[start, end)``, save the version with its report and gate decision (not activated)."""
+    import tempfile
 
-    settings = settings_of(cfg)
-    labels = latest_labels(cfg) if labels is None else labels
+    from seclake_ml.risk.report import write_report
+    from seclake_ml.risk.store import save_report
+
+    settings = settings or settings_of(cfg)
+    root = model_store(cfg, client, aws_conn_id)
+    labels = latest_labels(cfg, client, aws_conn_id) if labels is None else labels
     version = version_for_interval(start, end)
-    result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg))
-    root = store_root(work_root(cfg))
+    result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg), aws_conn_id=aws_conn_id)
     files = {}
     if result.supervised:
         files = {"linear.json": json.dumps(result.linear.to_json()), "boosted.txt": result.boosted.to_text()}
@@ -118,30 +142,44 @@ def train(cfg: Any, start: datetime, end: datetime, *, labels: dict[str, dict[st
 
         version = result.version = f"{version}-held-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
     manifest = result.manifest(settings) | {"gate": decision.to_dict()}
-    folder = save_version(root, version, manifest, files)
-    report = write_report(result, folder / "report")
+    location = save_version(root, version, manifest, files)
+    with tempfile.TemporaryDirectory(prefix="seclake-risk-report-") as tmp:
+        written = write_report(result, tmp)
+        stored = save_report(root, version, Path(tmp))
+    report = {k: stored[Path(v).name] for k, v in written.items()}
+    return {"version": version, "start": result.start, "end": result.end, "supervised": result.supervised,
+            "events": result.events, "labels_available": result.labels_available,
+            "labels_used": result.labels_matched, "metrics": result.metrics, "gate": decision.to_dict(),
+            "report": report, "model_dir": location, "seconds": result.seconds}
+
+
+def train(cfg: Any, start: datetime, end: datetime, *, labels: dict[str, dict[str, Any]] | None = None,
+          activate_if_passed: bool = True, client: Any = None) -> dict[str, Any]:
+    """Fit on ``[start, end)``, save the version with its report, gate it, activate it when it passes."""
+    out = fit_candidate(cfg, start, end, labels=labels, activate_if_passed=activate_if_passed, client=client)
     activated = None
-    if decision.passed and activate_if_passed:
-        activated = activate(root, version, decision.reason)
-    return {"version": version, "supervised": result.supervised, "events": result.events,
-            "labels_available": result.labels_available, "labels_used": result.labels_matched,
-            "metrics": result.metrics, "gate": decision.to_dict(), "activated": bool(activated),
-            "report": report, "model_dir": str(folder), "seconds": result.seconds}
+    if out["gate"]["passed"] and activate_if_passed:
+        activated = activate(model_store(cfg, client), out["version"], out["gate"]["reason"])
+    return out | {"activated": bool(activated)}
 
 
-def active_model(cfg: Any) -> RiskModel:
+def active_model(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_default") -> RiskModel:
     """The active model, or the unsupervised score when none is active."""
-    root = store_root(work_root(cfg))
+    root = model_store(cfg, client, aws_conn_id)
     active = read_active(root)
     if not active:
         return RiskModel.unsupervised(settings_of(cfg))
-    return RiskModel.load(root, active["version"])
+    model = RiskModel.load(root, active["version"])
+    # how the scores combine is a scoring choice: the configuration's applies without a refit
+    model.settings = dataclasses.replace(model.settings, combination=cfg.risk.combination)
+    return model
 
 
-def score(cfg: Any, start: datetime, end: datetime, *, model: RiskModel | None = None) -> tuple[Any, dict[str, Any]]:
+def score(cfg: Any, start: datetime, end: datetime, *, model: RiskModel | None = None,
+          aws_conn_id: str | None = "aws_default") -> tuple[Any, dict[str, Any]]:
     """Risk of every CloudTrail event of ``[start, end)``: ``(table, summary)``."""
     model = model or active_model(cfg)
-    events, ff = load_window(cfg, start, end, model.settings, geo=geo_of(cfg))
+    events, ff = load_window(cfg, start, end, model.settings, geo=geo_of(cfg), aws_conn_id=aws_conn_id)
     table = model.apply(ff.frame)
     summary = {
         "model": model.version or "unsupervised (no active model)", "supervised": model.supervised,
