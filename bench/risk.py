@@ -3,7 +3,7 @@
 A synthetic event table (no lake, so the figures are the engine's own; reading a lake is measured by
 ``bench/extract.py``): ``--principals`` principals in ``--accounts`` accounts, each with its own usual
 operations (a Zipf draw from a pool of ``--ops`` operations over ``--services`` services), one or two
-home /24 networks and a client type; ``--history-days`` days of history and one scored day of
+home /24 networks (16 addresses each: egress NATs, instances) and a client type; ``--history-days`` days of history and one scored day of
 ``--events`` events. The scored day holds the same behaviour plus 0.2 % events with a new operation,
 network or client, so the outlier code paths run.
 
@@ -47,7 +47,7 @@ def synth(rng: np.random.Generator, n_hist_per_day: int, n_day: int, days: int, 
         p = rng.integers(0, principals, n)
         opi = p_ops[p, rng.choice(12, n, p=zipf)]
         net = p_net[p, rng.integers(0, 2, n)]
-        host = rng.integers(1, 255, n)
+        host = rng.integers(1, 17, n)  # egress NATs and instances: a few addresses per network
         ip = [f"{(x >> 16) % 223 + 1}.{(x >> 8) & 255}.{x & 255}.{h}" for x, h in zip(net, host)]
         err = np.where(rng.random(n) < 0.02, "AccessDenied", None)
         return pd.DataFrame({

@@ -286,7 +286,8 @@ def test_batch_scoring_dag_on_mwaa(
     assert proc.returncode == 0 and found, f"dag.test() failed (rc={proc.returncode}):\n{output[-8000:]}"
     result = json.loads(found[-1][len("DAG_TEST_RESULT "):])
     assert result["state"] == "success", output[-8000:]
-    assert result["tis"] == {"hand_off_interval": "success", "score_interval": "success"}, output[-8000:]
+    assert result["tis"] == {"hand_off_interval": "success", "score_interval": "success",
+                             "risk_score_interval": "success"}, output[-8000:]
     bid = "interval-20240305T000000Z_20240306T000000Z"
     assert result["xcom"]["hand_off_interval:return_value"] == {
         "batch_id": bid, "origin": "interval", "objects": 2, "rejected": 0, "ignored": 0}
