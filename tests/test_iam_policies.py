@@ -125,9 +125,11 @@ def test_mwaa_role_scopes() -> None:
     lake_reads = [r for r in grants["s3:GetObject"] if "${LakeBucket}" in r]
     assert sorted(lake_reads) == sorted(
         f"arn:${{Partition}}:s3:::${{LakeBucket}}/{p}" for p in
-        ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "ext/${CustomSourcePrefix}-*"))
+        ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "ext/${CustomSourcePrefix}-*",
+         "ext/risk-cloudtrail/*"))
     assert grants["s3:PutObject"] and all(
-        r.endswith(("${WorkBucket}/${WorkPrefix}/*", "${LakeBucket}/ext/${CustomSourcePrefix}-*"))
+        r.endswith(("${WorkBucket}/${WorkPrefix}/*", "${LakeBucket}/ext/${CustomSourcePrefix}-*",
+                    "${LakeBucket}/ext/risk-cloudtrail/*"))
         for r in grants["s3:PutObject"])
     assert grants["ssm:PutParameter"] == [
         "arn:${Partition}:ssm:${Region}:${AccountId}:parameter/${ParameterPath}",

@@ -400,6 +400,24 @@ def test_read_events_of_lake_objects(athena: AthenaStandIn, lake: Path, tmp_path
     assert set(both.table.column("kind").to_pylist()) == {"api", "signin"} and both.files_scanned == 2
 
 
+def test_read_events_quarantines_a_lake_object_that_is_gone(athena: AthenaStandIn, lake: Path, tmp_path: Path) -> None:
+    """An announced object that is no longer in the bucket is quarantined (as the local reader does with a
+    missing file), not an error that fails every retry of the batch; the other objects are still read."""
+    day = utc(2024, 3, 6)
+    keys = lake_keys(lake, "20240306")
+    upload(lake, keys[:1])
+    gone = keys[1]
+    corrupt = keys[1].replace("/auth-", "/auth-corrupt-")
+    client("s3").put_object(Bucket=LAKE_BUCKET, Key=corrupt, Body=b"PAR1 not a Parquet file PAR1")
+    res = read_events(aws_cfg(), day, day + timedelta(days=1), keys=[keys[0], gone, corrupt])
+    local = read_events(local_cfg(lake, tmp_path / "work"), day, day + timedelta(days=1), keys=[keys[0]])
+    assert res.table.equals(local.table) and res.rows > 0 and res.files_scanned == 1
+    # each quarantined object is named by its place in the lake bucket, not by a temporary download path
+    assert [q["path"] for q in res.quarantined] == [f"s3://{LAKE_BUCKET}/{gone}", f"s3://{LAKE_BUCKET}/{corrupt}"]
+    assert "not found" in res.quarantined[0]["reason"]
+    assert res.quarantined[1]["reason"]
+
+
 @pytest.mark.parametrize("bad", [
     "../secret.parquet",
     "aws/CLOUD_TRAIL_MGMT/../../../etc/passwd",
@@ -425,7 +443,8 @@ def _labels_for(cfg: SeclakeConfig, start: datetime, end: datetime) -> dict[str,
     return dict(zip(frame["uid"].astype(str), y.tolist()))
 
 
-def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path, tmp_path: Path) -> None:
+def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from seclake_ml.risk.labels import label_store_for, new_label
 
     cfg, loc = aws_cfg(), local_cfg(lake, tmp_path / "work")
@@ -445,7 +464,15 @@ def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path
     assert added.uri == f"s3://{WORK_BUCKET}/{label_objects[0]}"
     assert {u: v["risk_score"] for u, v in service.latest_labels(cfg).items()} == scores
 
+    fits: list[Any] = []  # a spy on the fit (not a stand-in): keeps the fitted models for the comparison below
+
+    def spy_fit(*args: Any, **kwargs: Any) -> Any:
+        fits.append(engine.fit(*args, **kwargs))
+        return fits[-1]
+
+    monkeypatch.setattr(service, "fit", spy_fit)
     out = service.train(cfg, w0, w1)
+    assert len(fits) == 1
 
     assert out["version"] == version and out["supervised"] and out["activated"]
     assert out["gate"]["passed"] and out["gate"]["reason"] == "first supervised model"
@@ -466,15 +493,15 @@ def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path
     active = json.loads(s3.get_object(Bucket=WORK_BUCKET, Key="ml/risk/models/active.json")["Body"].read())
     assert active["version"] == version and active["supervised"] is True
 
-    # the same fit on the local lake: the model loaded back from S3 predicts identically
-    ref = engine.fit(loc, w0, w1, {u: {"risk_score": s} for u, s in scores.items()}, version,
-                     service.settings_of(loc))
+    # the model loaded back from S3 predicts exactly as the fitted one did on its test split
+    ref = fits[0]
     model = service.active_model(cfg)
     assert model.version == version and model.supervised
-    assert model.manifest["test_uids_sha256"] == ref.manifest(service.settings_of(loc))["test_uids_sha256"]
+    assert model.manifest["test_uids_sha256"] == ref.manifest(service.settings_of(cfg))["test_uids_sha256"]
     test = ref.test_frame
     assert len(test) > 20
     assert np.array_equal(model.boosted.predict(test), ref.boosted.predict(test))
+    assert np.array_equal(model.boosted.predict(test), test["pred_boosted"].to_numpy())
     assert np.array_equal(model.linear.predict(test), ref.linear.predict(test))
     assert out["metrics"]["boosted"] == ref.metrics["boosted"]
 

@@ -159,16 +159,32 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
     with tempfile.TemporaryDirectory(prefix="seclake-risk-events-") as tmp:
         if keys is not None:
             # the batch's own objects: downloaded under the same keys, read as a local lake
+            from botocore.exceptions import ClientError
+
+            from seclake_ml.scoring.stores import s3_key_missing
+
             if not cfg.lake_bucket:
                 raise ValueError("aws risk scoring of lake objects needs lake_bucket in the configuration")
             for key in keys:
                 if key.startswith("/") or ".." in key.split("/"):
                     raise ValueError(f"lake object key {key[:200]!r} is not a relative key")
+            conn, gone = s3.get_conn(), []
+            for key in keys:
                 path = Path(tmp) / key
                 path.parent.mkdir(parents=True, exist_ok=True)
-                s3.get_conn().download_file(cfg.lake_bucket, key, str(path))
+                try:
+                    conn.download_file(cfg.lake_bucket, key, str(path))
+                except ClientError as exc:
+                    # an object deleted since it was announced is quarantined (as a missing local file is),
+                    # not an error that would fail every retry of the batch
+                    if not s3_key_missing(conn, exc, cfg.lake_bucket, key):
+                        raise
+                    gone.append(key)
             local = dataclasses.replace(cfg, backend="local", lake_root=tmp, work_location=tmp)
-            return _read_events_local(local, start, end, keys)
+            res = _read_events_local(local, start, end, [k for k in keys if k not in gone])
+            res.quarantined[:0] = [{"path": f"s3://{cfg.lake_bucket}/{k}", "reason": "object not found in the lake "
+                                    "bucket (deleted since it was announced)"} for k in gone]
+            return res
         t0 = time.perf_counter()
         res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=cfg.source_version)
         stamp = f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"

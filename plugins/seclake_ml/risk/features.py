@@ -312,7 +312,11 @@ def build_features(
         feats["ipinsights"] = np.full(n, np.nan)
 
     rows = np.nonzero(target)[0]
-    out = pd.concat([df.iloc[rows].reset_index(drop=True),
-                     pd.DataFrame({k: v[rows] for k, v in feats.items()})], axis=1)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        pick = slice(int(rows[0]), int(rows[-1]) + 1)  # events come time-ordered: the scored ones are a slice
+    else:
+        pick = rows
+    out = pd.concat([df.iloc[pick].reset_index(drop=True),
+                     pd.DataFrame({k: v[pick] for k, v in feats.items()})], axis=1)
     hist = ~target
     return FeatureFrame(out, lookback_days, int(hist.sum()), int(len(np.unique(p_codes[hist]))) if hist.any() else 0)
