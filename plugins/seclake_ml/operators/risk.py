@@ -197,7 +197,8 @@ class RiskScoreBatchOperator(BaseOperator):
 
         res = score_objects(
             cfg, keys, model, sink=sink, publisher=publisher, done=set(progress["done"]),
-            product_version=__version__, top=cfg.risk.top_findings, geo=service.geo_of(cfg), on_object_done=mark,
+            product_version=__version__, top=cfg.risk.top_findings, geo=service.geo_of(cfg),
+            ip_scorer=service.ip_scorer_of(cfg), on_object_done=mark,
             aws_conn_id=self.aws_conn_id,
         )
         self.log.info("batch %s: risk model %s (%s): %d CloudTrail objects (%d already done), %d events, "

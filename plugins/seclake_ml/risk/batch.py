@@ -65,7 +65,7 @@ def _stem(key: str) -> str:
 
 def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, publisher: Any = None,
                   done: set[str] | None = None, product_version: str = "0", top: int = 10,
-                  geo: Any | None = None, on_object_done: Any = None,
+                  geo: Any | None = None, ip_scorer: Any | None = None, on_object_done: Any = None,
                   aws_conn_id: str | None = "aws_default") -> RiskBatchResult:
     """Score the CloudTrail objects among ``keys`` (lake keys) and write their findings to ``sink``.
 
@@ -100,7 +100,8 @@ def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, pub
         context = read_events(cfg, _window(day, model.settings.lookback_days), day + timedelta(days=1),
                               aws_conn_id=aws_conn_id)
         ff = build_features(context.table, int(day.timestamp() * 1000), lookback_days=model.settings.lookback_days,
-                            catalog=load_catalog(model.settings.catalog_path), geo=geo, target_uids=all_uids)
+                            catalog=load_catalog(model.settings.catalog_path), geo=geo, ip_scorer=ip_scorer,
+                            target_uids=all_uids)
         table = model.apply(ff.frame)
         res.events += len(table)
         res.objects += len(todo)

@@ -182,6 +182,12 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
                     gone.append(key)
             local = dataclasses.replace(cfg, backend="local", lake_root=tmp, work_location=tmp)
             res = _read_events_local(local, start, end, [k for k in keys if k not in gone])
+            # quarantined objects are named by their lake URI, not by the temporary download (removed on return)
+            roots = sorted({str(Path(tmp)) + "/", str(Path(tmp).resolve()) + "/"}, key=len, reverse=True)
+            for q in res.quarantined:
+                at = next((r for r in roots if str(q["path"]).startswith(r)), None)
+                if at is not None:
+                    q["path"] = f"s3://{cfg.lake_bucket}/{str(q['path'])[len(at):]}"
             res.quarantined[:0] = [{"path": f"s3://{cfg.lake_bucket}/{k}", "reason": "object not found in the lake "
                                     "bucket (deleted since it was announced)"} for k in gone]
             return res

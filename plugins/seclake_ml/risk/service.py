@@ -39,6 +39,45 @@ def geo_of(cfg: Any) -> Any | None:
     return None if getattr(provider, "name", "") == "none" else provider
 
 
+def ip_scorer_of(cfg: Any) -> Any | None:
+    """``(principals, ips) -> anomaly margin`` of the active IP Insights model (its score minus its
+    threshold: positive past the threshold), or ``None``.
+
+    Local backend only: the package's NumPy scorer and the model's score combiner, as the scoring DAG
+    applies them. On aws the endpoint is not called per CloudTrail event (cost and quota); the
+    ``ipinsights`` feature is then empty and the other features carry the score.
+    """
+    if cfg.backend != "local":
+        return None
+    from seclake_ml.scoring.profile import load_history
+    from seclake_ml.scoring.scorers import AnomalyScorer
+    from seclake_ml.scoring.service import NoActiveModel, active_model as active_ipinsights, pinned_model
+
+    try:
+        model, scorer = pinned_model(cfg, active_ipinsights(cfg).to_dict())
+    except (NoActiveModel, ValueError, OSError) as exc:
+        log.info("risk features without the IP Insights score: %s", str(exc)[:300])
+        return None
+    except Exception as exc:  # noqa: BLE001 - a missing or damaged model must not stop risk scoring
+        log.warning("risk features without the IP Insights score: %s: %s", type(exc).__name__, str(exc)[:300])
+        return None
+    profile = getattr(model, "profile_uri", None)
+    anomaly = AnomalyScorer(model.combiner, (lambda: load_history(profile)) if profile else None)
+
+    def score(principals: Any, ips: Any) -> np.ndarray:
+        entities = ["" if p is None else str(p) for p in principals]
+        addrs = ["" if i is None or i != i else str(i) for i in ips]
+        dots = scorer.score(entities, addrs).dot_product
+        try:
+            margin = anomaly.score(entities, addrs, dots) - float(model.threshold)
+        except Exception as exc:  # noqa: BLE001 - the feature is optional
+            log.warning("IP Insights score unavailable for risk features: %s", str(exc)[:300])
+            return np.full(len(entities), np.nan)
+        return np.where(np.isfinite(margin), margin, np.nan)
+
+    return score
+
+
 def work_root(cfg: Any) -> str:
     from seclake_ml.scoring.service import work_root as root
 
@@ -129,7 +168,8 @@ def fit_candidate(cfg: Any, start: datetime, end: datetime, *, settings: RiskSet
     root = model_store(cfg, client, aws_conn_id)
     labels = latest_labels(cfg, client, aws_conn_id) if labels is None else labels
     version = version_for_interval(start, end)
-    result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg), aws_conn_id=aws_conn_id)
+    result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg), ip_scorer=ip_scorer_of(cfg),
+                 aws_conn_id=aws_conn_id)
     files = {}
     if result.supervised:
         files = {"linear.json": json.dumps(result.linear.to_json()), "boosted.txt": result.boosted.to_text()}
@@ -179,7 +219,8 @@ def score(cfg: Any, start: datetime, end: datetime, *, model: RiskModel | None =
           aws_conn_id: str | None = "aws_default") -> tuple[Any, dict[str, Any]]:
     """Risk of every CloudTrail event of ``[start, end)``: ``(table, summary)``."""
     model = model or active_model(cfg)
-    events, ff = load_window(cfg, start, end, model.settings, geo=geo_of(cfg), aws_conn_id=aws_conn_id)
+    events, ff = load_window(cfg, start, end, model.settings, geo=geo_of(cfg), ip_scorer=ip_scorer_of(cfg),
+                             aws_conn_id=aws_conn_id)
     table = model.apply(ff.frame)
     summary = {
         "model": model.version or "unsupervised (no active model)", "supervised": model.supervised,
