@@ -41,7 +41,7 @@ def geo_of(cfg: Any) -> Any | None:
 
 def ip_scorer_of(cfg: Any) -> Any | None:
     """``(principals, ips) -> anomaly margin`` of the active IP Insights model (its score minus its
-    threshold: positive past the threshold), or ``None``.
+    threshold: positive past the threshold; NaN for principals the model never saw), or ``None``.
 
     Local backend only: the package's NumPy scorer and the model's score combiner, as the scoring DAG
     applies them. On aws the endpoint is not called per CloudTrail event (cost and quota); the
@@ -67,13 +67,15 @@ def ip_scorer_of(cfg: Any) -> Any | None:
     def score(principals: Any, ips: Any) -> np.ndarray:
         entities = ["" if p is None else str(p) for p in principals]
         addrs = ["" if i is None or i != i else str(i) for i in ips]
-        dots = scorer.score(entities, addrs).dot_product
+        scored = scorer.score(entities, addrs)
         try:
-            margin = anomaly.score(entities, addrs, dots) - float(model.threshold)
+            margin = anomaly.score(entities, addrs, scored.dot_product) - float(model.threshold)
         except Exception as exc:  # noqa: BLE001 - the feature is optional
             log.warning("IP Insights score unavailable for risk features: %s", str(exc)[:300])
             return np.full(len(entities), np.nan)
-        return np.where(np.isfinite(margin), margin, np.nan)
+        known = np.ones(len(entities), dtype=bool) if scored.known_entity is None else scored.known_entity
+        # a principal the model never saw has no learned networks: no opinion rather than a guess
+        return np.where(np.isfinite(margin) & known, margin, np.nan)
 
     return score
 
