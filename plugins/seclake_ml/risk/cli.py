@@ -54,6 +54,18 @@ def _config(args: argparse.Namespace) -> object:
     overrides = {"lake_root": getattr(args, "root", None), "work_location": getattr(args, "work", None),
                  "source_version": getattr(args, "source_version", None)}
     cfg = load_config(overrides)
+    if overrides["source_version"] is None and cfg.backend == "local":
+        # a lake holding one source version of CloudTrail is read in that version without --source-version
+        from pathlib import Path
+
+        base = Path(cfg.lake_root).expanduser() / "aws" / "CLOUD_TRAIL_MGMT"
+        present = [v for v in (1, 2) if (base / f"{v}.0").is_dir()]
+        if len(present) == 1 and present[0] != cfg.source_version:
+            import sys
+
+            print(f"note: {base} holds only source version {present[0]}; reading it", file=sys.stderr)
+            overrides["source_version"] = present[0]
+            cfg = load_config(overrides)
     if getattr(args, "lookback_days", None) is not None:
         extra = dict(cfg.extra)
         extra["risk"] = dict(extra.get("risk") or {}, lookback_days=args.lookback_days)
