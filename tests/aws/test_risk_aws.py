@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -246,7 +246,11 @@ def test_events_unload_rendered_and_sent_as_built(athena: AthenaStandIn, version
     sent = sent_queries()
     assert len(sent) == 1
     q = sent[0]
-    assert q["Query"] == query == athena.queries[0]
+    assert q["Query"] == athena.queries[0]
+    # the same statement, sent to this call's own run= prefix under the window's destination
+    run = q["Query"].split(f"TO '{DEST}", 1)[1].split("/'", 1)[0]
+    assert run.startswith("run=") and len(run) == len("run=") + 32
+    assert q["Query"] == query.replace(f"TO '{DEST}'", f"TO '{DEST}{run}/'")
     assert q["WorkGroup"] == WORKGROUP
     assert q["QueryExecutionContext"] == {"Database": GLUE_DB, "Catalog": "AwsDataCatalog"}
     assert q["ResultConfiguration"]["OutputLocation"].startswith(f"{WORK}/athena_results/")
@@ -326,15 +330,18 @@ def test_read_events_reads_back_the_unload_parts(athena: AthenaStandIn, int96: b
     athena.parts = [_athena_table(rows[:2]), _athena_table(rows[2:])]
     athena.int96 = int96  # older Hive-style writers store timestamps as INT96 (read as ns): same result
     s3 = client("s3")
-    # an earlier run's output under the destination (not Parquet: read back, it would be quarantined)
-    s3.put_object(Bucket=WORK_BUCKET, Key=DEST_KEY + "20260101_000000_00000_old_part", Body=b"earlier output")
+    # another task's unload of the same window (its own run= prefix): never read, never removed
+    other = DEST_KEY + "run=0123456789abcdef0123456789abcdef/20260101_000000_00000_part"
+    s3.put_object(Bucket=WORK_BUCKET, Key=other, Body=b"another run's output")
     # a sibling window whose name starts like the destination: must survive the clean-up
     sibling = DEST_KEY.rstrip("/") + "_x/keep"
     s3.put_object(Bucket=WORK_BUCKET, Key=sibling, Body=b"k")
 
     res = read_events(aws_cfg(), START, END)
 
-    assert athena.queries and f"TO '{DEST}'" in athena.queries[0]
+    assert athena.queries and f"TO '{DEST}run=" in athena.queries[0]
+    run_prefix = athena.queries[0].split("TO '", 1)[1].split("'", 1)[0][len(f"s3://{WORK_BUCKET}/"):]
+    assert run_prefix.startswith(DEST_KEY + "run=") and run_prefix != DEST_KEY
     assert res.quarantined == []
     assert res.files_scanned == 2 and res.rows == 3
     assert res.table.schema == pa.schema(list(event_schema_types().items()))
@@ -344,9 +351,11 @@ def test_read_events_reads_back_the_unload_parts(athena: AthenaStandIn, int96: b
     assert len(res.table.column("user_agent")[1].as_py()) == MAX_FIELD_LEN
     assert res.missing_fields == {"uid": 0, "principal": 1, "source_ip": 0, "user_agent": 1, "operation": 0}
     assert res.start == START.isoformat() and res.end == END.isoformat() and res.source_version == 1
-    # the earlier output was removed before the query, the new parts are there, the sibling is untouched
+    # this call's parts were read and then removed; the other run's output and the sibling are untouched
     written = sorted(u[len(f"s3://{WORK_BUCKET}/"):] for u in athena.written)
-    assert keys_under(WORK_BUCKET, DEST_KEY) == written
+    assert written and all(k.startswith(run_prefix) for k in written)
+    assert keys_under(WORK_BUCKET, run_prefix) == []
+    assert keys_under(WORK_BUCKET, DEST_KEY) == [other]
     assert sibling in keys_under(WORK_BUCKET)
 
 
@@ -480,7 +489,7 @@ def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path
     assert out["model_dir"] == f"{WORK}/risk/models/versions/{version}"
     # one UNLOAD: the window with its lookback (2 days) before it
     assert len(athena.queries) == 1 and len(sent_queries()) == 1
-    assert f"TO '{WORK}/risk/events/interval=20240304T000000Z_20240308T000000Z/'" in athena.queries[0]
+    assert f"TO '{WORK}/risk/events/interval=20240304T000000Z_20240308T000000Z/run=" in athena.queries[0]
     # the version, its report and active.json are in S3
     folder = f"ml/risk/models/versions/{version}/"
     stored = keys_under(WORK_BUCKET, "ml/risk/models/")
@@ -536,7 +545,7 @@ def test_risk_score_batch_writes_findings_to_s3(athena: AthenaStandIn, lake: Pat
     batch_id = "b-risk-aws-1"
     work.put_json(Ledger.manifest_key(batch_id), {"batch_id": batch_id, "origin": "lake",
                                                   "objects": [{"key": k, "bucket": LAKE_BUCKET} for k in keys]})
-    for name in [k for k in __import__("os").environ if k.startswith("SECLAKE_ML_")]:
+    for name in [k for k in os.environ if k.startswith("SECLAKE_ML_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SECLAKE_ML_CONFIG", json.dumps(cfg.to_dict()))
 
@@ -568,7 +577,7 @@ def test_risk_score_batch_writes_findings_to_s3(athena: AthenaStandIn, lake: Pat
     assert sorted(uids) == sorted(ref_uids)
     # the history came from one UNLOAD of [day - lookback, day + 1)
     assert len(athena.queries) == 1
-    assert f"TO '{WORK}/risk/events/interval=20240305T000000Z_20240308T000000Z/'" in athena.queries[0]
+    assert f"TO '{WORK}/risk/events/interval=20240305T000000Z_20240308T000000Z/run=" in athena.queries[0]
     progress = json.loads(work.get_bytes(f"scoring/batches/{batch_id}/risk.json"))
     assert set(progress["done"]) == set(keys) and sum(progress["done"].values()) == out["findings"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -194,17 +195,26 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
         t0 = time.perf_counter()
         res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=cfg.source_version)
         stamp = f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
-        uris = AthenaLake(cfg, aws_conn_id=aws_conn_id).unload_events(
-            start, end, f"{cfg.work_location.rstrip('/')}/risk/events/interval={stamp}/")
+        # one prefix per call: tasks scoring the same day at once (the batch DAG runs four at a time,
+        # beside the continuous DAG) never empty or read each other's output; removed once read
+        lake = AthenaLake(cfg, aws_conn_id=aws_conn_id)
+        destination = f"{cfg.work_location.rstrip('/')}/risk/events/interval={stamp}/run={uuid.uuid4().hex}/"
+        uris = lake.unload_events(start, end, destination)
         tables = []
-        for i, uri in enumerate(uris):
-            bucket, _, key = uri.removeprefix("s3://").partition("/")
-            path = Path(tmp) / f"part-{i:05d}.parquet"
-            s3.get_conn().download_file(bucket, key, str(path))
+        try:
+            for i, uri in enumerate(uris):
+                bucket, _, key = uri.removeprefix("s3://").partition("/")
+                path = Path(tmp) / f"part-{i:05d}.parquet"
+                s3.get_conn().download_file(bucket, key, str(path))
+                try:
+                    tables.append(pq.read_table(path))
+                except Exception as exc:  # pyarrow raises several types for damaged files
+                    res.quarantined.append({"path": uri, "reason": f"corrupt Parquet: {str(exc)[:200]}"})
+        finally:
             try:
-                tables.append(pq.read_table(path))
-            except Exception as exc:  # pyarrow raises several types for damaged files
-                res.quarantined.append({"path": uri, "reason": f"corrupt Parquet: {str(exc)[:200]}"})
+                lake.empty_prefix(destination)
+            except Exception as exc:  # noqa: BLE001 - a leftover prefix costs storage, not correctness
+                log.warning("could not remove the events unload under %s: %s", destination, str(exc)[:200])
         res.files_scanned = len(tables)
         table = pa.concat_tables(tables, promote_options="default") if tables else empty_table()
         res.table = _normalise(table, res)
