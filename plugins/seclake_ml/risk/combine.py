@@ -83,8 +83,10 @@ def top_contributions(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1
 
 def contributions_json(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1.0) -> np.ndarray:
     """Per row, ``[{"feature": name, "effect": x}, ...]`` of the ``k`` largest positive contributions, as
-    JSON text built in bulk (names are the package's identifiers, effects finite numbers)."""
-    import pandas as pd
+    JSON text built in bulk with Arrow's string kernels (names are the package's identifiers; effects
+    finite numbers rounded to 3 decimals)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     names = np.array(list(parts), dtype=object)
     n = len(next(iter(parts.values()))) if len(names) else 0
@@ -93,11 +95,14 @@ def contributions_json(parts: dict[str, np.ndarray], k: int = 3, scale: float = 
     mat = np.nan_to_num(np.column_stack([parts[x] for x in names]) * scale, nan=0.0, posinf=0.0, neginf=0.0)
     idx = np.argsort(-mat, axis=1)[:, :k]
     vals = np.round(np.take_along_axis(mat, idx, axis=1), 3)
-    text = pd.Series([""] * n, dtype=object)
+    name_dict = pa.array([str(x) for x in names], pa.string())
+    text = pa.array(np.full(n, "", dtype=object), pa.string())
     for j in range(idx.shape[1]):
-        item = ('{"feature": "' + pd.Series(names[idx[:, j]], dtype=object) + '", "effect": '
-                + pd.Series(vals[:, j]).map(repr) + "}")
-        keep = pd.Series(vals[:, j] > 0)
-        sep = pd.Series(np.where(text.to_numpy() == "", "", ", "), dtype=object)
-        text = text.where(~keep, text + sep + item)
-    return ("[" + text + "]").to_numpy(dtype=object)
+        keep = pa.array(vals[:, j] > 0)
+        item = pc.binary_join_element_wise(
+            '{"feature": "', name_dict.take(pa.array(idx[:, j])), '", "effect": ',
+            pc.cast(pa.array(vals[:, j]), pa.string()), "}", "")
+        sep = pc.if_else(pc.equal(text, ""), "", ", ")
+        text = pc.if_else(keep, pc.binary_join_element_wise(text, sep, item, ""), text)
+    out = pc.binary_join_element_wise("[", text, "]", "")
+    return np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
