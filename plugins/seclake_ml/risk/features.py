@@ -316,7 +316,11 @@ def build_features(
         pick = slice(int(rows[0]), int(rows[-1]) + 1)  # events come time-ordered: the scored ones are a slice
     else:
         pick = rows
-    out = pd.concat([df.iloc[pick].reset_index(drop=True),
-                     pd.DataFrame({k: v[pick] for k, v in feats.items()})], axis=1)
+    # features as one float64 block (one allocation, no per-dtype consolidation); counts stay exact
+    names = list(feats)
+    matrix = np.empty((len(rows), len(names)), dtype=np.float64)
+    for j, k in enumerate(names):
+        matrix[:, j] = feats[k][pick]
+    out = pd.concat([df.iloc[pick].reset_index(drop=True), pd.DataFrame(matrix, columns=names, copy=False)], axis=1)
     hist = ~target
     return FeatureFrame(out, lookback_days, int(hist.sum()), int(len(np.unique(p_codes[hist]))) if hist.any() else 0)
