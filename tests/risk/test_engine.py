@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.config import SeclakeConfig
-from seclake_ml.risk import engine, models, service, store
+from seclake_ml.risk import engine, features, models, service, store
 from seclake_ml.risk.columns import EVENT_COLUMNS
 from seclake_ml.risk.combine import unsupervised_score
 from seclake_ml.risk.events import MAX_FIELD_LEN, event_schema_types, read_events
@@ -877,3 +877,30 @@ def test_cli_score_refuses_out_inside_lake_and_bad_suffix(trained, cli_env, tmp_
     assert cli_env(*_score_args(trained, tmp_path / "scores.txt")) == 2
     assert "expected a .parquet, .jsonl or .csv" in capsys.readouterr().err
     assert not (tmp_path / "scores.txt").exists()
+
+
+def test_a_first_seen_account_counts_as_rare_not_as_ordinary() -> None:
+    """Events of an account with no history at all (e.g. attack logs from another account) are not
+    judged against an empty account: every value counts as rare, and the cause says so."""
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+
+    def event(uid, when, account, principal, service, operation, ip):
+        return dict(uid=uid, time=when, kind="api", account=account, region="us-east-1", principal=principal,
+                    principal_type="IAMUser", source_ip=ip, user_agent="aws-cli/2", service=service,
+                    operation=operation, error_code=None, status="Success", mfa=None)
+
+    rows = [event(f"h{d}-{h}", t0 + pd.Timedelta(days=d, hours=h), "111111111111",
+                  "arn:aws:iam::111111111111:user/alice", "s3.amazonaws.com", "GetObject", "1.2.3.4")
+            for d in range(10) for h in range(20)]
+    day = t0 + pd.Timedelta(days=10)
+    rows += [event("x0", day + pd.Timedelta(hours=1), "999999999999", "arn:aws:iam::999999999999:user/eve",
+                   "iam.amazonaws.com", "CreateAccessKey", "5.6.7.8"),
+             event("n0", day + pd.Timedelta(hours=2), "111111111111", "arn:aws:iam::111111111111:user/alice",
+                   "s3.amazonaws.com", "GetObject", "1.2.3.4")]
+    ff = features.build_features(pd.DataFrame(rows), int(day.timestamp() * 1000), lookback_days=14)
+    frame = ff.frame.set_index("uid")
+    assert frame.loc["x0", "new_account"] == 1 and frame.loc["n0", "new_account"] == 0
+    assert frame.loc["x0", "acct_rarity_op"] == features.NEW_ACCOUNT_RARITY
+    out = engine.RiskModel.unsupervised(engine.RiskSettings()).apply(ff.frame).set_index("uid")
+    assert out.loc["x0", "risk_score"] > 50 and out.loc["n0", "risk_score"] < 5
+    assert "first-seen account" in out.loc["x0", "probable_cause"]

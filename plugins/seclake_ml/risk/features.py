@@ -46,6 +46,7 @@ WINDOW_COUNTS = ("fails_1h", "denied_1h", "new_ops_1h", "events_1h")
 DENIED_CODES = ("AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "UnauthorizedOperation",
                 "UnauthorizedAccess", "Forbidden", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken")
 NOT_IP = "not_ip"
+NEW_ACCOUNT_RARITY = 2.0  # account rarity of every value in an account with no history
 # What an operation's name says it does: 0 reads, 1 changes, 2 removes or stops, 3 signs in.
 _READ_VERBS = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "BatchGet", "Select",
                "Check", "Validate", "Estimate", "Preview", "Simulate", "View", "Test")
@@ -252,6 +253,7 @@ def build_features(
     n_principal = prior(p_codes, n_p)
     n_account = prior(a_codes, n_a)
     feats["new_principal"] = (n_principal == 0).astype(np.int8)
+    feats["new_account"] = (n_account == 0).astype(np.int8)
     feats["principal_history"] = n_principal
     field_codes = {f: _codes(df[f]) for f in FIELDS}
     for f in FIELDS:
@@ -265,7 +267,9 @@ def build_features(
             k, nk = _combine(a_codes, fc, nf)
             nv_a = prior(k, nk)
             feats[f"acct_n_{f}"] = nv_a
-            feats[f"acct_rarity_{f}"] = -np.log10((nv_a + 1.0) / (n_account + 2.0))
+            # an account without history (first seen): every value counts as rare (1 in 100)
+            feats[f"acct_rarity_{f}"] = np.where(n_account > 0, -np.log10((nv_a + 1.0) / (n_account + 2.0)),
+                                                 NEW_ACCOUNT_RARITY)
     op_codes, op_uniques = pd.factorize(df["service"].fillna("") + "\x1f" + df["operation"].fillna(""), use_na_sentinel=False)
     pairs = [str(u).split("\x1f", 1) for u in op_uniques]
     w, cats = catalog.lookup_many([p[0] or None for p in pairs], [p[1] or None for p in pairs])

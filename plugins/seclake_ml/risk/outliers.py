@@ -63,6 +63,7 @@ def detect(frame: Any, lookback_days: int) -> tuple[np.ndarray, list[str]]:
     flag = {f: flags[f][rows] for f in FIELDS}
     history = frame["principal_history"].to_numpy()[rows]
     first = frame["new_principal"].to_numpy()[rows] == 1
+    new_account = frame["new_account"].to_numpy()[rows] == 1 if "new_account" in frame else np.zeros(len(rows), bool)
     for j, i in enumerate(rows):
         cand = [f for f in FIELDS if flag[f][j]]
         cand.sort(key=lambda f: -surprise[f][j])
@@ -72,7 +73,7 @@ def detect(frame: Any, lookback_days: int) -> tuple[np.ndarray, list[str]]:
             if f == "hour":
                 value = f"{int(value) * 3:02d}-{int(value) * 3 + 3:02d}h"
             if first[j]:
-                text = f"{FIELDS[f]} {value} (first-seen principal)"
+                text = f"{FIELDS[f]} {value} (first-seen principal{' of a first-seen account' if new_account[j] else ''})"
             else:
                 text = f"{FIELDS[f]} {value} new for this principal (0 of {int(history[j]):,} events in {lookback_days} days)"
             if f in ACCOUNT_FIELDS:
