@@ -904,3 +904,34 @@ def test_a_first_seen_account_counts_as_rare_not_as_ordinary() -> None:
     out = engine.RiskModel.unsupervised(engine.RiskSettings()).apply(ff.frame).set_index("uid")
     assert out.loc["x0", "risk_score"] > 50 and out.loc["n0", "risk_score"] < 5
     assert "first-seen account" in out.loc["x0", "probable_cause"]
+
+
+def test_risk_findings_are_valid_ocsf_detection_findings(tmp_path: Path) -> None:
+    """Risk findings pass the OCSF 1.1.0 validator, fit the findings Parquet schema, and land under
+    ext/risk-cloudtrail/ with deterministic uids; hostile strings stay data."""
+    from seclake_ml.risk.findings import build_record, severity_for_risk
+    from seclake_ml.scoring.findings import findings_parquet_parts, load_ocsf_schema, read_findings, validate_finding
+
+    schema = load_ocsf_schema(Path(__file__).resolve().parents[1] / "data" / "reference" / "ocsf-1.1.0-schema.json")
+    row = pd.Series({
+        "uid": "e-1", "time": pd.Timestamp("2024-03-05T10:00:00Z"), "principal": "arn:aws:iam::111122223333:user/<b>x\u202e",
+        "source_ip": "203.0.113.9", "operation": "iam:CreateAccessKey", "kind": "api", "result": "ok",
+        "risk_score": 81.5, "unsupervised_score": 81.5, "supervised_score": float("nan"), "is_outlier": True,
+        "probable_cause": "operation iam:CreateAccessKey new for this principal", "contributions":
+        '[{"feature": "sensitive_operation", "effect": 6.0}]', "account": "111122223333", "region": "us-east-1",
+        "user_agent": "=cmd|' /C calc'!A0", "sensitive_category": "persistence",
+    })
+    created = datetime(2024, 3, 6, tzinfo=timezone.utc)
+    rec = build_record(row, model_version="risk-a", scope="aws/CLOUD_TRAIL_MGMT/1.0/k.parquet", min_risk=60,
+                       created=created, product_version="1")
+    assert validate_finding(rec, schema) == []
+    assert (rec["severity_id"], rec["severity"]) == severity_for_risk(81.5) == (4, "High")
+    again = build_record(row, model_version="risk-a", scope="aws/CLOUD_TRAIL_MGMT/1.0/k.parquet", min_risk=60,
+                         created=created, product_version="1")
+    assert again["finding_info"]["uid"] == rec["finding_info"]["uid"]
+    parts = findings_parquet_parts([rec], file_stem="risk-k")
+    assert [k for k, _ in parts] == ["ext/risk-cloudtrail/region=us-east-1/accountId=111122223333/eventDay=20240305/risk-k.parquet"]
+    path = tmp_path / "f.parquet"
+    path.write_bytes(parts[0][1])
+    back = read_findings([path])
+    assert back[0]["unmapped"]["entity"] == rec["unmapped"]["entity"] and back[0]["class_uid"] == 2004
