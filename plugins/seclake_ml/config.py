@@ -276,6 +276,10 @@ class RiskConfig:
         shape="a local file path", optional=True))
     geoip_asn_db: str | None = _declared(Setting(
         "text", None, "MaxMind-format ASN .mmdb file", pattern=_LOCATION_RE, shape="a local file path", optional=True))
+    data_event_sources: tuple[str, ...] = _declared(Setting(
+        "text_list", ("S3_DATA", "LAMBDA_EXECUTION"), "CloudTrail data-event sources of the lake also risk-scored "
+        "(local backend: read where the lake has them; aws: management events only for now)",
+        pattern=re.compile(r"S3_DATA|LAMBDA_EXECUTION"), shape="S3_DATA | LAMBDA_EXECUTION", max_items=2))
     combination: str = _declared(Setting(
         "text", "floor", "with a supervised model: 'floor' = the larger of its score and the unsupervised score, "
         "'supervised' = its score alone", pattern=re.compile(r"floor|supervised"), shape="floor | supervised"))

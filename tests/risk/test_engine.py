@@ -935,3 +935,25 @@ def test_risk_findings_are_valid_ocsf_detection_findings(tmp_path: Path) -> None
     path.write_bytes(parts[0][1])
     back = read_findings([path])
     assert back[0]["unmapped"]["entity"] == rec["unmapped"]["entity"] and back[0]["class_uid"] == 2004
+
+
+def test_read_events_includes_data_event_sources(lakes: dict[int, Path], tmp_path: Path) -> None:
+    """S3 and Lambda data events (API activity in aws/S3_DATA, aws/LAMBDA_EXECUTION) are read beside the
+    management events where the lake has them, and left out when the setting names none."""
+    lake = copy_lake(lakes, tmp_path)
+    src = api_files(lake)[0]
+    rows, schema = sample_rows(lake, 5)
+    for i, r in enumerate(rows):
+        r["metadata"] = dict(r["metadata"], uid=f"s3-data-{i}")
+        r["api"] = dict(r["api"], operation="GetObject", service=dict(r["api"]["service"], name="s3.amazonaws.com"))
+    part = src.parent.relative_to(lake / "aws" / "CLOUD_TRAIL_MGMT")
+    dest = lake / "aws" / "S3_DATA" / part / "s3-data-0.parquet"
+    dest.parent.mkdir(parents=True)
+    write_rows(dest, rows, schema)
+    work = tmp_path / "work"
+    with_data = read_events(config(lake, work), *WINDOW).table
+    uids = set(with_data.column("uid").to_pylist())
+    assert {f"s3-data-{i}" for i in range(5)} <= uids
+    without = read_events(config(lake, work, data_event_sources=[]), *WINDOW).table
+    assert not {f"s3-data-{i}" for i in range(5)} & set(without.column("uid").to_pylist())
+    assert with_data.num_rows == without.num_rows + 5

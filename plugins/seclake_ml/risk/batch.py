@@ -26,6 +26,7 @@ from seclake_ml.risk.findings import build_record
 log = logging.getLogger(__name__)
 
 CLOUDTRAIL_PREFIX = "aws/CLOUD_TRAIL_MGMT/"
+DATA_EVENT_PREFIXES = ("aws/S3_DATA/", "aws/LAMBDA_EXECUTION/")
 _DAY_RE = re.compile(r"/eventDay=(\d{8})/")
 
 
@@ -53,13 +54,13 @@ def cloudtrail_keys(keys: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key in keys:
         m = _DAY_RE.search(key)
-        if key.startswith(CLOUDTRAIL_PREFIX) and m:
+        if key.startswith((CLOUDTRAIL_PREFIX, *DATA_EVENT_PREFIXES)) and m:
             out.setdefault(m.group(1), []).append(key)
     return out
 
 
 def _stem(key: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._=-]+", "_", key.removeprefix(CLOUDTRAIL_PREFIX)).strip("._-")[:180]
+    stem = re.sub(r"[^A-Za-z0-9._=-]+", "_", key.removeprefix("aws/")).strip("._-")[:180]
     return "risk-" + (stem or "object")
 
 

@@ -92,6 +92,13 @@ class EventsResult:
                 f"to {MAX_FIELD_LEN} characters ({self.seconds:.2f}s)")
 
 
+def lake_sources(cfg: SeclakeConfig) -> tuple[str, ...]:
+    """The lake folders (``aws/<SOURCE>/``) whose API activity the risk engine reads: CloudTrail
+    management events, and on the local backend the data-event sources of
+    ``extra.risk.data_event_sources`` (``S3_DATA``, ``LAMBDA_EXECUTION``) where the lake has them."""
+    return (CLOUDTRAIL_API.lake_source, *cfg.risk.data_event_sources)
+
+
 def render_expressions(version: int, resolve: Any) -> dict[str, str]:
     """The event table's column expressions for ``version``, each ``{column.path}`` replaced by ``resolve(path)``."""
     return _render(version, resolve)
@@ -194,6 +201,9 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
             return res
         t0 = time.perf_counter()
         res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=cfg.source_version)
+        if cfg.risk.data_event_sources:
+            log.info("aws: risk events come from the CloudTrail management table only; the data-event sources "
+                     "%s are read on the local backend", ", ".join(cfg.risk.data_event_sources))
         stamp = f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
         # one prefix per call: tasks scoring the same day at once (the batch DAG runs four at a time,
         # beside the continuous DAG) never empty or read each other's output; removed once read
@@ -244,7 +254,10 @@ def _read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys:
     spec = CLOUDTRAIL_API
     links = LinkPolicy(root)
     if keys is None:
-        files, _ = find_files(root, spec.lake_source, version, start, end, cfg.accounts, cfg.regions, links)
+        files = []
+        for lake_source in lake_sources(cfg):
+            found, _ = find_files(root, lake_source, version, start, end, cfg.accounts, cfg.regions, links)
+            files.extend(found)
     else:
         files = []
         for key in keys:
