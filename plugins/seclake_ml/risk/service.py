@@ -238,6 +238,10 @@ def write_table(table: Any, out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if "metadata.uid" not in table.columns:
+        # the event's OCSF name first (CloudTrail's eventID), for readers that join on it; uid as well
+        table = table.copy()
+        table.insert(0, "metadata.uid", table["uid"])
     if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
