@@ -51,7 +51,7 @@ def ensure_lake(root: Path, rows: int, days: int, seed: int) -> dict:
 
 def bench_duckdb(root: Path, start: datetime, end: datetime, out: Path) -> tuple[float, int, int]:
     from seclake_ml.config import load_config
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
 
     cfg = load_config({"lake_root": str(root), "work_location": str(out.parent)}, environ={})
     t0 = time.perf_counter()

@@ -388,7 +388,7 @@ def lake_pairs(lake_dir: Path) -> tuple[Any, Any, set[tuple[str, str]]]:
     import pandas as pd
 
     from seclake_ml.config import load_config
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
     from seclake_ml.training_data import combine_and_split
 
     lake = lake_dir / "lake"

@@ -145,7 +145,7 @@ def ensure_model(root: Path, lake: Path, view: str, train_days: int, epochs: int
     from seclake_ml.config import load_config
     from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate
     from seclake_ml.ipinsights.trainer import IPInsights
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
     from seclake_ml.scoring.profile import build_profile
 
     if model_dir.exists():

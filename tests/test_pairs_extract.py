@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.config import ConfigError, load_config
-from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS, extract_pairs
+from seclake_ml.extraction import extract_pairs
+from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS
 from seclake_ml.sqlsafe import UnsafeSqlError
 
 SAMPLES = {

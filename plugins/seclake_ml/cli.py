@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _pairs_extract(args: argparse.Namespace) -> int:
     from seclake_ml.config import load_config
     from seclake_ml.display import Escaper
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
     from seclake_ml.sources import get_source
 
     spec = get_source(args.source)
@@ -240,16 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_risk(args)
         return handlers[(args.group, args.command)](args)
     except (ValueError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        from seclake_ml.display import error_line
+
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
-
-
-def _one_line(exc: BaseException) -> str:
-    """An input error as one printable line (file-system errors name their path)."""
-    from seclake_ml.display import escape
-
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc)
-    return escape(" ".join(text.split()), 2000)[0]

@@ -64,3 +64,12 @@ class Escaper:
         text, n = escape(value, limit)
         self.escaped += n
         return text
+
+
+def error_line(exc: BaseException) -> str:
+    """An input error as one printable line (file-system errors name their path)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc)
+    return escape(" ".join(text.split()), 2000)[0]

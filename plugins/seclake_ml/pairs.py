@@ -1,9 +1,8 @@
-"""Extract ``(entity, ip)`` pairs from Security Lake for one source, view and data interval.
+"""The ``(entity, ip)`` pairs contract: the extraction result, the drop reasons, view rendering.
 
-One entry point, :func:`extract_pairs`, with two backends chosen by the configuration:
-
-* ``local``: DuckDB over the local Security Lake tree (:mod:`seclake_ml.lake.duck`),
-* ``aws``: Athena over the Glue tables, ``UNLOAD`` to S3 (:mod:`seclake_ml.lake.athena`).
+Extraction itself is :func:`seclake_ml.extraction.extract_pairs`, over two query layers that both
+build on this module: DuckDB over the local Security Lake tree (:mod:`seclake_ml.lake.duck`) and
+Athena over the Glue tables, ``UNLOAD`` to S3 (:mod:`seclake_ml.lake.athena`).
 
 Both classify every candidate row in SQL and keep only well-formed IPv4 pairs. Rows are dropped, and
 counted, for one of these reasons (checked in this order):
@@ -31,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from seclake_ml.config import SeclakeConfig
 from seclake_ml.sources import get_source, placeholders, substitute
 
 log = logging.getLogger(__name__)
@@ -137,44 +135,3 @@ def render_view_sql(
             if p not in paths:
                 paths[p] = resolve(p)
     return {k: substitute(v, paths) for k, v in exprs.items()}
-
-
-def extract_pairs(
-    cfg: SeclakeConfig,
-    source: str,
-    view: str,
-    start: datetime | str,
-    end: datetime | str,
-    out: str,
-    *,
-    aws_conn_id: str | None = "aws_default",
-) -> ExtractionResult:
-    """Extract pairs of ``source``/``view`` whose event time is in ``[start, end)`` into ``out``.
-
-    :param cfg: validated configuration (backend, lake location, source version, filters, dedupe).
-    :param source: registered source name, e.g. ``vpc_flow``.
-    :param view: the source's pair view, e.g. ``instance_peer``.
-    :param start: inclusive start of the data interval (UTC).
-    :param end: exclusive end of the data interval (UTC).
-    :param out: local Parquet file (local backend) or ``s3://bucket/prefix/`` (aws backend); an
-        existing output for the same location is replaced, so re-runs never duplicate.
-    :param aws_conn_id: Airflow connection of the aws backend's hooks (ignored locally).
-    """
-    spec = get_source(source)
-    spec.view(view)  # validates the view name
-    start_utc, end_utc = as_utc(start), as_utc(end)
-    check_interval(start_utc, end_utc)
-    if cfg.backend == "local":
-        from pathlib import Path
-
-        from seclake_ml.lake.duck import DuckDBLake
-
-        root = Path(cfg.lake_root).expanduser()
-        if not root.is_dir():
-            what = "is not a folder" if root.exists() else "does not exist"
-            raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
-
-        return DuckDBLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
-    from seclake_ml.lake.athena import AthenaLake
-
-    return AthenaLake(cfg, aws_conn_id=aws_conn_id).extract(spec.name, view, start_utc, end_utc, out)

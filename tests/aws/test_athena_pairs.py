@@ -26,7 +26,8 @@ import pytest
 
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.lake.athena import AthenaLake, AthenaQueryError
-from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS, extract_pairs
+from seclake_ml.extraction import extract_pairs
+from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS
 from seclake_ml.sqlsafe import UnsafeSqlError
 
 from .moto_server import DEFAULT_REGION, MotoServer, athena_result

@@ -63,7 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
     from seclake_ml.ipinsights.trainer import IPInsights
     from seclake_lakegen.generate import generate_lake
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
     from seclake_ml.scoring.profile import build_profile
 
     root = tmp_path_factory.mktemp("ipcheck")

@@ -445,7 +445,7 @@ def test_read_events_refuses_keys_outside_the_bucket_root(athena: AthenaStandIn,
 def _labels_for(cfg: SeclakeConfig, start: datetime, end: datetime) -> dict[str, int]:
     """An analyst-like score for every event of the window (from the local lake: the same events)."""
     settings = service.settings_of(cfg)
-    _, ff = engine.load_window(cfg, start, end, settings)
+    _, ff = service.load_window(cfg, start, end, settings)
     frame = ff.frame
     engine.add_unsupervised(frame, settings.lookback_days)
     y = np.clip(np.round(0.8 * frame["unsupervised"] + 6 * frame["sensitive"] + 5), 0, 100).astype(int)
@@ -474,9 +474,10 @@ def test_service_trains_stores_and_loads_on_s3(athena: AthenaStandIn, lake: Path
     assert {u: v["risk_score"] for u, v in service.latest_labels(cfg).items()} == scores
 
     fits: list[Any] = []  # a spy on the fit (not a stand-in): keeps the fitted models for the comparison below
+    real_fit = service.fit
 
     def spy_fit(*args: Any, **kwargs: Any) -> Any:
-        fits.append(engine.fit(*args, **kwargs))
+        fits.append(real_fit(*args, **kwargs))
         return fits[-1]
 
     monkeypatch.setattr(service, "fit", spy_fit)

@@ -73,7 +73,7 @@ def config(root: Path, work: Path | None = None, **kw):
 
 
 def extract(root: Path, out: Path, **kw):
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
 
     return extract_pairs(config(root, **kw), "vpc_flow", "instance_src_ip", "2022-04-12", "2022-04-13", str(out))
 

@@ -643,7 +643,7 @@ def label_window(cfg: SeclakeConfig, start: datetime, end: datetime, *, random_t
                  seed: int = 0) -> dict[str, int]:
     """An analyst-like score for every event of the window (optionally random for the train part)."""
     settings = service.settings_of(cfg)
-    _, ff = engine.load_window(cfg, start, end, settings)
+    _, ff = service.load_window(cfg, start, end, settings)
     frame = ff.frame
     engine.add_unsupervised(frame, settings.lookback_days)
     y = np.clip(np.round(0.8 * frame["unsupervised"] + 6 * frame["sensitive"] + 5), 0, 100).astype(int)

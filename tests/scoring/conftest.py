@@ -29,7 +29,7 @@ def trained_site(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from seclake_ml.ipinsights.trainer import IPInsights
     from seclake_lakegen.generate import generate_lake
     from seclake_ml.model_store import LocalModelStore
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
     from seclake_ml.scoring.profile import build_profile
 
     root = tmp_path_factory.mktemp("scoring_site")

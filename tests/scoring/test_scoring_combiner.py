@@ -48,7 +48,7 @@ def _activate(site: dict) -> float:
 
 
 def test_findings_are_the_pairs_above_the_threshold_on_the_combined_score(site: dict) -> None:
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
 
     threshold = _activate(site)
     cfg = make_config(site)

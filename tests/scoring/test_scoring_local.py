@@ -44,7 +44,7 @@ def _expected_flags(cfg, site: dict, day: str = "2024-03-08") -> set[tuple[str, 
     import duckdb
 
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
-    from seclake_ml.pairs import extract_pairs
+    from seclake_ml.extraction import extract_pairs
 
     start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
     model = service.active_model(cfg)

@@ -322,9 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (ValueError, OSError) as exc:
-        from seclake_ml.cli import _one_line
+        from seclake_ml.display import error_line
 
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

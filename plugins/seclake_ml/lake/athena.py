@@ -304,7 +304,7 @@ class AthenaLake:
     # ------------------------------------------------------------- risk events
     def build_events_query(self, start: datetime, end: datetime, destination: str) -> str:
         """The ``UNLOAD`` of the CloudTrail risk events (:mod:`seclake_ml.risk.columns`) of ``[start, end)``."""
-        from seclake_ml.risk.events import MAX_FIELD_LEN, render_expressions
+        from seclake_ml.risk.columns import MAX_FIELD_LEN, render_expressions
         from seclake_ml.sources import CLOUDTRAIL_API
 
         version = self.cfg.source_version

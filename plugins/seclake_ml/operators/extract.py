@@ -148,7 +148,7 @@ class SecurityLakePairsOperator(BaseOperator):
         return dict(value)
 
     def _extract(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: str) -> dict[str, Any]:
-        from seclake_ml.pairs import extract_pairs
+        from seclake_ml.extraction import extract_pairs
 
         res = extract_pairs(cfg, source=self.source, view=view, start=start, end=end, out=out, aws_conn_id=self.aws_conn_id)
         return dict(res.to_dict())

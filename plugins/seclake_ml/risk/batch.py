@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from seclake_ml.risk.engine import RiskModel, _window
+from seclake_ml.risk.engine import RiskModel, history_start
 from seclake_ml.risk.findings import build_record
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, pub
             res.quarantined.extend(target.quarantined)
             uids_of[key] = set(target.table.column("uid").to_pylist())
         all_uids = set().union(*uids_of.values())
-        context = read_events(cfg, _window(day, model.settings.lookback_days), day + timedelta(days=1),
+        context = read_events(cfg, history_start(day, model.settings.lookback_days), day + timedelta(days=1),
                               aws_conn_id=aws_conn_id)
         ff = build_features(context.table, int(day.timestamp() * 1000), lookback_days=model.settings.lookback_days,
                             catalog=load_catalog(model.settings.catalog_path), geo=geo, ip_scorer=ip_scorer,

@@ -20,6 +20,12 @@ Columns (Arrow / pandas), produced by :func:`seclake_ml.risk.events.read_events`
 
 from __future__ import annotations
 
+from typing import Any
+
+from seclake_ml.sources import get_source, placeholders, substitute
+
+MAX_FIELD_LEN = 1024  # strings are cut to this many characters (counted)
+
 EVENT_COLUMNS = (
     "uid", "time", "kind", "account", "region", "principal", "principal_type", "source_ip",
     "user_agent", "service", "operation", "error_code", "status", "mfa",
@@ -34,3 +40,56 @@ LABEL_CSV_COLUMNS = (
     "userAgent", "errorCode", "recipientAccountId", "awsRegion", "riskScore", "verdict", "analyst", "note",
 )  # fmt: skip
 VERDICTS = ("malicious", "benign", "unsure")
+
+
+# ---------------------------------------------------------------- the projection, per source version
+# SQL expressions of the event columns with ``{column.path}`` placeholders, shared by the DuckDB and
+# the Athena query layers (each resolves the placeholders against its own tables).
+_PRINCIPAL = get_source("cloudtrail_api").view("principal_ip").entity
+_EXPRESSIONS: dict[int, dict[str, str]] = {
+    1: {
+        "uid": "{metadata.uid}",
+        "class_uid": "{class_uid}",
+        "account": "{actor.user.account_uid}",
+        "principal": f"coalesce({_PRINCIPAL[1]}, {{actor.invoked_by}})",
+        "principal_type": "{actor.user.type}",
+        "source_ip": "{src_endpoint.ip}",
+        "user_agent": "{http_request.user_agent}",
+        "service": "{api.service.name}",
+        "operation": "{api.operation}",
+        "error_code": "{api.response.error}",
+        "status": "{status}",
+        "mfa": "coalesce({mfa}, {actor.session.mfa})",
+        "time": "{time}",
+    },
+    2: {
+        "uid": "{metadata.uid}",
+        "class_uid": "{class_uid}",
+        "account": "{actor.user.account.uid}",
+        "principal": f"coalesce({_PRINCIPAL[2]}, {{actor.invoked_by}})",
+        "principal_type": "{actor.user.type}",
+        "source_ip": "{src_endpoint.ip}",
+        "user_agent": "{http_request.user_agent}",
+        "service": "{api.service.name}",
+        "operation": "{api.operation}",
+        "error_code": "{api.response.error}",
+        "status": "{status}",
+        "mfa": "coalesce({is_mfa}, {actor.session.is_mfa})",
+        "time": "{time_dt}",
+    },
+}
+
+
+def render_expressions(version: int, resolve: Any) -> dict[str, str]:
+    """The event table's column expressions for ``version``, each ``{column.path}`` replaced by ``resolve(path)``."""
+    return _render(version, resolve)
+
+
+def _render(version: int, resolve: Any) -> dict[str, str]:
+    exprs = _EXPRESSIONS[version]
+    paths: dict[str, str] = {}
+    for expr in exprs.values():
+        for p in placeholders(expr):
+            if p not in paths:
+                paths[p] = resolve(p)
+    return {k: substitute(v, paths) for k, v in exprs.items()}

@@ -1,10 +1,9 @@
 """Fit and apply CloudTrail risk models: the package's risk engine, no Airflow.
 
-* :func:`fit` reads the events of a training window (and the history before it), builds features,
-  joins the analysts' latest labels, splits the labelled events in time (70 % / 30 %), fits the linear
-  baseline and the boosted model, and returns a :class:`FitResult` with their test metrics.
-* :func:`gate` decides whether a fitted model may replace the active one: it must be supervised-ready
-  and no worse than the active model on the same test split.
+* :func:`fit_frame` takes the feature frame of a training window
+  (:func:`seclake_ml.risk.service.load_window` reads it), joins the analysts' latest labels, splits
+  the labelled events in time (70 % / 30 %), fits the linear baseline and the boosted model, and
+  returns a :class:`FitResult` with their test metrics.
 * :class:`RiskModel` applies a stored model (or none: the unsupervised score) to a window's events;
   every event gets ``risk_score`` 0-100, ``is_outlier``, ``probable_cause`` and its top contributions.
 
@@ -103,23 +102,9 @@ def _uids_digest(frame: Any) -> str:
     return hashlib.sha256("\n".join(sorted(frame["uid"].astype(str))).encode()).hexdigest()
 
 
-def _window(start: datetime, lookback_days: int) -> datetime:
+def history_start(start: datetime, lookback_days: int) -> datetime:
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     return day - timedelta(days=lookback_days)
-
-
-def load_window(cfg: Any, start: datetime, end: datetime, settings: RiskSettings, *,
-                geo: Any | None = None, ip_scorer: Callable | None = None,
-                aws_conn_id: str | None = "aws_default") -> tuple[Any, Any]:
-    """``(EventsResult, FeatureFrame)`` of ``[start, end)`` with ``lookback_days`` of history before it."""
-    from seclake_ml.risk.catalog import load_catalog
-    from seclake_ml.risk.events import read_events
-
-    events = read_events(cfg, _window(start, settings.lookback_days), end, aws_conn_id=aws_conn_id)
-    start_ms = int(start.timestamp() * 1000)
-    frame = build_features(events.table, start_ms, lookback_days=settings.lookback_days,
-                           catalog=load_catalog(settings.catalog_path), geo=geo, ip_scorer=ip_scorer)
-    return events, frame
 
 
 def add_unsupervised(frame: Any, lookback_days: int) -> dict[str, np.ndarray]:
@@ -132,18 +117,16 @@ def add_unsupervised(frame: Any, lookback_days: int) -> dict[str, np.ndarray]:
     return parts
 
 
-def fit(cfg: Any, start: datetime, end: datetime, labels: Mapping[str, Mapping[str, Any]], version: str,
-        settings: RiskSettings | None = None, *, geo: Any | None = None, ip_scorer: Callable | None = None,
-        aws_conn_id: str | None = "aws_default") -> FitResult:
-    """Fit both models on the labelled events of ``[start, end)``.
+def fit_frame(frame: Any, start: datetime, end: datetime, labels: Mapping[str, Mapping[str, Any]], version: str,
+              settings: RiskSettings | None = None) -> FitResult:
+    """Fit both models on the labelled events of a feature frame (the events of ``[start, end)``).
 
+    :param frame: :func:`~seclake_ml.risk.features.build_features`' frame of the window.
     :param labels: latest label per event uid (``risk_score`` 0-100), e.g. ``LabelStore.latest()``;
         labels of other events are ignored (counted as not matched).
     """
     t0 = time.perf_counter()
     settings = settings or RiskSettings()
-    events, ff = load_window(cfg, start, end, settings, geo=geo, ip_scorer=ip_scorer, aws_conn_id=aws_conn_id)
-    frame = ff.frame
     add_unsupervised(frame, settings.lookback_days)
     uids = frame["uid"].astype(str).to_numpy()
     y_all = np.array([_score_of(labels.get(u)) for u in uids], dtype=float)

@@ -20,49 +20,13 @@ from typing import Any
 
 from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig
-from seclake_ml.risk.columns import EVENT_COLUMNS
-from seclake_ml.sources import CLOUDTRAIL_API, get_source, placeholders, substitute
+from seclake_ml.risk.columns import EVENT_COLUMNS, MAX_FIELD_LEN, render_expressions
+from seclake_ml.sources import CLOUDTRAIL_API
 
 log = logging.getLogger(__name__)
 
-MAX_FIELD_LEN = 1024
 # Fields whose absence is counted: the event is still scored on the others.
 COUNTED_FIELDS = ("uid", "principal", "source_ip", "user_agent", "operation")
-
-_PRINCIPAL = get_source("cloudtrail_api").view("principal_ip").entity
-_EXPRESSIONS: dict[int, dict[str, str]] = {
-    1: {
-        "uid": "{metadata.uid}",
-        "class_uid": "{class_uid}",
-        "account": "{actor.user.account_uid}",
-        "principal": f"coalesce({_PRINCIPAL[1]}, {{actor.invoked_by}})",
-        "principal_type": "{actor.user.type}",
-        "source_ip": "{src_endpoint.ip}",
-        "user_agent": "{http_request.user_agent}",
-        "service": "{api.service.name}",
-        "operation": "{api.operation}",
-        "error_code": "{api.response.error}",
-        "status": "{status}",
-        "mfa": "coalesce({mfa}, {actor.session.mfa})",
-        "time": "{time}",
-    },
-    2: {
-        "uid": "{metadata.uid}",
-        "class_uid": "{class_uid}",
-        "account": "{actor.user.account.uid}",
-        "principal": f"coalesce({_PRINCIPAL[2]}, {{actor.invoked_by}})",
-        "principal_type": "{actor.user.type}",
-        "source_ip": "{src_endpoint.ip}",
-        "user_agent": "{http_request.user_agent}",
-        "service": "{api.service.name}",
-        "operation": "{api.operation}",
-        "error_code": "{api.response.error}",
-        "status": "{status}",
-        "mfa": "coalesce({is_mfa}, {actor.session.is_mfa})",
-        "time": "{time_dt}",
-    },
-}
-
 
 @dataclass
 class EventsResult:
@@ -97,21 +61,6 @@ def lake_sources(cfg: SeclakeConfig) -> tuple[str, ...]:
     management events, and on the local backend the data-event sources of
     ``extra.risk.data_event_sources`` (``S3_DATA``, ``LAMBDA_EXECUTION``) where the lake has them."""
     return (CLOUDTRAIL_API.lake_source, *cfg.risk.data_event_sources)
-
-
-def render_expressions(version: int, resolve: Any) -> dict[str, str]:
-    """The event table's column expressions for ``version``, each ``{column.path}`` replaced by ``resolve(path)``."""
-    return _render(version, resolve)
-
-
-def _render(version: int, resolve: Any) -> dict[str, str]:
-    exprs = _EXPRESSIONS[version]
-    paths: dict[str, str] = {}
-    for expr in exprs.values():
-        for p in placeholders(expr):
-            if p not in paths:
-                paths[p] = resolve(p)
-    return {k: substitute(v, paths) for k, v in exprs.items()}
 
 
 def empty_table() -> Any:
@@ -273,7 +222,7 @@ def _read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys:
         return res
     def sql_for(columns: set[str], absent: list[str]) -> str:
         """The query over objects whose columns are ``columns`` (the others read as NULL, named in ``absent``)."""
-        r = _render(version, column_resolver(columns, None, absent))
+        r = render_expressions(version, column_resolver(columns, None, absent))
         if version == 1:
             tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
             event_time = f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'"

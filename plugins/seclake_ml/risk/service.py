@@ -13,11 +13,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from seclake_ml.risk.engine import GATE_TOLERANCE, RiskModel, RiskSettings, fit, load_window
+from seclake_ml.risk.engine import GATE_TOLERANCE, RiskModel, RiskSettings, history_start, fit_frame
+from seclake_ml.risk.features import build_features
 from seclake_ml.risk.store import activate, read_active, save_version, store_root, version_for_interval
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,31 @@ def latest_labels(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_d
     """Latest label per uid from the label store, as ``{uid: {"risk_score": n, "verdict": v}}``."""
     latest = label_store(cfg, client, aws_conn_id).latest(kind="event")
     return {str(uid): {"risk_score": rec.risk_score, "verdict": rec.verdict} for uid, rec in latest.items()}
+
+
+def load_window(cfg: Any, start: datetime, end: datetime, settings: RiskSettings, *,
+                geo: Any | None = None, ip_scorer: Callable | None = None,
+                aws_conn_id: str | None = "aws_default") -> tuple[Any, Any]:
+    """``(EventsResult, FeatureFrame)`` of ``[start, end)`` with ``lookback_days`` of history before it."""
+    from seclake_ml.risk.catalog import load_catalog
+    from seclake_ml.risk.events import read_events
+
+    events = read_events(cfg, history_start(start, settings.lookback_days), end, aws_conn_id=aws_conn_id)
+    start_ms = int(start.timestamp() * 1000)
+    frame = build_features(events.table, start_ms, lookback_days=settings.lookback_days,
+                           catalog=load_catalog(settings.catalog_path), geo=geo, ip_scorer=ip_scorer)
+    return events, frame
+
+
+def fit(cfg: Any, start: datetime, end: datetime, labels: Mapping[str, Mapping[str, Any]], version: str,
+        settings: RiskSettings | None = None, *, geo: Any | None = None, ip_scorer: Callable | None = None,
+        aws_conn_id: str | None = "aws_default") -> Any:
+    """Read the window (:func:`load_window`) and fit both models on its labelled events
+    (:func:`seclake_ml.risk.engine.fit_frame`)."""
+    settings = settings or RiskSettings()
+    _, ff = load_window(cfg, start, end, settings, geo=geo, ip_scorer=ip_scorer, aws_conn_id=aws_conn_id)
+    result = fit_frame(ff.frame, start, end, labels, version, settings)
+    return result
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""Pair extraction for a data interval: the entry point over both query backends.
+
+:func:`extract_pairs` validates the source, view and interval and hands them to the backend's query
+layer: :class:`~seclake_ml.lake.duck.DuckDBLake` (local lake folder) or
+:class:`~seclake_ml.lake.athena.AthenaLake` (Glue tables through Athena). The pair contract itself
+(result record, drop reasons, view rendering) is :mod:`seclake_ml.pairs`, below both query layers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from seclake_ml.config import SeclakeConfig
+from seclake_ml.pairs import ExtractionResult, as_utc, check_interval
+from seclake_ml.sources import get_source
+
+__all__ = ["extract_pairs"]
+
+
+def extract_pairs(
+    cfg: SeclakeConfig,
+    source: str,
+    view: str,
+    start: datetime | str,
+    end: datetime | str,
+    out: str,
+    *,
+    aws_conn_id: str | None = "aws_default",
+) -> ExtractionResult:
+    """Extract pairs of ``source``/``view`` whose event time is in ``[start, end)`` into ``out``.
+
+    :param cfg: validated configuration (backend, lake location, source version, filters, dedupe).
+    :param source: registered source name, e.g. ``vpc_flow``.
+    :param view: the source's pair view, e.g. ``instance_peer``.
+    :param start: inclusive start of the data interval (UTC).
+    :param end: exclusive end of the data interval (UTC).
+    :param out: local Parquet file (local backend) or ``s3://bucket/prefix/`` (aws backend); an
+        existing output for the same location is replaced, so re-runs never duplicate.
+    :param aws_conn_id: Airflow connection of the aws backend's hooks (ignored locally).
+    """
+    spec = get_source(source)
+    spec.view(view)  # validates the view name
+    start_utc, end_utc = as_utc(start), as_utc(end)
+    check_interval(start_utc, end_utc)
+    if cfg.backend == "local":
+        from pathlib import Path
+
+        from seclake_ml.lake.duck import DuckDBLake
+
+        root = Path(cfg.lake_root).expanduser()
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
+
+        return DuckDBLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
+    from seclake_ml.lake.athena import AthenaLake
+
+    return AthenaLake(cfg, aws_conn_id=aws_conn_id).extract(spec.name, view, start_utc, end_utc, out)
