@@ -279,13 +279,17 @@ def _backfill(site: dict, from_date: str, to_date: str, *extra: str) -> tuple[li
 
 def _create_backfill(site: dict, args: list[str], wait_s: int = 240) -> None:
     """Create the backfill; while the scheduler has not yet marked an earlier, finished backfill as
-    completed, Airflow refuses a second one (AlreadyRunningBackfill), so try again for a while."""
+    completed, Airflow refuses a second one (AlreadyRunningBackfill), so try again for a while. The
+    metadata DB is SQLite, shared with the running scheduler: a write that meets the scheduler's
+    transaction fails with "database is locked" and is tried again too."""
     deadline = time.monotonic() + wait_s
     while True:
         proc = _airflow(site, *args, check=False)
         if proc.returncode == 0:
             return
-        if "AlreadyRunningBackfill" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+        output = proc.stdout + proc.stderr
+        transient = "AlreadyRunningBackfill" in output or "database is locked" in output
+        if not transient or time.monotonic() > deadline:
             pytest.fail(f"airflow backfill create failed (rc={proc.returncode}):\n"
                         f"{(proc.stdout + proc.stderr)[-4000:]}{_diagnostics(site)}")
         time.sleep(5)
