@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "scoring.objects", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
                 "scoring.notifications", "training_data", "model_store"),
     "aws": ("aws.*", "lake.athena"),
-    "services": ("extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
+    "services": ("backends", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
                  "calibration_runner"),
     "airflow": ("operators.*", "airflow_support", "plugin", "links"),
     "entry": ("cli", "__main__", "ipinsights.cli", "risk.cli", "risk.labels_cli"),
@@ -73,9 +73,12 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
 
 
 def _layer(module: str) -> str:
+    for layer, patterns in LAYERS.items():  # a module named exactly wins over a package pattern
+        if module in patterns:
+            return layer
     for layer, patterns in LAYERS.items():
         for p in patterns:
-            if module == p or (p.endswith(".*") and module.startswith(p[:-1])):
+            if p.endswith(".*") and module.startswith(p[:-1]):
                 return layer
     raise AssertionError(f"module {module} is in no layer: add it to LAYERS in {__file__}")
 

@@ -117,9 +117,10 @@ def _pairs_extract(args: argparse.Namespace) -> int:
     cfg = load_config(overrides)
     shown = Escaper()
     if not args.out.startswith("s3://"):
+        from seclake_ml.backends import backend_of
         from seclake_ml.outputs import check_output_file
 
-        lake_root = cfg.lake_root if cfg.backend == "local" else None
+        lake_root = backend_of(cfg).local_lake_root
         check_output_file(args.out, force=args.force, lake_root=lake_root, what="--out")
         check_output_file(args.out + ".quarantine.json", force=True, lake_root=lake_root, what="--out")
     res = extract_pairs(cfg, spec.name, view, args.start, args.end, args.out)

@@ -42,17 +42,6 @@ def extract_pairs(
     spec.view(view)  # validates the view name
     start_utc, end_utc = as_utc(start), as_utc(end)
     check_interval(start_utc, end_utc)
-    if cfg.backend == "local":
-        from pathlib import Path
+    from seclake_ml.backends import backend_of
 
-        from seclake_ml.lake.duck import DuckDBLake
-
-        root = Path(cfg.lake_root).expanduser()
-        if not root.is_dir():
-            what = "is not a folder" if root.exists() else "does not exist"
-            raise ValueError(f"lake_root {cfg.lake_root}: {what}; point --root (or lake_root) at the local lake")
-
-        return DuckDBLake(cfg).extract(spec.name, view, start_utc, end_utc, out)
-    from seclake_ml.lake.athena import AthenaLake
-
-    return AthenaLake(cfg, aws_conn_id=aws_conn_id).extract(spec.name, view, start_utc, end_utc, out)
+    return backend_of(cfg).extract_pairs(spec.name, view, start_utc, end_utc, out, aws_conn_id)

@@ -118,11 +118,3 @@ def write_atomically(path: Path) -> Iterator[Path]:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-
-
-def lake_root_of_config() -> str | None:
-    """The local lake root of the loaded configuration (``None`` on the aws backend)."""
-    from seclake_ml.config import load_config
-
-    cfg = load_config()
-    return cfg.lake_root if cfg.backend == "local" else None

@@ -42,7 +42,8 @@ from seclake_ml.config import SeclakeConfig
 from seclake_ml.lake.athena import AthenaLake, split_s3_prefix
 from seclake_ml.risk import engine, service
 from seclake_ml.risk.columns import EVENT_COLUMNS
-from seclake_ml.risk.events import MAX_FIELD_LEN, event_schema_types, read_events
+from seclake_ml.backends import read_events
+from seclake_ml.risk.events import MAX_FIELD_LEN, event_schema_types
 from seclake_ml.sqlsafe import UnsafeSqlError
 
 from .moto_server import DEFAULT_REGION, MotoServer

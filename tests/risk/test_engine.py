@@ -25,7 +25,8 @@ from seclake_ml.config import SeclakeConfig
 from seclake_ml.risk import engine, features, models, service, store
 from seclake_ml.risk.columns import EVENT_COLUMNS
 from seclake_ml.risk.combine import unsupervised_score
-from seclake_ml.risk.events import MAX_FIELD_LEN, event_schema_types, read_events
+from seclake_ml.backends import read_events
+from seclake_ml.risk.events import MAX_FIELD_LEN, event_schema_types
 from seclake_ml.risk.features import NOT_IP, build_features
 
 SEED = 23

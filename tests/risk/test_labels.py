@@ -456,9 +456,9 @@ def test_cli_import_with_window_reads_events_lazily(work: Path, capsys, monkeypa
         calls.append((cfg.lake_root, start, end))
         return types.SimpleNamespace(table=events, summary_line=lambda: "cloudtrail events: 5 rows")
 
-    fake = types.ModuleType("seclake_ml.risk.events")
+    fake = types.ModuleType("seclake_ml.backends")
     fake.read_events = read_events
-    monkeypatch.setitem(sys.modules, "seclake_ml.risk.events", fake)
+    monkeypatch.setitem(sys.modules, "seclake_ml.backends", fake)
     (work / "in.csv").write_text(MATCH_HEADER + f"2024-03-04T10:00:05Z,{ALICE},DeleteBucket,198.51.100.7,88\n"
                                  + f"2024-03-04T10:00:20Z,{ALICE},ListBuckets,198.51.100.7,50\n")
     assert main(["risk", "labels", "import", "--csv", "in.csv", "--root", str(work / "mylake"), "--analyst", "ana",

@@ -113,9 +113,10 @@ def _train(args: argparse.Namespace) -> int:
     for path in filter(None, (args.train, args.validation)):
         if not Path(path).exists():
             raise FileNotFoundError(f"pairs input {path} does not exist")
-    from seclake_ml.outputs import check_output_dir, lake_root_of_config
+    from seclake_ml.backends import local_lake_root_of_config
+    from seclake_ml.outputs import check_output_dir
 
-    check_output_dir(args.out, lake_root=lake_root_of_config(), what="--out")
+    check_output_dir(args.out, lake_root=local_lake_root_of_config(), what="--out")
     interval = None
     if args.interval_start or args.interval_end:
         interval = {"start": args.interval_start, "end": args.interval_end}
@@ -162,9 +163,10 @@ def _score(args: argparse.Namespace) -> int:
     from seclake_ml.ipinsights.data import iter_pair_batches
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
 
-    from seclake_ml.outputs import check_output_file, lake_root_of_config, write_atomically
+    from seclake_ml.backends import local_lake_root_of_config
+    from seclake_ml.outputs import check_output_file, write_atomically
 
-    out = check_output_file(args.output, force=args.force, lake_root=lake_root_of_config(), what="--output")
+    out = check_output_file(args.output, force=args.force, lake_root=local_lake_root_of_config(), what="--output")
     if not Path(args.input).exists():
         raise FileNotFoundError(f"pairs input {args.input} does not exist")
     scorer = IPInsightsScorer.load(args.model)
@@ -225,9 +227,10 @@ def _calibration_sets(args: argparse.Namespace) -> int:
     train = read_pairs_frame(args.train)
     later = read_pairs_frame(args.later)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    from seclake_ml.outputs import check_output_file, lake_root_of_config, write_atomically
+    from seclake_ml.backends import local_lake_root_of_config
+    from seclake_ml.outputs import check_output_file, write_atomically
 
-    lake_root = lake_root_of_config()
+    lake_root = local_lake_root_of_config()
     outs = [check_output_file(path, force=args.force, lake_root=lake_root, what=flag)
             for flag, path in (("--normal-out", args.normal_out), ("--abnormal-out", args.abnormal_out))]
     normal, abnormal = build_calibration_sets(train, later, args.n_normal, args.n_per_kind, kinds, args.seed)
@@ -248,9 +251,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.target_fpr is not None and not 0.0 <= args.target_fpr < 1.0:
         raise ValueError(f"--target-fpr: expected a number in [0, 1), got {args.target_fpr}")
-    from seclake_ml.outputs import check_output_dir, lake_root_of_config
+    from seclake_ml.backends import local_lake_root_of_config
+    from seclake_ml.outputs import check_output_dir
 
-    check_output_dir(args.report, lake_root=lake_root_of_config(), what="--report")
+    check_output_dir(args.report, lake_root=local_lake_root_of_config(), what="--report")
     scorer = IPInsightsScorer.load(args.model)
     normal = read_pairs_frame(args.normal, ("entity", "ip"))
     abnormal = read_pairs_frame(args.abnormal, ("entity", "ip", "kind"))

@@ -106,6 +106,7 @@ class SecurityLakePairsOperator(BaseOperator):
             pairs_output_location,
             resolve_window,
         )
+        from seclake_ml.backends import backend_of
 
         _validate_source_view(self.source, self.view)
         view = self.view or get_source(self.source).default_view.name
@@ -119,7 +120,7 @@ class SecurityLakePairsOperator(BaseOperator):
             label,
             cfg.backend,
             cfg.source_version,
-            cfg.lake_root if cfg.backend == "local" else f"glue:{cfg.glue_db} workgroup:{cfg.athena_workgroup}",
+            backend_of(cfg).lake_label(),
             out,
         )
         t0 = time.perf_counter()

@@ -73,7 +73,7 @@ def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, pub
     :param done: keys already scored by an earlier attempt (skipped).
     :param on_object_done: ``f(key, findings)`` after an object's findings are written and published.
     """
-    from seclake_ml.risk.events import read_events
+    from seclake_ml.backends import read_events
     from seclake_ml.risk.features import build_features
     from seclake_ml.risk.catalog import load_catalog
     from seclake_ml.scoring.findings import findings_parquet_parts

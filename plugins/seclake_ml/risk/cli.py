@@ -135,7 +135,9 @@ def _score(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     start, end = _interval(args)
-    check_output_file(args.out, force=args.force, lake_root=cfg.lake_root, what="--out")
+    from seclake_ml.backends import backend_of
+
+    check_output_file(args.out, force=args.force, lake_root=backend_of(cfg).local_lake_root, what="--out")
     model = RiskModel.unsupervised(service.settings_of(cfg)) if args.unsupervised else None
     table, summary = service.score(cfg, start, end, model=model)
     service.write_table(table, args.out)

@@ -1,6 +1,6 @@
 """The event table every part of the risk engine reads: one row per CloudTrail sign-in or API call.
 
-Columns (Arrow / pandas), produced by :func:`seclake_ml.risk.events.read_events`:
+Columns (Arrow / pandas), produced by :func:`seclake_ml.backends.read_events`:
 
 ``uid``             ``metadata.uid`` (CloudTrail ``eventID``), string
 ``time``            event time, timestamp (ms, UTC)

@@ -78,28 +78,11 @@ def event_schema_types() -> dict[str, Any]:
     return types
 
 
-def read_events(cfg: SeclakeConfig, start: datetime, end: datetime, *, keys: list[str] | None = None,
-                aws_conn_id: str | None = "aws_default") -> EventsResult:
-    """CloudTrail events with time in ``[start, end)`` from the lake.
-
-    Local backend: the lake folder ``cfg.lake_root`` with DuckDB. aws backend: the Security Lake Glue
-    table through Athena (``UNLOAD`` under ``<work>/risk/events/``, read back here); with ``keys``, the
-    named objects of the lake bucket, downloaded and read like local ones.
-
-    :param cfg: configuration (lake root, source version, account and region filters, DuckDB memory).
-    :param start: inclusive start (aware UTC datetime).
-    :param end: exclusive end.
-    :param keys: only these lake objects (keys relative to the lake root or bucket, e.g. a scoring
-        batch's objects); default: every object whose partitions can hold the window.
-    :param aws_conn_id: Airflow connection of the aws backend's hooks.
-    """
-    if cfg.backend == "aws":
-        return _read_events_aws(cfg, start, end, keys, aws_conn_id)
-    return _read_events_local(cfg, start, end, keys)
-
-
-def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None,
-                     aws_conn_id: str | None) -> EventsResult:
+def read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None,
+                    aws_conn_id: str | None) -> EventsResult:
+    """The events from the Security Lake Glue table through Athena (``UNLOAD`` under
+    ``<work>/risk/events/``, read back here); with ``keys``, the named objects of the lake bucket,
+    downloaded and read like local ones. Callers go through :func:`seclake_ml.backends.read_events`."""
     import dataclasses
     import tempfile
 
@@ -138,7 +121,7 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
                         raise
                     gone.append(key)
             local = dataclasses.replace(cfg, backend="local", lake_root=tmp, work_location=tmp)
-            res = _read_events_local(local, start, end, [k for k in keys if k not in gone])
+            res = read_events_local(local, start, end, [k for k in keys if k not in gone])
             # quarantined objects are named by their lake URI, not by the temporary download (removed on return)
             roots = sorted({str(Path(tmp)) + "/", str(Path(tmp).resolve()) + "/"}, key=len, reverse=True)
             for q in res.quarantined:
@@ -183,7 +166,9 @@ def _read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: l
         return res
 
 
-def _read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None) -> EventsResult:
+def read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: list[str] | None) -> EventsResult:
+    """The events of the local lake folder ``cfg.lake_root`` (DuckDB); with ``keys``, only those
+    objects (keys relative to the root). Callers go through :func:`seclake_ml.backends.read_events`."""
     import duckdb
     import pyarrow as pa
 

@@ -140,7 +140,7 @@ def _import(args: argparse.Namespace) -> int:
         if end <= start:
             raise ValueError(f"--end {args.end} is not after --start {args.start}")
         try:
-            from seclake_ml.risk.events import read_events
+            from seclake_ml.backends import read_events
         except ImportError as exc:
             raise ValueError(f"the event reader (seclake_ml.risk.events) is not available here: {exc}") from None
         got = read_events(cfg, start, end)
@@ -181,8 +181,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.out.startswith("s3://"):
         raise ValueError(f"--out {args.out}: export writes a local CSV file; name a path on this machine")
     cfg = _config()
-    out = check_output_file(args.out, force=args.force, lake_root=cfg.lake_root if cfg.backend == "local" else None,
-                            what="--out")
+    from seclake_ml.backends import backend_of
+
+    out = check_output_file(args.out, force=args.force, lake_root=backend_of(cfg).local_lake_root, what="--out")
     store = _store(cfg)
     records = store.records() if args.history else sorted(store.latest().values(), key=lambda r: r.labelled_at)
     rows = export_rows(records)

@@ -124,7 +124,7 @@ def load_window(cfg: Any, start: datetime, end: datetime, settings: RiskSettings
                 aws_conn_id: str | None = "aws_default") -> tuple[Any, Any]:
     """``(EventsResult, FeatureFrame)`` of ``[start, end)`` with ``lookback_days`` of history before it."""
     from seclake_ml.risk.catalog import load_catalog
-    from seclake_ml.risk.events import read_events
+    from seclake_ml.backends import read_events
 
     events = read_events(cfg, history_start(start, settings.lookback_days), end, aws_conn_id=aws_conn_id)
     start_ms = int(start.timestamp() * 1000)
