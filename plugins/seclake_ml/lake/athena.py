@@ -192,20 +192,7 @@ class AthenaLake:
             return sqlsafe.column_path(f"t.{path}")
 
         r = render_view_sql(spec.name, pv.name, version, resolve)
-        if version == 1:
-            last_day = (end - timedelta(microseconds=1)).date()
-            time_filter = (
-                f"t.eventday BETWEEN {sqlsafe.day_literal(start.date())} AND {sqlsafe.day_literal(last_day)} "
-                f"AND {r['time']} >= {sqlsafe.int_literal(_epoch_ms(start))} "
-                f"AND {r['time']} < {sqlsafe.int_literal(_epoch_ms(end))}"
-            )
-            # exact millisecond arithmetic; a zone-less timestamp, as Athena's Parquet writer requires
-            event_time = f"date_add('millisecond', {r['time']}, TIMESTAMP '1970-01-01 00:00:00.000')"
-        else:
-            time_filter = (
-                f"{r['time']} >= {sqlsafe.timestamp_literal(start)} AND {r['time']} < {sqlsafe.timestamp_literal(end)}"
-            )
-            event_time = f"CAST({r['time']} AS timestamp(3))"
+        time_filter, event_time = _time_sql(r["time"], version, start, end)
         unnest_clause = ""
         if pv.unnest:
             unnest_clause = (
@@ -312,19 +299,7 @@ class AthenaLake:
         if end <= start:
             raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
         r = render_expressions(version, lambda path: sqlsafe.column_path(f"t.{path}"))
-        if version == 1:
-            last_day = (end - timedelta(microseconds=1)).date()
-            time_filter = (
-                f"t.eventday BETWEEN {sqlsafe.day_literal(start.date())} AND {sqlsafe.day_literal(last_day)} "
-                f"AND {r['time']} >= {sqlsafe.int_literal(_epoch_ms(start))} "
-                f"AND {r['time']} < {sqlsafe.int_literal(_epoch_ms(end))}"
-            )
-            event_time = f"date_add('millisecond', {r['time']}, TIMESTAMP '1970-01-01 00:00:00.000')"
-        else:
-            time_filter = (
-                f"{r['time']} >= {sqlsafe.timestamp_literal(start)} AND {r['time']} < {sqlsafe.timestamp_literal(end)}"
-            )
-            event_time = f"CAST({r['time']} AS timestamp(3))"
+        time_filter, event_time = _time_sql(r["time"], version, start, end)
         query = sqlsafe.render(
             "athena/risk_events_unload.sql",
             table=sqlsafe.qualified(self.cfg.glue_db, CLOUDTRAIL_API.table_name(version, self.cfg.region)),
@@ -425,6 +400,22 @@ def _utc(value: datetime, name: str) -> datetime:
     if not isinstance(value, datetime):
         raise ValueError(f"{name} must be a datetime, got {type(value).__name__}")
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _time_sql(time_expr: str, version: int, start: datetime, end: datetime) -> tuple[str, str]:
+    """``(time filter of [start, end), event time as a timestamp)`` for a source version's time column:
+    partition pruning plus epoch milliseconds in version 1, ``time_dt`` in version 2."""
+    if version == 1:
+        last_day = (end - timedelta(microseconds=1)).date()
+        time_filter = (
+            f"t.eventday BETWEEN {sqlsafe.day_literal(start.date())} AND {sqlsafe.day_literal(last_day)} "
+            f"AND {time_expr} >= {sqlsafe.int_literal(_epoch_ms(start))} "
+            f"AND {time_expr} < {sqlsafe.int_literal(_epoch_ms(end))}"
+        )
+        # exact millisecond arithmetic; a zone-less timestamp, as Athena's Parquet writer requires
+        return time_filter, f"date_add('millisecond', {time_expr}, TIMESTAMP '1970-01-01 00:00:00.000')"
+    time_filter = f"{time_expr} >= {sqlsafe.timestamp_literal(start)} AND {time_expr} < {sqlsafe.timestamp_literal(end)}"
+    return time_filter, f"CAST({time_expr} AS timestamp(3))"
 
 
 def _epoch_ms(value: datetime) -> int:

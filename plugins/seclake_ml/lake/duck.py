@@ -325,12 +325,8 @@ def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[
     name of a registered chunk when scoring one object. ``time_filter`` replaces the interval filter
     (``"TRUE"`` scores every row of an object).
     """
-    if version == 1:
-        tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
-        event_time = f"to_timestamp({r['time']} / 1000.0)"
-    else:
-        tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
-        event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+    tf = window_filter(r["time"], version)
+    event_time = f"to_timestamp({r['time']} / 1000.0)" if version == 1 else f"CAST({r['time']} AS TIMESTAMPTZ)"
     unnest_clause = ""
     if unnest:
         unnest_clause = f"CROSS JOIN unnest(t.{sqlsafe.ident(unnest[0])}) AS u({sqlsafe.ident(unnest[1])})"
@@ -350,6 +346,14 @@ def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[
         control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
         ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
     )
+
+
+def window_filter(time_expr: str, version: int) -> str:
+    """The ``[start, end)`` filter on a source version's time column, with :func:`window_params`' bound
+    parameters (partition pruning plus epoch milliseconds in version 1, ``time_dt`` in version 2)."""
+    if version == 1:
+        return f"eventday BETWEEN $start_day AND $end_day AND {time_expr} >= $start_ms AND {time_expr} < $end_ms"
+    return f"{time_expr} >= $start_ts AND {time_expr} < $end_ts"
 
 
 def window_params(cfg: SeclakeConfig, source: str, version: int, start: datetime, end: datetime) -> dict[str, Any]:

@@ -66,21 +66,6 @@ def unsupervised_score(f: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return 100.0 * (1.0 - np.exp(-points / SCALE)), parts
 
 
-def top_contributions(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1.0) -> list[list[tuple[str, float]]]:
-    """Per row, the ``k`` largest positive contributions as ``(name, effect)``."""
-    names = np.array(list(parts), dtype=object)
-    if not len(names):
-        return []
-    mat = np.column_stack([parts[n] for n in names]) * scale
-    idx = np.argsort(-mat, axis=1)[:, :k]
-    vals = np.take_along_axis(mat, idx, axis=1)
-    out = []
-    top_names = names[idx]
-    for r in range(mat.shape[0]):
-        out.append([(top_names[r, j], round(float(vals[r, j]), 3)) for j in range(idx.shape[1]) if vals[r, j] > 0])
-    return out
-
-
 def contributions_json(parts: dict[str, np.ndarray], k: int = 3, scale: float = 1.0) -> np.ndarray:
     """Per row, ``[{"feature": name, "effect": x}, ...]`` of the ``k`` largest positive contributions, as
     JSON text built in bulk with Arrow's string kernels (names are the package's identifiers; effects

@@ -23,13 +23,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from seclake_ml.risk import combine, outliers
-from seclake_ml.risk.features import build_features
 from seclake_ml.risk.models import (
     BOOSTED_FEATURES, BoostedModel, LinearBaseline, regression_metrics, residuals_by_group, time_split,
 )  # fmt: skip

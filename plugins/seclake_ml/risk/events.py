@@ -172,7 +172,7 @@ def read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: 
     import duckdb
     import pyarrow as pa
 
-    from seclake_ml.lake.duck import column_resolver, find_files, probe_files, window_params
+    from seclake_ml.lake.duck import column_resolver, find_files, probe_files, window_filter, window_params
     from seclake_ml.lake.paths import LinkPolicy, literal_path
     from seclake_ml.pairs import as_utc, check_interval
 
@@ -208,12 +208,9 @@ def read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: 
     def sql_for(columns: set[str], absent: list[str]) -> str:
         """The query over objects whose columns are ``columns`` (the others read as NULL, named in ``absent``)."""
         r = render_expressions(version, column_resolver(columns, None, absent))
-        if version == 1:
-            tf = f"eventday BETWEEN $start_day AND $end_day AND {r['time']} >= $start_ms AND {r['time']} < $end_ms"
-            event_time = f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'"
-        else:
-            tf = f"{r['time']} >= $start_ts AND {r['time']} < $end_ts"
-            event_time = f"CAST({r['time']} AS TIMESTAMPTZ)"
+        tf = window_filter(r["time"], version)
+        event_time = (f"CAST(epoch_ms(CAST({r['time']} AS BIGINT)) AS TIMESTAMP) AT TIME ZONE 'UTC'" if version == 1
+                      else f"CAST({r['time']} AS TIMESTAMPTZ)")
         return sqlsafe.render(
             "duckdb/risk_events.sql",
             event_time=sqlsafe.trusted(event_time),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from seclake_ml.risk.catalog import Catalog, load_catalog
-from seclake_ml.risk.useragent import families
+from seclake_ml.risk.useragent import family
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -128,15 +128,6 @@ def _per_distinct(values: Any, fn: Callable[[Any], Any]) -> np.ndarray:
     return mapped[codes] if len(mapped) else np.array([], dtype=object)
 
 
-def _map_unique(values: Any, fn: Callable[[Any], Any]) -> np.ndarray:
-    """``fn`` applied once per distinct value (values: pandas Series)."""
-    import pandas as pd
-
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    mapped = np.array([fn(u if not (isinstance(u, float) and np.isnan(u)) else None) for u in uniques], dtype=object)
-    return mapped[codes] if len(mapped) else np.array([], dtype=object)
-
-
 def _codes(values: Any) -> tuple[np.ndarray, int]:
     import pandas as pd
 
@@ -165,7 +156,7 @@ def derive(events: Any, geo: Any | None = None) -> Any:
     df["op"] = (svc.str.replace(".amazonaws.com", "", regex=False) + ":" + op).where((svc != "") | (op != ""), "none")
     df["service_v"] = svc.where(svc != "", "none")
     df["net"] = _nets(df["source_ip"])
-    df["ua_family"] = _per_distinct(df["user_agent"], lambda v: families([v])[0])
+    df["ua_family"] = _per_distinct(df["user_agent"], family)
     df["ua"] = df["user_agent"].fillna("none").astype(str)
     df["error"] = df["error_code"].fillna("none").astype(str)
     hour = (ms // HOUR_MS) % 24

@@ -12,7 +12,6 @@ Parrot or Pentoo, which GuardDuty also reports), ``http-tool`` (curl, python-req
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
 
 FAMILIES = (
     "console", "browser", "aws-service", "cli", "sdk-python", "sdk-go", "sdk-java", "sdk-js", "sdk-dotnet",
@@ -54,15 +53,3 @@ def family(user_agent: str | None) -> str:
                 return "pentest-os"
             return fam
     return "pentest-os" if _PENTEST.search(ua) else "other"
-
-
-def families(values: Sequence[Any]) -> list[str]:
-    """Families of many user agents (classified once per distinct string)."""
-    cache: dict[Any, str] = {}
-    out = []
-    for v in values:
-        f = cache.get(v)
-        if f is None:
-            f = cache[v] = family(v if isinstance(v, str) else None)
-        out.append(f)
-    return out
