@@ -97,7 +97,7 @@ run: venv db lake
 		     echo "dags test FAILED; full log: var/logs/dags-test.log"; exit 1; }; \
 		echo "dags test: ok in $(call elapsed,$$t0)"
 	@echo "---------------------------------------------------------------- summary"
-	@"$(VPY)" -c "import sys; from seclake_ml.airflow_support import print_latest_summary; \
+	@"$(VPY)" -c "import sys; from seclake_ml.runs import print_latest_summary; \
 		sys.exit(print_latest_summary('$(WORK)', '$(DAG_ID)'))"
 	@echo "---------------------------------------------------------------- scoring a new log batch"
 	@"$(VPY)" -m seclake_ml scoring adopt

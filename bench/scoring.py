@@ -119,7 +119,7 @@ def ensure_lake(lake: Path, days: int, flows_per_day: int, seed: int) -> dict:
 
 
 def lake_objects(lake: Path, days: set[str]) -> list:
-    from seclake_ml.scoring.notifications import parse_lake_key
+    from seclake_ml.scoring.lake_object import parse_lake_key
 
     out = []
     for path in sorted((lake / "aws" / "VPC_FLOW" / "1.0").rglob("*.parquet")):
@@ -194,7 +194,7 @@ def ensure_big_object(root: Path, lake: Path, sources: list, rows: int, row_grou
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from seclake_ml.scoring.notifications import parse_lake_key
+    from seclake_ml.scoring.lake_object import parse_lake_key
 
     first = sources[0]
     big_lake = root / "big-lake"
@@ -409,7 +409,7 @@ def child_run(kind: str, p: dict) -> dict:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    from seclake_ml.scoring.notifications import parse_lake_key
+    from seclake_ml.scoring.lake_object import parse_lake_key
 
     logging.basicConfig(level=logging.INFO if p.get("verbose") else logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
     base_kib = _status_kib("VmRSS")
@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Why the flagged counts differ.
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
-    from seclake_ml.scoring.findings import read_findings
+    from seclake_ml.scoring.findings_parquet import read_findings
 
     scorer = IPInsightsScorer.load(record["model_dir"])
     fl = sorted(seed["flagged_set"])

@@ -121,24 +121,18 @@ with DAG(
         @task(task_id="plan_extractions")
         def plan_extractions(**context) -> list[dict[str, str]]:
             """Resolve the run's configuration and data window into one entry per (source, view)."""
-            from seclake_ml.airflow_support import (
-                iso,
-                load_runtime_config,
-                lookback_window,
-                plan_pair_extractions,
-                resolve_window,
-            )
+            from seclake_ml.airflow_support import load_runtime_config
+            from seclake_ml.interval import DataInterval
+            from seclake_ml.runs import plan_pair_extractions
 
             params = context["params"]
-            _, end = resolve_window(context)
-            start, end = lookback_window(end, params["lookback_days"])
+            window = DataInterval.from_context(context).lookback(params["lookback_days"])
             cfg = load_runtime_config()
-            plan = plan_pair_extractions(cfg, start, end, params.get("sources"))
+            plan = plan_pair_extractions(cfg, window, params.get("sources"))
             log.info(
-                "planned %d extraction(s) for [%s, %s) on backend=%s: %s",
+                "planned %d extraction(s) for %s on backend=%s: %s",
                 len(plan),
-                iso(start),
-                iso(end),
+                window.label,
                 cfg.backend,
                 ", ".join(f"{p['source']}:{p['view']}" for p in plan),
             )
@@ -156,13 +150,10 @@ with DAG(
 
             from airflow.sdk.exceptions import AirflowFailException
 
-            from seclake_ml.airflow_support import (
-                format_summary,
-                load_runtime_config,
-                run_summary_location,
-                summarize_extractions,
-                write_text,
-            )
+            from seclake_ml.airflow_support import load_runtime_config
+            from seclake_ml.interval import DataInterval
+            from seclake_ml.locations import run_summary_location
+            from seclake_ml.runs import format_summary, summarize_extractions, write_text
 
             results = [r for r in results[:] if r]  # one slice read of the mapped results
             summary = summarize_extractions(results)
@@ -178,7 +169,8 @@ with DAG(
                 backend=cfg.backend,
                 source_version=cfg.source_version,
             )
-            location = run_summary_location(cfg, summary["dag_id"], start, end) if start and end else None
+            location = (run_summary_location(cfg, summary["dag_id"], DataInterval.parse(start, end))
+                        if start and end else None)
             if location:
                 write_text(location, json.dumps(summary, indent=2, sort_keys=True) + "\n")
                 summary["summary_location"] = location

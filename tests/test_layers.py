@@ -4,7 +4,7 @@ no cycle, no module imports one of a higher layer, and no engine imports Airflow
 The layers, lowest first (a module may import its own layer and the ones below):
 
 1. ``contracts``: configuration, the OCSF source registry, SQL safety, display escaping, output
-   checks, the pair and risk-event contracts, path policy, IPv4 helpers;
+   checks, the pair and risk-event contracts, path policy, the lake object key layout, IPv4 helpers;
 2. ``engines``: the IP Insights and risk engines, the DuckDB query layer, findings, scoring engine
    parts, the local model store: no Airflow, no AWS calls of their own;
 3. ``aws``: the Athena query layer and the SageMaker/SSM/S3 helpers (provider hooks);
@@ -25,16 +25,18 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PACKAGE = "seclake_ml"
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "contracts": ("config", "sources", "sqlsafe", "display", "outputs", "pairs", "risk.columns", "lake.paths",
+    "contracts": ("config", "sources", "sqlsafe", "display", "outputs", "pairs", "risk.columns", "lake.paths", "uris",
+                  "interval", "locations",
                   "ipinsights.ipv4", "ipinsights.hyperparams", "__init__", "lake.__init__",
-                  "risk.__init__", "scoring.__init__", "ipinsights.__init__", "aws.__init__"),
+                  "risk.__init__", "scoring.__init__", "ipinsights.__init__", "aws.__init__", "scoring.lake_object"),
     "engines": ("ipinsights.*", "risk.catalog", "risk.useragent", "risk.features", "risk.outliers", "risk.combine",
                 "risk.models", "risk.store", "risk.report", "risk.geoip", "risk.labels", "risk.engine",
-                "risk.findings", "lake.duck", "scoring.findings", "scoring.ledger", "scoring.stores",
+                "risk.findings", "lake.duck", "scoring.findings", "scoring.findings_parquet", "scoring.ocsf_validate",
+                "scoring.ledger", "scoring.stores",
                 "scoring.objects", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
-                "scoring.notifications", "training_data", "model_store"),
+                "scoring.notifications", "training_data", "model_store", "handoff"),
     "aws": ("aws.*", "lake.athena"),
-    "services": ("backends", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
+    "services": ("backends", "backends.*", "runs", "scoring.sites", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
                  "calibration_runner"),
     "airflow": ("operators.*", "airflow_support", "plugin", "links"),
     "entry": ("cli", "__main__", "ipinsights.cli", "risk.cli", "risk.labels_cli"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from seclake_ml.links import report_url
-from seclake_ml.model_store import LocalModelStore, ModelStoreError, version_for_interval
+from seclake_ml.interval import DataInterval
+from seclake_ml.model_store import LocalModelStore, ModelStoreError
 
 
 def _model(folder: Path, tag: str) -> Path:
@@ -22,7 +23,7 @@ def _model(folder: Path, tag: str) -> Path:
 def test_version_is_keyed_by_interval() -> None:
     start = datetime(2024, 1, 1, 3, tzinfo=timezone.utc)
     end = datetime(2024, 1, 8, 3, tzinfo=timezone.utc)
-    assert version_for_interval(start, end) == "ipinsights-20240101T0300Z-20240108T0300Z"
+    assert DataInterval(start, end).model_version() == "ipinsights-20240101T0300Z-20240108T0300Z"
 
 
 def test_put_replaces_same_version_and_activation_is_recorded(tmp_path: Path) -> None:

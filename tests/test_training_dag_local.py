@@ -49,40 +49,23 @@ def test_operator_init_validates_source_and_view() -> None:
     assert set(SecurityLakePairsOperator.template_fields) == {"source", "view", "start", "end", "out", "config_overrides"}
 
 
-def test_window_helpers() -> None:
-    from seclake_ml.airflow_support import interval_key, lookback_window, resolve_window
-
-    ctx = {"data_interval_start": datetime(2024, 1, 1, 3, tzinfo=UTC), "data_interval_end": datetime(2024, 1, 8, 3, tzinfo=UTC)}
-    assert resolve_window(ctx) == (ctx["data_interval_start"], ctx["data_interval_end"])
-    assert resolve_window(ctx, start="2024-01-05T00:00:00Z")[0] == datetime(2024, 1, 5, tzinfo=UTC)
-    assert interval_key(*resolve_window(ctx)) == INTERVAL
-    assert lookback_window("2024-01-08T03:00:00+00:00", 14)[0] == datetime(2023, 12, 25, 3, tzinfo=UTC)
-    with pytest.raises(ValueError, match="no data window"):
-        resolve_window({"data_interval_start": None, "data_interval_end": None})
-    with pytest.raises(ValueError, match="empty data window"):
-        resolve_window(ctx, start="2024-01-09T00:00:00Z")
-    with pytest.raises(ValueError, match="ISO-8601"):
-        resolve_window(ctx, end="next monday")
-    with pytest.raises(ValueError, match="lookback_days"):
-        lookback_window(ctx["data_interval_end"], 0)
-
-
 def test_plan_uses_config_or_param_sources() -> None:
-    from seclake_ml.airflow_support import plan_pair_extractions
     from seclake_ml.config import load_config
+    from seclake_ml.interval import DataInterval
+    from seclake_ml.runs import plan_pair_extractions
 
     cfg = load_config({"sources": ["vpc_flow", "cloudtrail_api"]}, environ={})
-    start, end = datetime(2024, 1, 1, 3, tzinfo=UTC), datetime(2024, 1, 8, 3, tzinfo=UTC)
-    plan = plan_pair_extractions(cfg, start, end)
+    window = DataInterval(datetime(2024, 1, 1, 3, tzinfo=UTC), datetime(2024, 1, 8, 3, tzinfo=UTC))
+    plan = plan_pair_extractions(cfg, window)
     assert plan == [
         {"source": "vpc_flow", "view": "instance_peer", "start": "2024-01-01T03:00:00Z", "end": "2024-01-08T03:00:00Z"},
         {"source": "cloudtrail_api", "view": "principal_ip", "start": "2024-01-01T03:00:00Z", "end": "2024-01-08T03:00:00Z"},
     ]
-    assert [p["view"] for p in plan_pair_extractions(cfg, start, end, ["route53", "route53:instance_resolved_ip"])] == [
+    assert [p["view"] for p in plan_pair_extractions(cfg, window, ["route53", "route53:instance_resolved_ip"])] == [
         "instance_resolved_ip"
     ]
     with pytest.raises(ValueError, match="param 'sources': unknown source 'dns'"):
-        plan_pair_extractions(cfg, start, end, ["dns"])
+        plan_pair_extractions(cfg, window, ["dns"])
 
 
 @pytest.fixture()

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
+
+from seclake_ml.handoff import Wait
+from seclake_ml.uris import split_s3_uri
+
+if TYPE_CHECKING:
+    from seclake_ml.handoff import PreparedData, TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ def _save_combiner(res: Any, out: Path) -> None:
 
 
 def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr: float) -> dict[str, Any]:
+    import json
+
     thr = res.threshold
     return {
         "auc": float(res.auc),
@@ -53,6 +61,7 @@ def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr
         "combiner_declined": res.combiner_declined,
         "auc_by_kind": {k: float(v) for k, v in res.auc_by_kind.items()},
         "threshold": float(thr.value),
+        "threshold_rule": json.loads(json.dumps(thr.to_dict(), default=float)),
         "threshold_mode": mode,
         "target_fpr": target_fpr if mode == "target_fpr" else None,
         "precision": float(thr.precision or 0.0),
@@ -117,10 +126,8 @@ def auc_on_sets(scorer: Any, normal_path: str, abnormal_path: str, *, combiner: 
     return float(res.auc)
 
 
-def score_sets_auc(cfg: Any, active: dict[str, Any], calibration: dict[str, Any], *, aws_conn_id: str | None = None) -> float | None:
-    """AUC of the active model on the candidate's calibration sets (``None`` if it cannot be scored)."""
-    if cfg.backend == "aws":
-        return active_auc_aws(cfg, active, calibration, aws_conn_id=aws_conn_id)
+def local_active_auc(active: Mapping[str, Any], normal_set: str, abnormal_set: str) -> float | None:
+    """AUC of the local active model on the candidate's calibration sets (``None`` if it cannot be scored)."""
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
 
     model_dir = active.get("model_dir")
@@ -131,8 +138,8 @@ def score_sets_auc(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
         combiner = active.get("combiner")
         profile = Path(model_dir) / "profile.parquet"
         history = _history(profile, None) if combiner is not None and profile.is_file() else None
-        return auc_on_sets(IPInsightsScorer.load(model_dir), calibration["normal_set"], calibration["abnormal_set"],
-                           combiner=combiner, history=history)
+        return auc_on_sets(IPInsightsScorer.load(model_dir), normal_set, abnormal_set, combiner=combiner,
+                           history=history)
     except ValueError as exc:  # e.g. the active model knows none of the candidate's entities
         log.warning("active model %s could not be scored on the candidate's sets: %s", active.get("version"), exc)
         return None
@@ -189,13 +196,6 @@ def _s3(cfg: Any, aws_conn_id: str | None) -> tuple[Any, Any]:
     return hook, hook.get_session(region_name=cfg.region)
 
 
-def _bucket_key(uri: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise ValueError(f"expected an s3:// URI, got {uri!r}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
-
-
 def read_channel_sample(uri: str, *, session: Any, max_rows: int, total_rows: int | None = None, seed: int = 0,
                         chunk_rows: int = CSV_CHUNK_ROWS) -> Any:
     """``entity``/``ip`` pairs of the headerless CSV objects under ``uri``, at most ``max_rows``.
@@ -230,7 +230,7 @@ def read_channel_sample(uri: str, *, session: Any, max_rows: int, total_rows: in
 
 
 def _read_s3_bytes(hook: Any, uri: str) -> bytes:
-    bucket, key = _bucket_key(uri)
+    bucket, key = split_s3_uri(uri, "uri", require_key=True)
     return hook.get_conn().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
@@ -246,7 +246,7 @@ def _write_transform_input(hook: Any, prefix: str, normal: Any, abnormal: Any) -
     import hashlib
 
     input_uri = f"{prefix}input/"
-    bucket, key = _bucket_key(input_uri)
+    bucket, key = split_s3_uri(input_uri, "input_uri", require_key=True)
     bodies = {"abnormal.csv": _csv_bytes(abnormal), "normal.csv": _csv_bytes(normal)}
     stale = [k for k in hook.list_keys(bucket_name=bucket, prefix=key) or [] if k[len(key):] not in bodies]
     if stale:
@@ -258,36 +258,49 @@ def _write_transform_input(hook: Any, prefix: str, normal: Any, abnormal: Any) -
     return input_uri, digest.hexdigest()[:12]
 
 
-def _score_sets(op: Any, context: Any, cfg: Any, hook: Any, prefix: str, normal: Any, abnormal: Any, *,
-                aws_conn_id: str | None, **transform_args: Any) -> tuple[Any, dict[str, Any]]:
-    """Score both sets with one Batch Transform job; return the scorer stand-in and the job summary.
+def _start_scoring(cfg: Any, hook: Any, prefix: str, normal: Any, abnormal: Any, *, aws_conn_id: str | None,
+                   deferrable: bool, **transform_args: Any) -> dict[str, Any] | Wait:
+    """Write both sets as one transform input and start (or find) the Batch Transform job scoring them.
 
-    The job waits here rather than deferring: the dot products are read right after it, and scoring
-    the calibration sets is short next to the scheduling overhead of a deferral.
+    Returns the finished job's summary, or, with ``deferrable`` while it runs, the wait on it.
     """
-    from seclake_ml.aws.transform import read_transform_output, run_transform
+    from seclake_ml.aws.transform import run_transform
 
     input_uri, digest = _write_transform_input(hook, prefix, normal, abnormal)
     # The content digest in the output prefix gives new sets a new job name: a finished job is only
     # reused (by its deterministic name) when it scored exactly these files.
     output_uri = f"{prefix}scores/{digest}/"
-    job = run_transform(op, context, cfg, input_uri=input_uri, output_uri=output_uri, deferrable=False,
-                        aws_conn_id=aws_conn_id, **transform_args)
-    dots = read_transform_output(cfg, input_uri=input_uri, output_uri=output_uri, aws_conn_id=aws_conn_id)
+    return run_transform(cfg, input_uri=input_uri, output_uri=output_uri, deferrable=deferrable,
+                         aws_conn_id=aws_conn_id, **transform_args)
+
+
+def _read_scores(cfg: Any, job: Mapping[str, Any], normal: Any, abnormal: Any, *,
+                 aws_conn_id: str | None) -> PrecomputedScorer:
+    """The scorer stand-in answering with the dot products the finished job wrote."""
+    from seclake_ml.aws.transform import TransformOutputError, read_transform_output
+
+    dots = read_transform_output(cfg, input_uri=job["input_uri"], output_uri=job["output_uri"], aws_conn_id=aws_conn_id)
     n_abnormal = len(abnormal)
     if len(dots) != n_abnormal + len(normal):
-        from seclake_ml.aws.transform import TransformOutputError
-
         raise TransformOutputError(f"{len(dots)} dot products for {n_abnormal} + {len(normal)} pairs")
-    scorer = PrecomputedScorer([
+    return PrecomputedScorer([
         (abnormal["entity"], abnormal["ip"], dots[:n_abnormal]),  # abnormal.csv sorts first
         (normal["entity"], normal["ip"], dots[n_abnormal:]),
     ])
-    return scorer, dict(job or {}) | {"input_uri": input_uri, "output_uri": output_uri}
 
 
-def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], data: dict[str, Any], out_dir: str,
-                  mode: str, target_fpr: float, seed: int) -> dict[str, Any]:
+def _score_sets(cfg: Any, hook: Any, prefix: str, normal: Any, abnormal: Any, *,
+                aws_conn_id: str | None, **transform_args: Any) -> tuple[Any, dict[str, Any]]:
+    """Score both sets with one Batch Transform job, waiting here (the quality gate's comparison of the
+    active model); return the scorer stand-in and the job summary."""
+    job = _start_scoring(cfg, hook, prefix, normal, abnormal, aws_conn_id=aws_conn_id, deferrable=False,
+                         **transform_args)
+    return _read_scores(cfg, job, normal, abnormal, aws_conn_id=aws_conn_id), dict(job)
+
+
+def calibrate_aws(cfg: Any, *, model: TrainedModel, data: PreparedData, out_dir: str, mode: str,
+                  target_fpr: float, seed: int, aws_conn_id: str | None = "aws_default",
+                  deferrable: bool = False) -> dict[str, Any] | Wait:
     """aws backend: build the sets from the S3 channels, score them with Batch Transform, calibrate.
 
     Under ``<out_dir>/``: ``input/{abnormal,normal}.csv`` (the transform input), ``scores/<digest>/``
@@ -295,30 +308,29 @@ def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], dat
     ``report/`` (HTML, PNGs, metrics and threshold JSON). Returns the keys of
     :func:`calibrate_local`, with S3 URIs, plus the transform job and the model it ran.
 
-    :param op: the calling operator (its ``aws_conn_id``).
-    :param model: the training summary (``model_data_url``, ``version``).
-    :param data: the prepared-data summary (``train``, ``holdout`` channel prefixes and row counts).
+    :param model: the trained candidate (``model_uri`` is its ``model.tar.gz``).
+    :param data: the prepared data (the training and validation channel prefixes and row counts).
+    :param aws_conn_id: Airflow AWS connection.
+    :param deferrable: while the transform job runs, return the :class:`~seclake_ml.handoff.Wait` on it;
+        :func:`calibrate_aws_complete` finishes from the stored sets once the trigger fires.
     """
-    import tempfile
-
     import awswrangler as wr
 
     from seclake_ml.aws import aws_setting
     from seclake_ml.aws import names as naming
     from seclake_ml.aws.image_uris import resolve_image_uri
-    from seclake_ml.ipinsights import report
-    from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate_combined
+    from seclake_ml.ipinsights.calibration import build_calibration_sets
 
-    conn_id = getattr(op, "aws_conn_id", "aws_default")
+    conn_id = aws_conn_id
     prefix = out_dir.rstrip("/") + "/"
-    if not data.get("holdout"):
-        raise ValueError(f"no held-out channel for [{data.get('start')}, {data.get('end')}): no pair at or after "
-                         f"the split time {data.get('split_time')}, so there is nothing to calibrate on")
+    if not data.holdout_uri:
+        raise ValueError(f"no held-out channel for {data.window.label}: no pair at or after "
+                         f"the split time {data.split_time}, so there is nothing to calibrate on")
     hook, session = _s3(cfg, conn_id)
-    train = read_channel_sample(data["train"], session=session, max_rows=MAX_TRAIN_ROWS,
-                                total_rows=data.get("train_rows"), seed=seed)
-    holdout = read_channel_sample(data["holdout"], session=session, max_rows=MAX_HOLDOUT_ROWS,
-                                  total_rows=data.get("holdout_rows"), seed=seed + 1)
+    train = read_channel_sample(data.train_uri, session=session, max_rows=MAX_TRAIN_ROWS,
+                                total_rows=data.train_rows, seed=seed)
+    holdout = read_channel_sample(data.holdout_uri, session=session, max_rows=MAX_HOLDOUT_ROWS,
+                                  total_rows=data.holdout_rows, seed=seed + 1)
     normal, abnormal = build_calibration_sets(train, holdout, n_normal=MAX_NORMAL, seed=seed)
     normal_set, abnormal_set = f"{prefix}normal.parquet", f"{prefix}abnormal.parquet"
     wr.s3.to_parquet(normal, path=normal_set, index=False, boto3_session=session)
@@ -326,26 +338,68 @@ def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], dat
 
     # The Model is named as the rollout names it, so a candidate that passes the gate is served by
     # the very Model that was calibrated.
-    model_name = naming.model_name(aws_setting(cfg, "resource_prefix"), model_data_url=model["model_data_url"],
+    model_name = naming.model_name(aws_setting(cfg, "resource_prefix"), model_data_url=model.model_uri,
                                    image_uri=resolve_image_uri(cfg))
-    scorer, job = _score_sets(op, context, cfg, hook, prefix, normal, abnormal, aws_conn_id=conn_id,
-                              model_data_url=model["model_data_url"], model_name=model_name,
-                              start=data.get("start"), end=data.get("end"))
+    job = _start_scoring(cfg, hook, prefix, normal, abnormal, aws_conn_id=conn_id, deferrable=deferrable,
+                         model_data_url=model.model_uri, model_name=model_name,
+                         start=data.window.start_iso, end=data.window.end_iso)
+    if isinstance(job, Wait):
+        return job  # the sets are in S3: calibrate_aws_complete carries on from them
+    return _finish_aws(cfg, model=model, data=data, prefix=prefix, mode=mode, target_fpr=target_fpr, seed=seed,
+                       job=job, normal=normal, abnormal=abnormal, train=train, hook=hook, aws_conn_id=conn_id)
+
+
+def calibrate_aws_complete(cfg: Any, *, model: TrainedModel, data: PreparedData, out_dir: str, mode: str,
+                           target_fpr: float, seed: int, event: Any,
+                           aws_conn_id: str | None = "aws_default") -> dict[str, Any]:
+    """Finish :func:`calibrate_aws` after its Batch Transform job was waited for in the triggerer:
+    read the stored sets and the job's scores, choose the threshold, write the report.
+
+    :param event: the :class:`~seclake_ml.aws.triggers.SageMakerJobTrigger` event of the job.
+    """
+    import awswrangler as wr
+
+    from seclake_ml.aws.transform import transform_complete
+
+    job = transform_complete(event, cfg=cfg, aws_conn_id=aws_conn_id)
+    prefix = out_dir.rstrip("/") + "/"
+    hook, session = _s3(cfg, aws_conn_id)
+    normal = wr.s3.read_parquet(path=f"{prefix}normal.parquet", boto3_session=session)
+    abnormal = wr.s3.read_parquet(path=f"{prefix}abnormal.parquet", boto3_session=session)
+    train = None
+    if not (data.profile_uri or model.profile_uri):  # the history then comes from the same training sample
+        train = read_channel_sample(data.train_uri, session=session, max_rows=MAX_TRAIN_ROWS,
+                                    total_rows=data.train_rows, seed=seed)
+    return _finish_aws(cfg, model=model, data=data, prefix=prefix, mode=mode, target_fpr=target_fpr, seed=seed,
+                       job=job, normal=normal, abnormal=abnormal, train=train, hook=hook, aws_conn_id=aws_conn_id)
+
+
+def _finish_aws(cfg: Any, *, model: TrainedModel, data: PreparedData, prefix: str, mode: str, target_fpr: float,
+                seed: int, job: Mapping[str, Any], normal: Any, abnormal: Any, train: Any, hook: Any,
+                aws_conn_id: str | None) -> dict[str, Any]:
+    """Calibrate on the scored sets and write the report under ``<prefix>report/``."""
+    import tempfile
+
+    from seclake_ml.ipinsights import report
+    from seclake_ml.ipinsights.calibration import calibrate_combined
+
+    scorer = _read_scores(cfg, job, normal, abnormal, aws_conn_id=aws_conn_id)
+    normal_set, abnormal_set = f"{prefix}normal.parquet", f"{prefix}abnormal.parquet"
     # The endpoint's dot_product is combined with the same profile features the scoring path reads
     # (profile_uri); without a profile, with the training sample's pairs.
-    profile_uri = data.get("profile_uri") or model.get("profile_uri")
+    profile_uri = data.profile_uri or model.profile_uri
     history = _history(_read_s3_bytes(hook, profile_uri) if profile_uri else None, train)
     res = calibrate_combined(scorer, normal, abnormal, history,
                              target_fpr=target_fpr if mode == "target_fpr" else None, seed=seed)
 
     report_dir = f"{prefix}report/"
-    bucket, key = _bucket_key(report_dir)
+    bucket, key = split_s3_uri(report_dir, "report_dir")
     with tempfile.TemporaryDirectory(prefix="seclake-calibration-") as tmp:
         res.threshold.save(Path(tmp) / "threshold.json")
         _save_combiner(res, Path(tmp))
-        report.write_report(res, tmp, title=f"IP Insights calibration: {model.get('version')}", context={
-            "model_data_url": model["model_data_url"], "training_job": model.get("job_name"),
-            "train": data["train"], "holdout": data["holdout"], "transform_job": job.get("job_name"), "seed": seed,
+        report.write_report(res, tmp, title=f"IP Insights calibration: {model.version}", context={
+            "model_data_url": model.model_uri, "training_job": model.details.get("job_name"),
+            "train": data.train_uri, "holdout": data.holdout_uri, "transform_job": job.get("job_name"), "seed": seed,
             "history": profile_uri or "training channel sample",
         })
         for path in sorted(Path(tmp).iterdir()):
@@ -359,8 +413,8 @@ def calibrate_aws(op: Any, context: Any, cfg: Any, *, model: dict[str, Any], dat
     return summary
 
 
-def active_auc_aws(cfg: Any, active: dict[str, Any], calibration: dict[str, Any], *,
-                   aws_conn_id: str | None = None) -> float | None:
+def active_auc_aws(cfg: Any, active: Mapping[str, Any], normal_set: str, abnormal_set: str, *,
+                   aws_conn_id: str | None = "aws_default") -> float | None:
     """AUC of the active model (the SSM registry record) on the candidate's stored sets.
 
     The sets' Parquet copies are written out as transform input under
@@ -383,11 +437,11 @@ def active_auc_aws(cfg: Any, active: dict[str, Any], calibration: dict[str, Any]
         return None
     try:
         hook, session = _s3(cfg, aws_conn_id)
-        normal = wr.s3.read_parquet(path=calibration["normal_set"], boto3_session=session)
-        abnormal = wr.s3.read_parquet(path=calibration["abnormal_set"], boto3_session=session)
-        folder = calibration["normal_set"].rsplit("/", 1)[0]
+        normal = wr.s3.read_parquet(path=normal_set, boto3_session=session)
+        abnormal = wr.s3.read_parquet(path=abnormal_set, boto3_session=session)
+        folder = normal_set.rsplit("/", 1)[0]
         prefix = f"{folder}/gate/{naming.content_digest(url, active.get('image_uri'))}/"
-        scorer, job = _score_sets(None, None, cfg, hook, prefix, normal, abnormal, aws_conn_id=aws_conn_id,
+        scorer, job = _score_sets(cfg, hook, prefix, normal, abnormal, aws_conn_id=aws_conn_id,
                                   model_data_url=url, model_name=active.get("model_name"),
                                   image_uri=active.get("image_uri"))
         combiner, profile_uri = active.get("combiner"), active.get("profile_uri")

@@ -207,7 +207,7 @@ def _scoring_adopt(args: argparse.Namespace) -> int:
 def _scoring_show(args: argparse.Namespace) -> int:
     from seclake_ml.config import load_config
     from seclake_ml.scoring.report import format_batch, latest_batch
-    from seclake_ml.scoring.service import work_root
+    from seclake_ml.locations import work_root
 
     cfg = load_config()
     batch = latest_batch(work_root(cfg))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from seclake_ml.config import SeclakeConfig
-from seclake_ml.pairs import ExtractionResult, as_utc, check_interval
+from seclake_ml.interval import DataInterval
+from seclake_ml.pairs import ExtractionResult
 from seclake_ml.sources import get_source
 
 __all__ = ["extract_pairs"]
@@ -40,8 +41,8 @@ def extract_pairs(
     """
     spec = get_source(source)
     spec.view(view)  # validates the view name
-    start_utc, end_utc = as_utc(start), as_utc(end)
-    check_interval(start_utc, end_utc)
+    window = DataInterval.parse(start, end)
+    start_utc, end_utc = window.start, window.end
     from seclake_ml.backends import backend_of
 
-    return backend_of(cfg).extract_pairs(spec.name, view, start_utc, end_utc, out, aws_conn_id)
+    return backend_of(cfg, aws_conn_id).extract_pairs(spec.name, view, start_utc, end_utc, out)

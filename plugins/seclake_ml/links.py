@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
+from seclake_ml.uris import is_s3, split_s3_uri
+
 REPORT_URL_KEY = "report_url"
 
 
@@ -13,8 +15,8 @@ def report_url(location: str, region: str = "us-east-1") -> str:
     """A browsable URL for a report location: ``file://`` for local paths, the S3 console for ``s3://``."""
     if not location:
         return ""
-    if location.startswith("s3://"):
-        bucket, _, key = location[len("s3://"):].partition("/")
+    if is_s3(location):
+        bucket, key = split_s3_uri(location, "location")
         return f"https://{region}.console.aws.amazon.com/s3/object/{bucket}?region={region}&prefix={key}"
     from pathlib import Path
 

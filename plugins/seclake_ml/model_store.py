@@ -34,14 +34,6 @@ class ModelStoreError(RuntimeError):
     """The store is missing a version or holds a damaged record."""
 
 
-def version_for_interval(start: datetime, end: datetime, prefix: str = "ipinsights") -> str:
-    """``ipinsights-20240101T0300Z-20240108T0300Z``: one version id per training data interval."""
-    fmt = "%Y%m%dT%H%MZ"
-    s = start.astimezone(timezone.utc).strftime(fmt)
-    e = end.astimezone(timezone.utc).strftime(fmt)
-    return f"{prefix}-{s}-{e}"
-
-
 def _check_version(version: str) -> str:
     if not isinstance(version, str) or not _VERSION_RE.fullmatch(version) or ".." in version:
         shown = repr(version)[:200]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from seclake_ml.sources import get_source, placeholders, substitute
@@ -48,19 +47,6 @@ CONTROL_CHARS_RE = (r"[\x00-\x1f\x7f-\x9f\x{061c}\x{200b}-\x{200f}\x{2028}-\x{20
                     r"\x{2060}-\x{2069}\x{feff}]")
 PAIR_COLUMNS = ("entity", "ip", "event_time", "source", "account", "region")
 #: Longest data interval one extraction or scoring hand-off accepts (ten years, in days).
-MAX_INTERVAL_DAYS = 3660
-
-
-def check_interval(start: datetime, end: datetime) -> None:
-    """Raise ``ValueError`` for an empty interval or one longer than :data:`MAX_INTERVAL_DAYS` (checked
-    before any day is listed, so ``0001-01-01 .. 9999-12-31`` fails at once)."""
-    if end <= start:
-        raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
-    if (end - start).days > MAX_INTERVAL_DAYS:
-        raise ValueError(f"data interval [{start.isoformat()} .. {end.isoformat()}) spans {(end - start).days} days; "
-                         f"at most {MAX_INTERVAL_DAYS} days are allowed")
-
-
 @dataclass
 class ExtractionResult:
     """What one extraction did; small and JSON-safe (it is returned through XCom)."""
@@ -92,23 +78,6 @@ class ExtractionResult:
             f"({drops}), duplicates removed {self.duplicates_removed}, files {self.files_scanned}, "
             f"quarantined {len(self.quarantined)}, {self.seconds:.2f}s -> {self.output}"
         )
-
-
-def as_utc(value: datetime | str) -> datetime:
-    """Parse/normalise a window bound to an aware UTC datetime (date-only strings are midnight UTC)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) == 8 and text.isdigit():
-            text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"invalid time {text[:40]!r}: expected ISO 8601 such as 2026-01-05 or 2026-01-05T00:00:00Z") from None
-    if not isinstance(value, datetime):
-        raise ValueError(f"invalid time {value!r}: expected a datetime")
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def render_view_sql(

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from seclake_ml.airflow_support import interval_key, iso
+from seclake_ml.interval import DataInterval, iso
 from seclake_ml.links import CalibrationReportLink
+
+
+def interval_key(start: object, end: object) -> str:
+    """Template macro: the path segment ``interval=<start>_<end>`` of a data interval."""
+    return DataInterval.parse(start, end).key
 
 
 class SeclakeMlPlugin(AirflowPlugin):

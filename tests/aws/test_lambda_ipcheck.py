@@ -181,7 +181,7 @@ class Env:
         return out
 
     def findings(self) -> list[dict[str, Any]]:
-        from seclake_ml.scoring.findings import read_findings
+        from seclake_ml.scoring.findings_parquet import read_findings
 
         blobs = [self.s3.get_object(Bucket=LAKE_BUCKET, Key=k)["Body"].read() for k in sorted(self.findings_objects())]
         return read_findings(blobs) if blobs else []
@@ -295,7 +295,8 @@ def failures(response: dict[str, Any]) -> list[str]:
 def test_string_and_dict_bodies_become_valid_findings_alerts_and_ledger_entries(
     env: Env, site: dict[str, Any], reference_dir: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from seclake_ml.scoring.findings import custom_source_name, load_ocsf_schema, validate_finding
+    from seclake_ml.scoring.findings_parquet import custom_source_name
+    from seclake_ml.scoring.ocsf_validate import load_ocsf_schema, validate_finding
     from seclake_ml.scoring.stores import object_stem
 
     a, b, c = site["keys"]
@@ -470,8 +471,8 @@ def test_poison_and_test_events_need_no_model_and_are_not_retried(env: Env, caps
 
 
 def test_objects_scored_by_the_dag_are_skipped(env: Env, site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from seclake_ml.scoring.lake_object import parse_lake_key
     from seclake_ml.scoring.ledger import Ledger
-    from seclake_ml.scoring.notifications import parse_lake_key
     from seclake_ml.scoring.stores import S3Store
 
     a, b, _ = site["keys"]

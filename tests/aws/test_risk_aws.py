@@ -532,7 +532,7 @@ def test_risk_score_batch_writes_findings_to_s3(athena: AthenaStandIn, lake: Pat
     from seclake_ml.operators.risk import RiskScoreBatchOperator
     from seclake_ml.risk.batch import score_objects
     from seclake_ml.risk.engine import RiskModel
-    from seclake_ml.scoring.findings import read_findings
+    from seclake_ml.scoring.findings_parquet import read_findings
     from seclake_ml.scoring.ledger import Ledger
     from seclake_ml.scoring.stores import LocalStore, S3Store
 

@@ -113,8 +113,8 @@ def test_store_raises_a_403_it_cannot_explain(s3: Any) -> None:
 
 
 def test_ledger_on_a_prefix_limited_role(s3: Any) -> None:
+    from seclake_ml.scoring.lake_object import parse_lake_key
     from seclake_ml.scoring.ledger import Ledger
-    from seclake_ml.scoring.notifications import parse_lake_key
     from seclake_ml.scoring.stores import S3Store
 
     key = "aws/VPC_FLOW/1.0/region=us-east-1/accountId=123456789012/eventDay=20240109/a.gz.parquet"

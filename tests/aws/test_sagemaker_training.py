@@ -30,6 +30,7 @@ from seclake_ml.aws.training import (
     training_complete,
 )
 from seclake_ml.config import SeclakeConfig
+from seclake_ml.handoff import Wait
 
 from .moto_server import DEFAULT_ACCOUNT, DEFAULT_REGION, MotoServer
 
@@ -48,23 +49,6 @@ def make_cfg(**sagemaker: Any) -> SeclakeConfig:
         backend="aws", region=DEFAULT_REGION, work_location=WORK,
         extra={"sagemaker": {"role_arn": ROLE, **sagemaker}},
     )
-
-
-class Deferred(Exception):
-    """Raised by :class:`FakeOp.defer`, as ``TaskDeferred`` is by a real operator."""
-
-
-class FakeOp:
-    """The operator surface the backend uses: ``aws_conn_id`` and ``defer``."""
-
-    aws_conn_id = "aws_default"
-
-    def __init__(self) -> None:
-        self.deferred: dict[str, Any] | None = None
-
-    def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> None:
-        self.deferred = {"trigger": trigger, "method_name": method_name, "kwargs": kwargs, "timeout": timeout}
-        raise Deferred()
 
 
 def sm():
@@ -184,14 +168,21 @@ def test_bad_role_and_uris_raise() -> None:
 def test_missing_role_names_the_setting() -> None:
     cfg = SeclakeConfig(backend="aws", work_location=WORK)
     with pytest.raises(ValueError, match=r"extra\.sagemaker\.role_arn"):
-        run_training(FakeOp(), {}, cfg, start=START, end=END, train_uri=TRAIN, validation_uri=None)
+        run_training(cfg, start=START, end=END, train_uri=TRAIN, validation_uri=None)
 
 
 # ------------------------------------------------------------------------------------- running
-def run(cfg: SeclakeConfig | None = None, op: FakeOp | None = None, **kw: Any) -> dict[str, Any] | None:
+def run(cfg: SeclakeConfig | None = None, **kw: Any) -> dict[str, Any] | Wait:
     args: dict[str, Any] = dict(start=START, end=END, train_uri=TRAIN, validation_uri=VALIDATION, check_interval=0)
     args.update(kw)
-    return run_training(op or FakeOp(), {}, cfg or make_cfg(), **args)
+    return run_training(cfg or make_cfg(), **args)
+
+
+def waited(**kw: Any) -> Wait:
+    """The wait :func:`run_training` hands back for a running job (``deferrable=True``)."""
+    out = run(deferrable=True, **kw)
+    assert isinstance(out, Wait), f"expected a Wait, got {out!r}"
+    return out
 
 
 def test_wait_path_creates_the_job_and_returns_summary(work: MotoServer) -> None:
@@ -271,43 +262,40 @@ def jobs_start_in_progress(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_deferrable_path_defers_with_a_serializable_trigger(work: MotoServer, jobs_start_in_progress: None) -> None:
-    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+    from seclake_ml.aws.triggers import SageMakerJobTrigger
 
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True, check_interval=60, max_runtime_seconds=3600)
-    assert op.deferred is not None
-    trigger = op.deferred["trigger"]
-    assert op.deferred["method_name"] == "execute_complete"
-    assert op.deferred["timeout"].total_seconds() == 3600 + 600
+    wait = waited(check_interval=60, max_runtime_seconds=3600)
+    trigger = wait.trigger
+    assert isinstance(trigger, SageMakerJobTrigger)
+    assert wait.method_name == "execute_complete" and wait.kwargs == {}
+    assert wait.timeout_seconds == 3600 + 600
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow.providers.amazon.aws.triggers.sagemaker.SageMakerTrigger"
+    assert classpath == "seclake_ml.aws.triggers.SageMakerJobTrigger"
     name = sm().list_training_jobs()["TrainingJobSummaries"][0]["TrainingJobName"]
     assert kwargs["job_name"] == name and kwargs["job_type"] == "training"
-    assert (kwargs["waiter_delay"], kwargs["waiter_max_attempts"]) == (60, 70)
+    # polls every 60 s; 71 polls span 70 intervals = the 4200 s the wait may last
+    assert (kwargs["poll_interval"], kwargs["max_attempts"]) == (60, 71)
     assert (kwargs["aws_conn_id"], kwargs["region_name"]) == ("aws_default", DEFAULT_REGION)
-    assert SageMakerTrigger(**kwargs).serialize() == (classpath, kwargs)  # round-trips
+    assert SageMakerJobTrigger(**kwargs).serialize() == (classpath, kwargs)  # round-trips
 
     # the triggerer reports success: execute_complete finishes from the event
     _set_status(name, "Completed")
     # without cfg the connection's region is used, which is the one the trigger polled
-    summary = training_complete(op, {}, {"status": "success", "job_name": name})
+    summary = training_complete({"status": "success", "job_name": name})
     assert summary["job_name"] == name and summary["status"] == "Completed"
     assert summary["model_data_url"].endswith(f"/{name}/output/model.tar.gz")
 
 
 def test_deferrable_path_does_not_defer_a_finished_job(work: MotoServer) -> None:
-    op = FakeOp()
-    summary = run(op=op, deferrable=True)
-    assert op.deferred is None and summary is not None and summary["status"] == "Completed"
+    summary = run(deferrable=True)
+    assert not isinstance(summary, Wait) and summary["status"] == "Completed"
 
 
 def test_training_complete_raises_on_error_event(work: MotoServer) -> None:
     with pytest.raises(TrainingJobError, match="the trigger reported 'error'"):
-        training_complete(FakeOp(), {}, {"status": "error", "job_name": "x", "message": "waiter failed"},
-                          cfg=make_cfg())
+        training_complete({"status": "error", "job_name": "x", "message": "waiter failed"}, cfg=make_cfg())
     with pytest.raises(TrainingJobError, match="without a job name"):
-        training_complete(FakeOp(), {}, None, cfg=make_cfg())
+        training_complete(None, cfg=make_cfg())
 
 
 def test_running_job_is_waited_for_without_creating_another(
@@ -315,10 +303,7 @@ def test_running_job_is_waited_for_without_creating_another(
 ) -> None:
     from moto.sagemaker.models import SageMakerModelBackend
 
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True)
-    name = op.deferred["trigger"].job_name  # type: ignore[index]
+    name = waited().trigger.job_name
     polls = []
     original = SageMakerModelBackend.describe_training_job
 
@@ -339,19 +324,14 @@ def test_running_job_is_waited_for_without_creating_another(
 def test_failed_job_raises_clearly_and_attempt_gives_a_new_name(
     work: MotoServer, jobs_start_in_progress: None, status: str
 ) -> None:
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True)
-    name = op.deferred["trigger"].job_name  # type: ignore[index]
+    name = waited().trigger.job_name
     _set_status(name, status, "ClientError: no data in channel train")
     with pytest.raises(TrainingJobError) as info:
         run()
     assert info.value.job_name == name and info.value.status == status
     assert "no data in channel train" in str(info.value) and "attempt=1" in str(info.value)
 
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True, attempt=1)
-    retry = op.deferred["trigger"].job_name  # type: ignore[index]
+    retry = waited(attempt=1).trigger.job_name
     assert retry != name and retry.startswith("seclake-ml-train-20260105-20260107-")
 
 
@@ -367,9 +347,7 @@ def test_job_failing_while_waited_for_raises(
         job.training_job_status, job.failure_reason = "Failed", "AlgorithmError: out of memory"
         return original(self, training_job_name)
 
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True)
+    waited()
     monkeypatch.setattr(SageMakerModelBackend, "describe_training_job", describe)
     with pytest.raises(TrainingJobError, match="out of memory"):
         run(deferrable=False)

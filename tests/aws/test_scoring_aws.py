@@ -174,7 +174,7 @@ def predict(site: Site, keys: list[str], *, bucket: str = LAKE_BUCKET) -> dict[s
     import duckdb
 
     from seclake_ml.scoring.engine import views_for
-    from seclake_ml.scoring.notifications import parse_lake_key
+    from seclake_ml.scoring.lake_object import parse_lake_key
     from seclake_ml.scoring.objects import iter_view_chunks, open_parquet
     from seclake_ml.scoring.scorers import csv_batches
 
@@ -290,7 +290,7 @@ def read_json(bucket: str, key: str) -> Any:
 
 
 def findings() -> list[dict[str, Any]]:
-    from seclake_ml.scoring.findings import read_findings
+    from seclake_ml.scoring.findings_parquet import read_findings
 
     data = [client("s3").get_object(Bucket=LAKE_BUCKET, Key=k)["Body"].read()
             for k in keys_under(LAKE_BUCKET, FINDINGS_PREFIX)]
@@ -516,8 +516,9 @@ def _child_env(runtime: AirflowRuntime, home: Path) -> dict[str, str]:
 def test_scoring_dag_turns_queue_messages_into_findings_and_alerts(
     env: Env, site: Site, tmp_path: Path, reference_dir: Path, record_property: Any, dag_runtime: AirflowRuntime,
 ) -> None:
-    from seclake_ml.scoring.findings import custom_source_name, validate_finding
+    from seclake_ml.scoring.findings_parquet import custom_source_name
     from seclake_ml.scoring.ledger import Ledger, batch_id_for
+    from seclake_ml.scoring.ocsf_validate import validate_finding
     from seclake_ml.scoring.profile import EntityProfile
 
     home = tmp_path / "airflow"
@@ -691,7 +692,7 @@ class WorkerCrash(Exception):
 def test_crash_between_hand_off_and_delete_loses_nothing_and_duplicates_nothing(
     env: Env, site: Site, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from seclake_ml.operators import scoring as scoring_ops
+    from seclake_ml.aws import clients as scoring_ops  # where the scoring path's clients are built
     from seclake_ml.scoring.ledger import Ledger, batch_id_for
 
     keys = site.keys[SCORE_DAY]
@@ -759,7 +760,7 @@ def test_crash_between_hand_off_and_delete_loses_nothing_and_duplicates_nothing(
 # ============================================================================= 4. endpoint retries and batching
 def test_endpoint_throttling_is_retried_then_scores(env: Env, site: Site) -> None:
     from seclake_ml.config import SeclakeConfig
-    from seclake_ml.operators.scoring import aws_clients
+    from seclake_ml.aws.clients import aws_clients
     from seclake_ml.scoring.scorers import EndpointScorer, ScoringError
 
     runtime = aws_clients(SeclakeConfig.from_mapping(config(env)), "aws_default").runtime
@@ -795,7 +796,7 @@ def test_endpoint_throttling_is_retried_then_scores(env: Env, site: Site) -> Non
 
 def test_endpoint_requests_are_split_under_the_payload_limit(env: Env, site: Site) -> None:
     from seclake_ml.config import SeclakeConfig
-    from seclake_ml.operators.scoring import aws_clients
+    from seclake_ml.aws.clients import aws_clients
     from seclake_ml.scoring.scorers import EndpointScorer, csv_batches
 
     rng = np.random.default_rng(5)
@@ -1025,7 +1026,7 @@ def test_without_an_active_model_the_batch_waits(env: Env, site: Site) -> None:
 def test_interval_scores_the_day_partitions_and_a_rerun_overwrites(
     env: Env, site: Site, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from seclake_ml.operators import scoring as scoring_ops
+    from seclake_ml.aws import clients as scoring_ops  # where the scoring path's clients are built
     from seclake_ml.operators.scoring import IntervalBatchOperator
 
     every = [k for day in (TRAIN_DAY, SCORE_DAY, NEXT_DAY) for k in site.keys[day]]

@@ -273,34 +273,36 @@ def test_dag_runs_end_to_end_on_the_aws_backend(
     assert set(summary["pairs"].values()) == set(unloads)
 
     # ---- training data and the training job
-    assert data["train"] == f"{WORK}/training/data/{INTERVAL}/train/"
-    assert data["holdout"] == f"{WORK}/training/data/{INTERVAL}/validation/"
+    assert data["train_uri"] == f"{WORK}/training/data/{INTERVAL}/train/"
+    assert data["holdout_uri"] == f"{WORK}/training/data/{INTERVAL}/validation/"
     assert data["train_rows"] + data["holdout_rows"] == rows and data["holdout_rows"] > 0
     assert data["split_time"] == "2026-01-10T00:36:00Z"
-    job = client("sagemaker").describe_training_job(TrainingJobName=model["job_name"])
-    assert model["job_name"].startswith("seclake-ml-train-20260105t0300-20260112t0300-")
+    job_name = model["details"]["job_name"]
+    job = client("sagemaker").describe_training_job(TrainingJobName=job_name)
+    assert job_name.startswith("seclake-ml-train-20260105t0300-20260112t0300-")
     assert job["HyperParameters"] == {
         "num_entity_vectors": "20000", "vector_dim": "64", "random_negative_sampling_rate": "5",
         "mini_batch_size": "1000", "epochs": "3", "learning_rate": "0.01",
     }
     assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"]) for c in job["InputDataConfig"]] == [
-        ("train", data["train"]), ("validation", data["holdout"])]
+        ("train", data["train_uri"]), ("validation", data["holdout_uri"])]
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE and job["RoleArn"] == ROLE
-    assert model["model_data_url"] == f"{WORK}/sagemaker/training/{model['job_name']}/output/model.tar.gz"
+    assert model["model_uri"] == f"{WORK}/sagemaker/training/{job_name}/output/model.tar.gz"
     assert model["version"] == VERSION
 
     # ---- calibration and gate: two transform jobs, the candidate's and the earlier model's
     jobs = {j["artifact"]: j for j in batch_transform.jobs}
-    assert set(jobs) == {model["model_data_url"], OLD_ARTIFACT}
+    assert set(jobs) == {model["model_uri"], OLD_ARTIFACT}
     sm = client("sagemaker")
-    cal_job = sm.describe_transform_job(TransformJobName=cal["transform_job"])
-    assert cal_job["ModelName"] == cal["model_name"]
+    cal_model = cal["details"]["model_name"]
+    cal_job = sm.describe_transform_job(TransformJobName=cal["details"]["transform_job"])
+    assert cal_job["ModelName"] == cal_model
     assert cal_job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == (
         f"{WORK}/training/calibration/{INTERVAL}/input/")
     gate_job = sm.describe_transform_job(TransformJobName=jobs[OLD_ARTIFACT]["name"])
     assert gate_job["ModelName"] == old["model_name"]
     assert sm.describe_model(ModelName=old["model_name"])["PrimaryContainer"]["ModelDataUrl"] == OLD_ARTIFACT
-    assert cal["auc"] == 1.0 and cal["report_html"] == f"{WORK}/training/calibration/{INTERVAL}/report/report.html"
+    assert cal["auc"] == 1.0 and cal["report_uri"] == f"{WORK}/training/calibration/{INTERVAL}/report/report.html"
     assert decision["passed"] is True and decision["active"] == OLD_VERSION
     assert decision["active_auc"] is not None and decision["active_auc"] < 0.8
 
@@ -309,19 +311,21 @@ def test_dag_runs_end_to_end_on_the_aws_backend(
     config_name = endpoint["EndpointConfigName"]
     variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
     assert [(v["ModelName"], v["InstanceType"], v["InitialInstanceCount"]) for v in variants] == [
-        (cal["model_name"], "ml.m5.large", 1)]
-    served = sm.describe_model(ModelName=cal["model_name"])["PrimaryContainer"]
-    assert (served["ModelDataUrl"], served["Image"]) == (model["model_data_url"], IMAGE)
+        (cal_model, "ml.m5.large", 1)]
+    served = sm.describe_model(ModelName=cal_model)["PrimaryContainer"]
+    assert (served["ModelDataUrl"], served["Image"]) == (model["model_uri"], IMAGE)
     assert endpoint_seen[0] == "Creating" and endpoint["EndpointStatus"] == "InService"
     assert puts == [(SSM_PREVIOUS, "InService"), (SSM_ACTIVE, "InService")]
     record = parameter(SSM_ACTIVE)
     assert record is not None
     assert (record["version"], record["threshold"], record["endpoint_config_name"], record["model_name"]) == (
-        VERSION, cal["threshold"], config_name, cal["model_name"])
-    assert record["model_data_url"] == model["model_data_url"] and record["auc"] == 1.0
+        VERSION, cal["threshold"]["value"], config_name, cal_model)
+    assert record["model_data_url"] == model["model_uri"] and record["auc"] == 1.0
     assert parameter(SSM_PREVIOUS) == old
-    assert activated == {"activated": True, "version": VERSION, "threshold": cal["threshold"],
-                         "previous_version": OLD_VERSION, "backend": "aws"}
+    assert activated == {"activated": True, "version": VERSION, "threshold": cal["threshold"]["value"],
+                         "previous_version": OLD_VERSION, "backend": "aws",
+                         "details": {"endpoint_name": ENDPOINT, "endpoint_config_name": config_name,
+                                     "model_name": cal_model, "action": "created"}}
 
     record_property("airflow_db_migrate_s", round(migrate_s, 1))
     record_property("dag_test_s", round(dag_s, 1))

@@ -53,8 +53,13 @@ INTERVAL = "interval=20260105T030000Z_20260112T030000Z"
 VERSION = "ipinsights-20260105T0300Z-20260112T0300Z"
 VIEWS = {"vpc_flow:instance_peer": "vpc_flow/instance_peer", "cloudtrail_signin:principal_ip":
          "cloudtrail_signin/principal_ip"}
-SUMMARY_KEYS = {"auc", "auc_by_kind", "threshold", "threshold_mode", "target_fpr", "precision", "recall", "fpr",
-                "counts", "normal_set", "abnormal_set", "report_dir", "report_html"}
+# the calibration's XCom form (seclake_ml.handoff.Calibration): main fields, backend details, threshold rule
+SUMMARY_KEYS = {"version", "auc", "threshold", "threshold_mode", "target_fpr", "normal_set", "abnormal_set",
+                "report_uri", "components", "combiner", "start", "end", "details"}
+DETAIL_KEYS = {"auc_by_kind", "precision", "recall", "fpr", "counts", "report_dir", "combiner_declined",
+               "transform_job", "model_name", "scores_uri"}
+THRESHOLD_KEYS = {"value", "method", "target_fpr", "precision", "recall", "fpr", "f1", "n_normal", "n_abnormal",
+                  "extra"}
 
 
 def config(**sagemaker: Any) -> dict[str, Any]:
@@ -280,10 +285,11 @@ def gate(calibration: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return QualityGateOperator(task_id="quality_gate", calibration=calibration, **kw).execute(context())
 
 
-def rollout(gate_result: dict[str, Any], model: dict[str, Any], calibration: dict[str, Any]) -> dict[str, Any]:
+def rollout(gate_result: dict[str, Any], model: dict[str, Any], calibration: dict[str, Any],
+            **kw: Any) -> dict[str, Any]:
     from seclake_ml.operators.training import ModelRolloutOperator
 
-    op = ModelRolloutOperator(task_id="rollout_model", gate=gate_result, model=model, calibration=calibration)
+    op = ModelRolloutOperator(task_id="rollout_model", gate=gate_result, model=model, calibration=calibration, **kw)
     return op.execute(context())
 
 
@@ -313,7 +319,7 @@ def test_prepare_writes_csv_channels_split_in_time(site: Site) -> None:
     result = prepare()
     base = f"{WORK}/training/data/{INTERVAL}/"
     split = START + (END - START) * 0.7
-    assert result["train"] == f"{base}train/" and result["holdout"] == f"{base}validation/"
+    assert result["train_uri"] == f"{base}train/" and result["holdout_uri"] == f"{base}validation/"
     assert result["split_time"] == "2026-01-10T00:36:00Z" == split.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert (result["start"], result["end"], result["backend"]) == ("2026-01-05T03:00:00Z", "2026-01-12T03:00:00Z",
                                                                    "aws")
@@ -349,7 +355,7 @@ def test_train_sends_the_training_job_and_returns_the_model(site: Site) -> None:
     data = prepare()
     model = train(data, hyperparameters={"epochs": 3, "vector_dim": 64})
 
-    name = model["job_name"]
+    name = model["details"]["job_name"]
     assert name.startswith("seclake-ml-train-20260105t0300-20260112t0300-")
     sent = client("sagemaker").describe_training_job(TrainingJobName=name)
     assert sent["HyperParameters"] == {
@@ -357,8 +363,8 @@ def test_train_sends_the_training_job_and_returns_the_model(site: Site) -> None:
         "mini_batch_size": "1000", "epochs": "3", "learning_rate": "0.01",
     }
     assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"], c["ContentType"])
-            for c in sent["InputDataConfig"]] == [("train", data["train"], "text/csv"),
-                                                  ("validation", data["holdout"], "text/csv")]
+            for c in sent["InputDataConfig"]] == [("train", data["train_uri"], "text/csv"),
+                                                  ("validation", data["holdout_uri"], "text/csv")]
     algorithm = sent["AlgorithmSpecification"]
     assert (algorithm["TrainingImage"], algorithm["TrainingInputMode"]) == (IMAGE, "File")
     assert sent["RoleArn"] == ROLE
@@ -367,16 +373,19 @@ def test_train_sends_the_training_job_and_returns_the_model(site: Site) -> None:
 
     assert model["version"] == VERSION and model["backend"] == "aws"
     assert (model["start"], model["end"]) == ("2026-01-05T03:00:00Z", "2026-01-12T03:00:00Z")
-    assert model["model_data_url"] == f"{WORK}/sagemaker/training/{name}/output/model.tar.gz"
-    assert model["image_uri"] == IMAGE and model["train_rows"] == data["train_rows"]
+    assert model["model_uri"] == f"{WORK}/sagemaker/training/{name}/output/model.tar.gz"
+    assert model["details"]["image_uri"] == IMAGE and model["train_rows"] == data["train_rows"]
+    assert model["profile_uri"] == data["profile_uri"] and model["details"]["status"] == "Completed"
     json.dumps(model)
-    assert train(data, hyperparameters={"epochs": 3, "vector_dim": 64})["reused"] is True  # a retry reuses it
+    retry = train(data, hyperparameters={"epochs": 3, "vector_dim": 64})
+    assert retry["details"]["reused"] is True and retry["details"]["job_name"] == name  # a retry reuses it
 
 
 def test_train_deferred_finishes_in_execute_complete(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.exceptions import TaskDeferred
     from moto.sagemaker.models import FakeTrainingJob
 
+    from seclake_ml.aws.triggers import SageMakerJobTrigger
     from seclake_ml.operators.training import IPInsightsTrainingOperator
 
     original = FakeTrainingJob.__init__
@@ -391,13 +400,16 @@ def test_train_deferred_finishes_in_execute_complete(site: Site, monkeypatch: py
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context())
     assert deferred.value.method_name == "execute_complete"
+    assert isinstance(deferred.value.trigger, SageMakerJobTrigger)
+    assert deferred.value.trigger.job_type == "training"
+    assert deferred.value.timeout == timedelta(seconds=24 * 3600 + 600)
     name = deferred.value.trigger.job_name
     sagemaker_backend().training_jobs[name].training_job_status = "Completed"
 
     model = op.execute_complete(context(), {"status": "success", "job_name": name})
-    assert model["job_name"] == name and model["status"] == "Completed"
+    assert model["details"]["job_name"] == name and model["details"]["status"] == "Completed"
     assert model["version"] == VERSION and model["start"] == "2026-01-05T03:00:00Z"
-    assert model["model_data_url"].endswith(f"/{name}/output/model.tar.gz")
+    assert model["model_uri"].endswith(f"/{name}/output/model.tar.gz")
 
 
 # ----------------------------------------------------------------------------------- calibrate
@@ -420,12 +432,15 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site, combination:
     cal = calibrate(model, data, ctx)
 
     base = f"ml/training/calibration/{INTERVAL}/"
-    assert SUMMARY_KEYS <= set(cal)
+    assert SUMMARY_KEYS <= set(cal) and DETAIL_KEYS <= set(cal["details"])
+    assert THRESHOLD_KEYS <= set(cal["threshold"])
+    details = cal["details"]
     assert cal["version"] == VERSION
+    assert (cal["start"], cal["end"]) == ("2026-01-05T03:00:00Z", "2026-01-12T03:00:00Z")
     assert cal["normal_set"] == f"s3://{BUCKET}/{base}normal.parquet"
     assert cal["abnormal_set"] == f"s3://{BUCKET}/{base}abnormal.parquet"
-    assert cal["report_dir"] == f"s3://{BUCKET}/{base}report/"
-    assert cal["report_html"] == f"s3://{BUCKET}/{base}report/report.html"
+    assert details["report_dir"] == f"s3://{BUCKET}/{base}report/"
+    assert cal["report_uri"] == f"s3://{BUCKET}/{base}report/report.html"
     # The UI link opens the report object in the S3 console.
     assert ctx["ti"].xcom["report_url"] == (
         f"https://us-east-1.console.aws.amazon.com/s3/object/{BUCKET}?region=us-east-1&prefix={base}report/report.html")
@@ -436,14 +451,14 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site, combination:
     # the endpoint's dot products are combined with the profile's history; each part's AUC is reported
     assert set(cal["components"]) == {"model", "nearest_known_ip", "combined"}
     if combination == "accepted":
-        assert cal["components"]["combined"] == cal["auc"] and not cal["combiner_declined"]
+        assert cal["components"]["combined"] == cal["auc"] and not details["combiner_declined"]
         assert json.loads(read_text(f"{base}report/combiner.json")) == cal["combiner"]
     else:
         # the model alone is deployed: its AUC on the held-out half, a threshold on -dot_product, and why
         assert cal["combiner"] is None and cal["components"]["model"] == cal["auc"]
-        assert "is not above the model's" in cal["combiner_declined"]
+        assert "is not above the model's" in details["combiner_declined"]
         metrics = json.loads(read_text(f"{base}report/metrics.json"))
-        assert metrics["combiner_declined"] == cal["combiner_declined"] and "-dot_product" in metrics["score"]
+        assert metrics["combiner_declined"] == details["combiner_declined"] and "-dot_product" in metrics["score"]
 
     # the transform input: two headerless entity,ip files, exactly the stored sets
     assert keys(f"{base}input/") == [f"{base}input/abnormal.csv", f"{base}input/normal.csv"]
@@ -455,27 +470,29 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site, combination:
     assert read_text(f"{base}input/abnormal.csv").splitlines() == [
         f"{e},{i}" for e, i in zip(abnormal.entity, abnormal.ip)]
     assert set(abnormal["kind"]) == {"random_public", "unused_private", "other_entity"}
-    assert cal["counts"]["normal_scored"] == len(normal) and cal["counts"]["abnormal_scored"] == len(abnormal)
+    assert details["counts"]["normal_scored"] == len(normal) and details["counts"]["abnormal_scored"] == len(abnormal)
 
     # what SageMaker received: one Model named as the rollout names it, one transform job
-    job = client("sagemaker").describe_transform_job(TransformJobName=cal["transform_job"])
+    job = client("sagemaker").describe_transform_job(TransformJobName=details["transform_job"])
     assert job["TransformJobName"].startswith("seclake-ml-xform-20260105t0300-20260112t0300-")
     assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/{base}input/"
     assert (job["TransformInput"]["ContentType"], job["TransformInput"]["SplitType"]) == ("text/csv", "Line")
-    assert job["TransformOutput"]["S3OutputPath"] == cal["scores_uri"]
-    assert cal["scores_uri"].startswith(f"s3://{BUCKET}/{base}scores/")
+    assert job["TransformOutput"]["S3OutputPath"] == details["scores_uri"]
+    assert details["scores_uri"].startswith(f"s3://{BUCKET}/{base}scores/")
     assert job["TransformOutput"]["Accept"] == "application/jsonlines"
     described = client("sagemaker").describe_model(ModelName=job["ModelName"])
-    assert described["PrimaryContainer"] == {"Image": IMAGE, "ModelDataUrl": model["model_data_url"]} | {
+    assert described["PrimaryContainer"] == {"Image": IMAGE, "ModelDataUrl": model["model_uri"]} | {
         k: v for k, v in described["PrimaryContainer"].items() if k not in ("Image", "ModelDataUrl")}
     from seclake_ml.aws.names import model_name
 
-    assert job["ModelName"] == model_name("seclake-ml", model_data_url=model["model_data_url"], image_uri=IMAGE)
-    assert [j["name"] for j in site.transform.jobs] == [cal["transform_job"]]
+    assert job["ModelName"] == model_name("seclake-ml", model_data_url=model["model_uri"], image_uri=IMAGE)
+    assert job["ModelName"] == details["model_name"]
+    assert [j["name"] for j in site.transform.jobs] == [details["transform_job"]]
 
     # the stand-in model separates seen pairs from injected ones completely
-    assert cal["auc"] == 1.0 and cal["recall"] == 1.0
-    assert np.isfinite(cal["threshold"]) and cal["threshold_mode"] == "target_fpr"
+    assert cal["auc"] == 1.0 and cal["threshold"]["recall"] == 1.0 == details["recall"]
+    assert np.isfinite(cal["threshold"]["value"]) and cal["threshold_mode"] == "target_fpr"
+    assert (cal["threshold"]["method"], cal["threshold"]["target_fpr"]) == ("target_fpr", cal["target_fpr"])
 
 
 # ---------------------------------------------------------------------------------------- gate
@@ -601,25 +618,28 @@ def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatc
     monkeypatch.setattr(rollout_mod, "_sleep", lambda seconds: None)
 
     result = rollout(decision, model, cal)
-    assert result == {"activated": True, "version": VERSION, "threshold": cal["threshold"], "previous_version": None,
-                      "backend": "aws"}
-
     endpoint = client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    assert result == {"activated": True, "version": VERSION, "threshold": cal["threshold"]["value"],
+                      "previous_version": None, "backend": "aws",
+                      "details": {"endpoint_name": ENDPOINT, "endpoint_config_name": endpoint["EndpointConfigName"],
+                                  "model_name": cal["details"]["model_name"], "action": "created"}}
+
     epc = client("sagemaker").describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     variant = epc["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 1)
     described = client("sagemaker").describe_model(ModelName=variant["ModelName"])
-    assert described["PrimaryContainer"]["ModelDataUrl"] == model["model_data_url"]
+    assert described["PrimaryContainer"]["ModelDataUrl"] == model["model_uri"]
     assert described["PrimaryContainer"]["Image"] == IMAGE and described["ExecutionRoleArn"] == ROLE
     # the calibration's Model is the one behind the endpoint
-    assert variant["ModelName"] == cal["model_name"]
+    assert variant["ModelName"] == cal["details"]["model_name"]
     assert len(client("sagemaker").list_models()["Models"]) == 1
 
     assert seen[0] == "Creating" and puts == [(SSM_ACTIVE, "InService")]
     record = parameter(SSM_ACTIVE)
     assert record is not None
     assert (record["version"], record["threshold"], record["model_data_url"]) == (
-        VERSION, cal["threshold"], model["model_data_url"])
+        VERSION, cal["threshold"]["value"], model["model_uri"])
+    assert record["threshold_rule"] == cal["threshold"]
     if combination == "accepted":
         # the threshold is on the combined score: the combiner travels with it in the same record
         assert record["combiner"]["coef"] == cal["combiner"]["coef"] and "fit" not in record["combiner"]
@@ -627,13 +647,72 @@ def test_rollout_deploys_and_records_only_once_in_service(site: Site, monkeypatc
         assert "combiner" not in record
     assert (record["endpoint_name"], record["endpoint_config_name"], record["model_name"], record["image_uri"]) == (
         ENDPOINT, endpoint["EndpointConfigName"], variant["ModelName"], IMAGE)
-    assert (record["auc"], record["report"], record["training_job"]) == (cal["auc"], cal["report_html"],
-                                                                         model["job_name"])
+    assert (record["auc"], record["report"], record["training_job"]) == (cal["auc"], cal["report_uri"],
+                                                                         model["details"]["job_name"])
 
 
 def test_rollout_after_a_rejected_gate_changes_nothing(site: Site) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
+    rejected = {"passed": False, "reasons": ["candidate AUC 0.5000 is below the floor 0.9000"], "candidate": VERSION,
+                "candidate_auc": 0.5, "auc_floor": 0.9, "tolerance": 0.01, "active": None, "active_auc": None}
     with pytest.raises(AirflowSkipException, match="candidate AUC 0.5000 is below the floor"):
-        rollout({"passed": False, "reasons": ["candidate AUC 0.5000 is below the floor 0.9000"]}, {}, {})
+        rollout(rejected, {}, {})
     assert client("sagemaker").list_endpoints()["Endpoints"] == [] and parameter(SSM_ACTIVE) is None
+
+
+def test_rollout_deferrable_waits_in_the_triggerer_and_records_on_success(site: Site) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from seclake_ml.aws.rollout import EndpointRolloutError
+    from seclake_ml.aws.triggers import EndpointRolloutTrigger
+    from seclake_ml.operators.training import ModelRolloutOperator
+
+    data = prepare()
+    model = train(data)
+    cal = calibrate(model, data)
+    decision = gate(cal)
+
+    op = ModelRolloutOperator(task_id="rollout_model", gate=decision, model=model, calibration=cal, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, EndpointRolloutTrigger) and deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout == timedelta(seconds=4 * 3600 + 600)
+    started = deferred.value.kwargs["started"]
+    json.dumps(started)  # it travels through the deferral
+    # the endpoint is created on the calibration's Model; nothing is recorded while it rolls out
+    endpoint = client("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    expected = endpoint["EndpointConfigName"]
+    assert (started["endpoint_name"], started["endpoint_config_name"], started["model_name"], started["action"]) == (
+        ENDPOINT, expected, cal["details"]["model_name"], "created")
+    assert (trigger.endpoint_name, trigger.expected_config, trigger.previous_config) == (ENDPOINT, expected, None)
+    assert (trigger.aws_conn_id, trigger.region_name) == ("aws_default", DEFAULT_REGION)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "seclake_ml.aws.triggers.EndpointRolloutTrigger"
+    assert EndpointRolloutTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert parameter(SSM_ACTIVE) is None
+
+    # SageMaker rolled the endpoint back: the task fails and the registry is untouched
+    rolled_back = {"status": "rolled_back", "endpoint_name": ENDPOINT, "endpoint_status": "InService",
+                   "endpoint_config": "seclake-ml-epc-old",
+                   "message": f"SageMaker endpoint {ENDPOINT}: the update to {expected} was rolled back"}
+    with pytest.raises(EndpointRolloutError, match="rolled back"):
+        op.execute_complete(context(), rolled_back, started=started)
+    assert parameter(SSM_ACTIVE) is None
+
+    # the trigger saw the endpoint InService on the new config: the active record is written
+    success = {"status": "success", "endpoint_name": ENDPOINT, "endpoint_status": "InService",
+               "endpoint_config": expected,
+               "message": f"SageMaker endpoint {ENDPOINT}: endpoint {ENDPOINT} is InService on {expected}"}
+    result = op.execute_complete(context(), success, started=started)
+    assert result == {"activated": True, "version": VERSION, "threshold": cal["threshold"]["value"],
+                      "previous_version": None, "backend": "aws",
+                      "details": {"endpoint_name": ENDPOINT, "endpoint_config_name": expected,
+                                  "model_name": cal["details"]["model_name"], "action": "created"}}
+    record = parameter(SSM_ACTIVE)
+    assert record is not None
+    assert (record["version"], record["threshold"], record["model_data_url"], record["endpoint_config_name"]) == (
+        VERSION, cal["threshold"]["value"], model["model_uri"], expected)
+    assert (record["model_name"], record["training_job"]) == (cal["details"]["model_name"],
+                                                              model["details"]["job_name"])

@@ -24,6 +24,7 @@ from seclake_ml.aws.transform import (
     transform_complete,
 )
 from seclake_ml.config import SeclakeConfig
+from seclake_ml.handoff import Wait
 
 from .moto_server import DEFAULT_ACCOUNT, DEFAULT_REGION, MotoServer
 
@@ -45,21 +46,6 @@ def make_cfg() -> SeclakeConfig:
                          extra={"sagemaker": {"role_arn": ROLE}})
 
 
-class Deferred(Exception):
-    pass
-
-
-class FakeOp:
-    aws_conn_id = "aws_default"
-
-    def __init__(self) -> None:
-        self.deferred: dict[str, Any] | None = None
-
-    def defer(self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None) -> None:
-        self.deferred = {"trigger": trigger, "method_name": method_name, "timeout": timeout}
-        raise Deferred()
-
-
 def client(service: str):
     return boto3.client(service, region_name=DEFAULT_REGION)
 
@@ -72,11 +58,18 @@ def calibration(aws_env: MotoServer) -> MotoServer:
     return aws_env
 
 
-def run(op: FakeOp | None = None, **kw: Any) -> dict[str, Any] | None:
+def run(**kw: Any) -> dict[str, Any] | Wait:
     args: dict[str, Any] = dict(model_data_url=ARTIFACT, input_uri=INPUT, output_uri=OUTPUT, check_interval=0,
                                 start="2026-01-07T00:00:00Z", end="2026-01-08T00:00:00Z")
     args.update(kw)
-    return run_transform(op or FakeOp(), {}, make_cfg(), **args)
+    return run_transform(make_cfg(), **args)
+
+
+def waited(**kw: Any) -> Wait:
+    """The wait :func:`run_transform` hands back for a running job (``deferrable=True``)."""
+    out = run(deferrable=True, **kw)
+    assert isinstance(out, Wait), f"expected a Wait, got {out!r}"
+    return out
 
 
 def test_creates_model_and_transform_job(calibration: MotoServer) -> None:
@@ -144,35 +137,32 @@ def _job(name: str) -> Any:
 
 
 def test_deferrable_path_defers_and_completes(calibration: MotoServer, jobs_start_in_progress: None) -> None:
-    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+    from seclake_ml.aws.triggers import SageMakerJobTrigger
 
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True, check_interval=30, max_wait_seconds=3600)
-    assert op.deferred is not None and op.deferred["method_name"] == "execute_complete"
-    classpath, kwargs = op.deferred["trigger"].serialize()
-    assert classpath == "airflow.providers.amazon.aws.triggers.sagemaker.SageMakerTrigger"
+    wait = waited(check_interval=30, max_wait_seconds=3600)
+    assert isinstance(wait.trigger, SageMakerJobTrigger)
+    assert wait.method_name == "execute_complete" and wait.kwargs == {}
+    classpath, kwargs = wait.trigger.serialize()
+    assert classpath == "seclake_ml.aws.triggers.SageMakerJobTrigger"
     assert kwargs["job_type"] == "transform" and kwargs["job_name"].startswith("seclake-ml-xform-")
-    assert (kwargs["waiter_delay"], kwargs["waiter_max_attempts"], kwargs["region_name"]) == (30, 121, DEFAULT_REGION)
-    assert SageMakerTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert op.deferred["timeout"].total_seconds() == 3600
+    assert (kwargs["poll_interval"], kwargs["max_attempts"], kwargs["region_name"]) == (30, 121, DEFAULT_REGION)
+    assert kwargs["aws_conn_id"] == "aws_default"
+    assert SageMakerJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert wait.timeout_seconds == 3600
 
     _job(kwargs["job_name"]).transform_job_status = "Completed"
-    summary = transform_complete(op, {}, {"status": "success", "job_name": kwargs["job_name"]}, cfg=make_cfg())
+    summary = transform_complete({"status": "success", "job_name": kwargs["job_name"]}, cfg=make_cfg())
     assert summary["status"] == "Completed" and summary["output_uri"] == OUTPUT
 
 
 def test_failed_job_raises_with_reason(calibration: MotoServer, jobs_start_in_progress: None) -> None:
-    op = FakeOp()
-    with pytest.raises(Deferred):
-        run(op=op, deferrable=True)
-    name = op.deferred["trigger"].job_name  # type: ignore[index]
+    name = waited().trigger.job_name
     job = _job(name)
     job.transform_job_status, job.failure_reason = "Failed", "ClientError: bad line 3"
     with pytest.raises(TransformJobError, match="bad line 3.*attempt=1"):
         run()
     with pytest.raises(TransformJobError, match="the trigger reported 'error'"):
-        transform_complete(op, {}, {"status": "error", "job_name": name}, cfg=make_cfg())
+        transform_complete({"status": "error", "job_name": name}, cfg=make_cfg())
 
 
 # -------------------------------------------------------------------------------------- output

@@ -55,7 +55,7 @@ def _model_flags(site: dict[str, Any], key: str, data: bytes, tmp_path: Any) -> 
     """(pairs of known entities above the threshold, all pairs above it) of the crafted object."""
     import duckdb
 
-    from seclake_ml.scoring.notifications import parse_lake_key
+    from seclake_ml.scoring.lake_object import parse_lake_key
     from seclake_ml.scoring.objects import iter_view_chunks, open_parquet
 
     path = tmp_path / "object.parquet"

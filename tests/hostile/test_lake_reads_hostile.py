@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seclake_ml.pairs import SPECIAL_ADDRESS_REASONS
-from seclake_ml.scoring.service import iter_local_objects
+from seclake_ml.scoring.sites import iter_local_objects
 
 from .conftest import DAY, config, extract, pairs_of, partition, run_cli, vpc_rows, write_rows
 

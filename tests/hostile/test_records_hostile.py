@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from seclake_ml.model_store import LocalModelStore
-from seclake_ml.scoring import service
+from seclake_ml.scoring import service, sites
 from seclake_ml.scoring.ledger import Ledger
 from seclake_ml.scoring.stores import LocalStore
 
@@ -43,7 +43,7 @@ def _write_active(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("threshold", BAD_THRESHOLDS)
 def test_local_record_with_a_bad_threshold_is_a_clear_error(tmp_path: Path, threshold: str) -> None:
     path = _write_active(tmp_path, '{"version": "ipinsights-a", "threshold": %s, "model_dir": "/x"}' % threshold)
-    with pytest.raises(service.NoActiveModel) as err:
+    with pytest.raises(sites.NoActiveModel) as err:
         service.active_model(_work_cfg(tmp_path))
     assert str(path) in str(err.value) and "threshold" in str(err.value)
 
@@ -51,7 +51,7 @@ def test_local_record_with_a_bad_threshold_is_a_clear_error(tmp_path: Path, thre
 @pytest.mark.parametrize("version", BAD_VERSIONS)
 def test_local_record_with_a_bad_version_name_is_a_clear_error(tmp_path: Path, version: str) -> None:
     path = _write_active(tmp_path, '{"version": %s, "threshold": 1.5}' % version)
-    with pytest.raises(service.NoActiveModel) as err:
+    with pytest.raises(sites.NoActiveModel) as err:
         service.active_model(_work_cfg(tmp_path))
     assert str(path) in str(err.value) and "invalid model version" in str(err.value)
 
@@ -79,14 +79,14 @@ def test_activating_with_a_bad_threshold_changes_nothing(trained_site: dict, tmp
 @pytest.mark.parametrize("threshold", BAD_THRESHOLDS)
 def test_aws_record_with_a_bad_threshold_is_refused(threshold: str) -> None:
     text = '{"version": "ipinsights-a", "threshold": %s, "endpoint_name": "seclake-ml-ep"}' % threshold
-    with pytest.raises(service.NoActiveModel, match="threshold"):
-        service.model_from_record(text, severity_scale=1.0)
+    with pytest.raises(sites.NoActiveModel, match="threshold"):
+        sites.model_from_record(text, severity_scale=1.0)
 
 
 @pytest.mark.parametrize("version", BAD_VERSIONS)
 def test_aws_record_with_a_bad_version_is_refused(version: str) -> None:
-    with pytest.raises(service.NoActiveModel, match="version"):
-        service.model_from_record('{"version": %s, "threshold": 1.0}' % version, severity_scale=1.0)
+    with pytest.raises(sites.NoActiveModel, match="version"):
+        sites.model_from_record('{"version": %s, "threshold": 1.0}' % version, severity_scale=1.0)
 
 
 # ------------------------------------------------------------------------------- scoring, end to end
@@ -109,7 +109,7 @@ def test_nan_threshold_scores_nothing_and_marks_nothing(site: dict) -> None:
     active.write_text(good.replace(json.dumps(site["threshold"]), "NaN", 1))
     batch = service.find_new_local_batch(cfg, ledger)
     done_before = ledger.done_keys()
-    with pytest.raises(service.NoActiveModel, match="threshold"):
+    with pytest.raises(sites.NoActiveModel, match="threshold"):
         service.score_batch(cfg, ledger, batch["batch_id"])
     assert ledger.done_keys() == done_before and ledger.pending() == [batch["batch_id"]]
     assert _findings_files(site) == []

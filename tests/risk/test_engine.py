@@ -911,7 +911,8 @@ def test_risk_findings_are_valid_ocsf_detection_findings(tmp_path: Path) -> None
     """Risk findings pass the OCSF 1.1.0 validator, fit the findings Parquet schema, and land under
     ext/risk-cloudtrail/ with deterministic uids; hostile strings stay data."""
     from seclake_ml.risk.findings import build_record, severity_for_risk
-    from seclake_ml.scoring.findings import findings_parquet_parts, load_ocsf_schema, read_findings, validate_finding
+    from seclake_ml.scoring.findings_parquet import findings_parquet_parts, read_findings
+    from seclake_ml.scoring.ocsf_validate import load_ocsf_schema, validate_finding
 
     schema = load_ocsf_schema(Path(__file__).resolve().parents[1] / "data" / "reference" / "ocsf-1.1.0-schema.json")
     row = pd.Series({

@@ -14,20 +14,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.scoring.findings import (
-    FINDINGS_SCHEMA,
     Candidate,
     ModelInfo,
     build_findings,
-    custom_source_name,
     finding_uid,
+    one_line,
+    severity_for,
+)
+from seclake_ml.scoring.findings_parquet import (
+    FINDINGS_SCHEMA,
+    custom_source_name,
     findings_parquet_parts,
     findings_table,
-    load_ocsf_schema,
-    one_line,
     read_findings,
-    severity_for,
-    validate_finding,
 )
+from seclake_ml.scoring.ocsf_validate import load_ocsf_schema, validate_finding
 from seclake_ml.scoring.profile import EntityProfile
 
 UTC = timezone.utc

@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from seclake_ml.scoring.notifications import (
-    InvalidLakeKey,
-    LakeObject,
-    MessagePlan,
-    parse_lake_key,
-    parse_messages,
-)
+from seclake_ml.scoring.lake_object import InvalidLakeKey, LakeObject, parse_lake_key
+from seclake_ml.scoring.notifications import MessagePlan, parse_messages
 from seclake_ml.sources import SOURCES
 
 BUCKET = "aws-security-data-lake-us-east-1-abcdef123456"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from seclake_ml.model_store import LocalModelStore
-from seclake_ml.scoring import service
-from seclake_ml.scoring.findings import read_findings
+from seclake_ml.scoring import service, sites
+from seclake_ml.scoring.findings_parquet import read_findings
 from seclake_ml.scoring.ledger import Ledger
 
 from .conftest import drop_day, make_config
@@ -103,5 +103,5 @@ def test_an_unusable_combiner_in_the_active_record_is_refused_by_name(site: dict
     store = LocalModelStore(Path(site["work"]) / "models" / "ipinsights")
     assert service.active_model(make_config(site)).combiner is None  # a record from before: -dot_product
     store.activate("ipinsights-a", threshold=site["threshold"], extra={"combiner": {**COMBINER, "coef": [1.0]}})
-    with pytest.raises(service.NoActiveModel, match="'combiner' is unusable"):
+    with pytest.raises(sites.NoActiveModel, match="'combiner' is unusable"):
         service.active_model(make_config(site))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seclake_ml.scoring.findings import read_findings
+from seclake_ml.scoring.findings_parquet import read_findings
 from tests.airflow_env import airflow_env
 
 from .conftest import SOURCES, drop_day

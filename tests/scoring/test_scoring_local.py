@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.model_store import LocalModelStore
-from seclake_ml.scoring import service
-from seclake_ml.scoring.findings import read_findings, validate_finding
+from seclake_ml.scoring import service, sites
+from seclake_ml.scoring.findings_parquet import read_findings
 from seclake_ml.scoring.ledger import Ledger
+from seclake_ml.scoring.ocsf_validate import validate_finding
 
 from .conftest import drop_day, make_config
 
@@ -215,7 +216,7 @@ def test_no_active_model_keeps_the_batch_pending(site: dict) -> None:
     saved = active.read_text()
     active.unlink()
     m = service.find_new_local_batch(cfg, ledger)
-    with pytest.raises(service.NoActiveModel, match="no active model"):
+    with pytest.raises(sites.NoActiveModel, match="no active model"):
         service.score_batch(cfg, ledger, m["batch_id"])
     assert ledger.pending() == [m["batch_id"]] and _findings(site) == []
     active.write_text(saved)

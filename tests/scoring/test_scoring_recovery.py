@@ -18,9 +18,9 @@ import pytest
 
 from seclake_ml.model_store import LocalModelStore
 from seclake_ml.scoring import service
-from seclake_ml.scoring.findings import read_findings
+from seclake_ml.scoring.findings_parquet import read_findings
+from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.ledger import Ledger
-from seclake_ml.scoring.notifications import LakeObject
 
 from .conftest import SOURCES, drop_day, make_config
 

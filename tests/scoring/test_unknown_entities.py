@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from seclake_ml.config import ConfigError, SeclakeConfig
+from seclake_ml.locations import work_root
 from seclake_ml.scoring import service
-from seclake_ml.scoring.findings import read_findings
+from seclake_ml.scoring.findings_parquet import read_findings
 from seclake_ml.scoring.peers import REASON_NO_HISTORY, REASON_PEERS, peer_group
 
 from .conftest import SOURCES, drop_day, make_config
@@ -198,7 +199,7 @@ def test_unknown_entities_are_judged_against_their_peers(site: dict) -> None:
 def service_batch(cfg: SeclakeConfig, summary: dict) -> dict:
     from seclake_ml.scoring.report import latest_batch
 
-    batch = latest_batch(service.work_root(cfg))
+    batch = latest_batch(work_root(cfg))
     assert batch is not None and batch["batch_id"] == summary["batch_id"]
     return batch
 

@@ -76,14 +76,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from seclake_ml import __version__ as PACKAGE_VERSION
+from seclake_ml.aws.registry import RegistryError, read_active_record
 from seclake_ml.config import ConfigError, SeclakeConfig
 from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.engine import ActiveModel, ObjectOutcome, score_objects
+from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.ledger import Ledger, batch_id_for
-from seclake_ml.scoring.notifications import LakeObject, is_notable_ignore, parse_messages
-from seclake_ml.scoring.service import NoActiveModel, enabled_lake_sources
-from seclake_ml.scoring.service import model_from_record as service_model_from_record
-from seclake_ml.scoring.stores import LogPublisher, S3Objects, S3Store, SnsPublisher, split_s3_uri
+from seclake_ml.scoring.notifications import is_notable_ignore, parse_messages
+from seclake_ml.scoring.sites import NoActiveModel, enabled_lake_sources
+from seclake_ml.scoring.sites import model_from_record as service_model_from_record
+from seclake_ml.scoring.stores import LogPublisher, S3Objects, S3Store, SnsPublisher
+from seclake_ml.uris import split_s3_uri
 
 log = logging.getLogger("ipcheck")
 
@@ -94,7 +97,6 @@ DEFAULT_DEADLINE_MARGIN = 30.0
 MAX_LISTED = 20  # failures / rejections itemised in the summary line
 _PARAM_RE = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
 _ENDPOINT_RE = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda only: /var/task is read-only
     logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
@@ -155,12 +157,13 @@ def _number(environ: Mapping[str, str], name: str, default: float, *, lo: float,
 
 
 def _s3_location(name: str, value: str) -> str:
+    """``value`` without a trailing ``/`` when it is an ``s3://bucket[/prefix]`` URI (the package's
+    :func:`~seclake_ml.uris.split_s3_uri` rules); else :class:`SettingsError` naming ``name``."""
     try:
-        bucket, _ = split_s3_uri(value)
+        split_s3_uri(value, name)
     except ValueError:
-        raise SettingsError(f"{name}: got {value[:200]!r}; allowed: s3://bucket[/prefix]") from None
-    if not _BUCKET_RE.fullmatch(bucket) or "//" in value[len("s3://"):] or ".." in value.split("/"):
-        raise SettingsError(f"{name}: got {value[:200]!r}; allowed: s3://bucket[/prefix] with a valid bucket name")
+        raise SettingsError(f"{name}: got {value[:200]!r}; allowed: s3://bucket[/prefix] with a valid bucket name, "
+                            "no empty or '..' segments") from None
     return value.rstrip("/")
 
 
@@ -264,14 +267,19 @@ def client(service: str, region: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ active model
-def model_from_record(text: str, *, endpoint_guard: str | None, severity_scale: float) -> ActiveModel:
-    """The :class:`ActiveModel` of a registry ``active`` record (JSON text); :class:`ModelUnavailable` if unusable.
+def model_from_record(record: str | Mapping[str, Any], *, endpoint_guard: str | None,
+                      severity_scale: float) -> ActiveModel:
+    """The :class:`ActiveModel` of a registry ``active`` record; :class:`ModelUnavailable` if unusable.
 
-    The record is checked by :func:`seclake_ml.scoring.service.model_from_record`, as on the DAG path;
+    The record is checked by :func:`seclake_ml.scoring.sites.model_from_record`, as on the DAG path;
     here the endpoint must be named and must be ``ENDPOINT_NAME`` when that is set.
+
+    :param record: the record, as JSON text or as :func:`~seclake_ml.aws.registry.read_active_record` returns it.
+    :param endpoint_guard: the only endpoint this function may invoke (``ENDPOINT_NAME``), or ``None``.
+    :param severity_scale: the configured severity scale (``SEVERITY_SCALE``).
     """
     try:
-        model = service_model_from_record(text, severity_scale=severity_scale)
+        model = service_model_from_record(record, severity_scale=severity_scale)
     except NoActiveModel as exc:
         raise ModelUnavailable(str(exc)) from None
     if not model.endpoint_name:
@@ -289,18 +297,11 @@ def active_model(settings: Settings, ssm: Any) -> ActiveModel:
     hit = _ACTIVE.get(name)
     if hit is not None and now - hit[0] < settings.active_ttl:
         return hit[1]
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
-        text = ssm.get_parameter(Name=name)["Parameter"]["Value"]
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code == "ParameterNotFound":
-            raise ModelUnavailable(f"SSM parameter {name} does not exist: no model is active yet") from None
-        raise ModelUnavailable(f"SSM parameter {name}: {code or 'error'}") from None
-    except BotoCoreError as exc:
-        raise ModelUnavailable(f"SSM parameter {name}: {type(exc).__name__}") from None
-    model = model_from_record(text, endpoint_guard=settings.endpoint_name, severity_scale=settings.severity_scale)
+        record = read_active_record(ssm, name)  # the package's one reader, as on the DAG path
+    except RegistryError as exc:  # missing, unreadable or unusable: the messages come back for a retry
+        raise ModelUnavailable(str(exc)) from None
+    model = model_from_record(record, endpoint_guard=settings.endpoint_name, severity_scale=settings.severity_scale)
     previous = hit[1].version if hit else None
     if previous is not None and previous != model.version:
         log.info("active model changed: %s -> %s", previous, model.version)
@@ -323,7 +324,7 @@ def profile_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
         now = time.monotonic()
         hit = _PROFILE.get(uri)
         if hit is None or now - hit[0] >= ttl:
-            bucket, key = split_s3_uri(uri)
+            bucket, key = split_s3_uri(uri, "profile_uri", require_key=True)
             data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             _PROFILE.clear()  # one profile at a time: memory is the Lambda's scarcest resource
             _PROFILE[uri] = hit = (now, data)
@@ -352,7 +353,7 @@ def history_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
             if cached is not None and now - cached[0] < ttl:
                 data = cached[1]
             else:
-                bucket, key = split_s3_uri(uri)
+                bucket, key = split_s3_uri(uri, "profile_uri", require_key=True)
                 data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             _HISTORY.clear()  # one profile at a time, as for the explanations
             _HISTORY[uri] = hit = (now, load_history(data))

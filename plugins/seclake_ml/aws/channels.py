@@ -33,37 +33,18 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from seclake_ml.interval import parse_utc
+from seclake_ml.uris import s3_prefix
 
 log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["entity", "ip", "event_time"]
 DROP_REASONS = ("null", "delimiter", "no_event_time")
 _BAD_CHARS = r"[,\"\r\n]"
-
-
-def _split_uri(uri: str, name: str) -> tuple[str, str]:
-    """``(bucket, key prefix ending in '/')`` of an ``s3://bucket/prefix`` URI with a non-empty prefix."""
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise ValueError(f"{name}: got {uri!r}; expected s3://bucket/prefix/")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    key = key if key.endswith("/") else key + "/"
-    if not bucket or key == "/" or "//" in key:
-        raise ValueError(f"{name}: got {uri!r}; expected s3://bucket/prefix/ with a non-empty prefix")
-    return bucket, key
-
-
-def _utc(value: datetime | str, name: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{name}: got {value!r}; expected an ISO-8601 datetime") from None
-    if not isinstance(value, datetime):
-        raise ValueError(f"{name}: got {type(value).__name__}; expected a datetime")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def build_channels(
@@ -103,12 +84,12 @@ def build_channels(
 
     if isinstance(pairs_uris, str) or not pairs_uris:
         raise ValueError(f"pairs_uris: got {pairs_uris!r}; expected a non-empty list of s3:// prefixes")
-    inputs = [_split_uri(u, "pairs_uris") for u in pairs_uris]
-    out_bucket, out_key = _split_uri(output_uri, "output_uri")
+    inputs = [s3_prefix(u, "pairs_uris") for u in pairs_uris]
+    out_bucket, out_key = s3_prefix(output_uri, "output_uri")
     for bucket, key in inputs:
         if bucket == out_bucket and (key.startswith(out_key) or out_key.startswith(key)):
             raise ValueError(f"output_uri {output_uri!r} overlaps the input prefix s3://{bucket}/{key}")
-    split = _utc(split_time, "split_time")
+    split = parse_utc(split_time, "split_time")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: got {seed!r}; expected an int >= 0")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:

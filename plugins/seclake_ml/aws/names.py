@@ -22,15 +22,16 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
+
+from seclake_ml.interval import DataInterval, parse_utc
 
 __all__ = [
     "MAX_NAME_LEN",
     "content_digest",
     "endpoint_config_name",
     "endpoint_name",
-    "interval_token",
     "model_name",
     "sagemaker_name",
     "training_job_name",
@@ -65,7 +66,7 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(_canonical(v) for v in value)
     if isinstance(value, datetime):
-        return _utc(value).isoformat()
+        return parse_utc(value).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -77,31 +78,6 @@ def content_digest(*parts: Any, length: int = DIGEST_LEN) -> str:
     """First ``length`` hex characters of SHA-256 over the canonical JSON of ``parts``."""
     text = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _as_datetime(value: datetime | str, name: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{name}: got {value!r}; expected an ISO-8601 datetime") from None
-    if not isinstance(value, datetime):
-        raise ValueError(f"{name}: got {type(value).__name__}; expected a datetime or ISO-8601 string")
-    return _utc(value)
-
-
-def interval_token(start: datetime | str, end: datetime | str) -> str:
-    """Compact UTC form of ``[start, end)``: dates when both ends are midnight, else minutes too."""
-    s, e = _as_datetime(start, "start"), _as_datetime(end, "end")
-    if e < s:
-        raise ValueError(f"data interval: end {e.isoformat()} is before start {s.isoformat()}")
-    midnight = all((t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0) for t in (s, e))
-    fmt = "%Y%m%d" if midnight else "%Y%m%dT%H%M"
-    return f"{s.strftime(fmt)}-{e.strftime(fmt)}".lower()
 
 
 def sagemaker_name(
@@ -128,8 +104,9 @@ def sagemaker_name(
     parts = [prefix, kind]
     exact: list[str] = []
     if start is not None and end is not None:
-        parts.append(interval_token(start, end))
-        exact = [_as_datetime(start, "start").isoformat(), _as_datetime(end, "end").isoformat()]
+        window = DataInterval.parse(start, end)
+        parts.append(window.token)
+        exact = [window.start.isoformat(), window.end.isoformat()]
     parts.append(content_digest(prefix, kind, exact, content))
     name = "-".join(parts)
     if len(name) > MAX_NAME_LEN or not _NAME_RE.fullmatch(name):  # pragma: no cover - guarded by the limits above

@@ -9,6 +9,10 @@ model. :func:`record_active` is called by the rollout only once the endpoint is 
 new configuration. It first copies the current ``active`` value to ``previous`` and then writes the
 new ``active``; recording the same version and endpoint config again (a re-run) rewrites ``active``
 only (its ``activated_at`` and ``previous_endpoint_config_name`` kept) and leaves ``previous`` as it is.
+
+:func:`read_active_record` is the one reader of an ``active`` record: the DAG's registry helpers
+(through the provider's SSM hook), the scoring service and the ipcheck Lambda (raw boto3 clients) all
+use it, so a record is accepted or refused the same way everywhere.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting
+from seclake_ml.model_store import check_threshold, check_version
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.ssm import SsmHook
@@ -32,10 +37,30 @@ MAX_VALUE_BYTES = 4096  # standard-tier parameter limit
 REQUIRED_FIELDS = ("version", "threshold", "endpoint_name", "endpoint_config_name", "model_name")
 RERUN_KEPT_FIELDS = ("activated_at", "previous_endpoint_config_name")
 _PATH_RE = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+_ENDPOINT_RE = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
+NOT_FOUND = "ParameterNotFound"
 
 
 class RegistryError(RuntimeError):
     """A registry parameter is unreadable or a record is invalid."""
+
+
+class NoActiveRecord(RegistryError):
+    """The ``active`` parameter does not exist: no model was ever activated on the endpoint."""
+
+
+class UnreadableRecord(RegistryError):
+    """A record cannot be used: its parameter cannot be read, or its value is not a JSON object with a
+    valid ``version`` and a finite ``threshold``.
+
+    :param message: what is wrong, naming the parameter or record.
+    :param retryable: ``True`` when the SSM call failed (access, throttling, network), so the same read
+        may succeed later; ``False`` when the stored value itself is unusable.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def parameter_names(ssm_path: str, endpoint_name: str) -> dict[str, str]:
@@ -50,7 +75,7 @@ def parameter_names(ssm_path: str, endpoint_name: str) -> dict[str, str]:
             f"ssm_path: got {ssm_path!r}; expected /segment[/segment...] of letters, digits, '_', '.', '-' "
             "not starting with /aws or /ssm"
         )
-    if not isinstance(endpoint_name, str) or not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", endpoint_name):
+    if not isinstance(endpoint_name, str) or not _ENDPOINT_RE.fullmatch(endpoint_name):
         raise ValueError(f"endpoint_name: got {endpoint_name!r}; expected a SageMaker endpoint name")
     base = f"{ssm_path}/{endpoint_name}"
     if base.count("/") + 1 > 15:
@@ -65,17 +90,114 @@ def ssm_hook(cfg: Any, aws_conn_id: str | None = "aws_default") -> SsmHook:
     return SsmHook(aws_conn_id=aws_conn_id, region_name=cfg.region)
 
 
-def _read(hook: SsmHook, name: str) -> dict[str, Any] | None:
-    text = hook.get_parameter_value(name, default=None)
-    if text is None:
+def _aws_error_code(exc: BaseException) -> str | None:
+    """The error code of a botocore ``ClientError`` (``"error"`` when it names none); ``None`` for an
+    exception that is no AWS service error."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, Mapping):
         return None
+    error = response.get("Error")
+    return str(error.get("Code") or "error") if isinstance(error, Mapping) else "error"
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a botocore error raised before any answer (credentials, network, timeouts)."""
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:  # no botocore, so no boto3 client either: a fake client's own exception
+        return False
+    return isinstance(exc, BotoCoreError)
+
+
+def _parameter_text(ssm: Any, name: str) -> str | None:
+    """The value of SSM parameter ``name``, or ``None`` when it does not exist.
+
+    :param ssm: an SSM client (boto3, or anything with ``get_parameter(Name=...)`` raising botocore errors).
+    :param name: the parameter name.
+    :raises UnreadableRecord: (``retryable``) the call failed for another reason than a missing parameter.
+    """
+    try:
+        value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except Exception as exc:
+        code = _aws_error_code(exc)
+        if code == NOT_FOUND:
+            return None
+        if code is None and not _is_transport_error(exc):
+            raise
+        raise UnreadableRecord(f"SSM parameter {name}: {code or type(exc).__name__}", retryable=True) from None
+    if not isinstance(value, str):
+        raise UnreadableRecord(f"SSM parameter {name}: got a {type(value).__name__} value; expected JSON text")
+    return value
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object; :class:`UnreadableRecord` naming ``where`` otherwise."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"SSM parameter {name} is not JSON ({exc.msg}): {text[:200]!r}") from None
+    except ValueError as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise UnreadableRecord(f"{where} is not JSON ({reason}): {text[:100]!r}") from None
     if not isinstance(value, dict):
-        raise RegistryError(f"SSM parameter {name} holds {type(value).__name__}, expected a JSON object")
+        raise UnreadableRecord(f"{where} is a JSON {type(value).__name__}, not an object")
     return value
+
+
+def check_active_record(record: Any, where: str = "active record") -> dict[str, Any]:
+    """``record`` as a plain dict when it can serve as the active record; else :class:`UnreadableRecord`.
+
+    It must carry a valid ``version`` name and a finite numeric ``threshold`` (returned as a float); an
+    ``endpoint_name``, when present, must be a SageMaker endpoint name. Other fields are kept as they are.
+
+    :param record: the parsed record.
+    :param where: what the record is (its parameter), named in errors.
+    """
+    if not isinstance(record, Mapping):
+        raise UnreadableRecord(f"{where} is a JSON {type(record).__name__}, not an object")
+    try:
+        version = check_version(record.get("version"), where)
+    except ValueError as exc:
+        raise UnreadableRecord(f"{where} has no usable 'version': {exc}") from None
+    if record.get("threshold") is None:
+        raise UnreadableRecord(f"{where} has no numeric 'threshold'")
+    try:
+        threshold = check_threshold(record.get("threshold"), where)
+    except ValueError as exc:
+        raise UnreadableRecord(f"{where}'s 'threshold' is not finite: {exc}") from None
+    endpoint = record.get("endpoint_name")
+    if endpoint is not None and not (isinstance(endpoint, str) and _ENDPOINT_RE.fullmatch(endpoint)):
+        raise UnreadableRecord(f"{where} has no valid 'endpoint_name': got {str(endpoint)[:80]!r}")
+    return dict(record, version=version, threshold=threshold)
+
+
+def parse_active_record(text: str, where: str = "active record") -> dict[str, Any]:
+    """The active record in JSON ``text``, checked by :func:`check_active_record`.
+
+    :param text: the parameter's value.
+    :param where: what the record is (its parameter), named in errors.
+    """
+    return check_active_record(_json_object(text, where), where)
+
+
+def read_active_record(ssm: Any, name: str) -> dict[str, Any]:
+    """The active record held by SSM parameter ``name``, parsed and checked (:func:`check_active_record`).
+
+    :param ssm: an SSM client: boto3's, a provider hook's ``conn``, or anything with
+        ``get_parameter(Name=...)`` answering ``{"Parameter": {"Value": <JSON text>}}``.
+    :param name: the ``active`` parameter (:func:`parameter_names`).
+    :raises NoActiveRecord: the parameter does not exist (no model was ever activated).
+    :raises UnreadableRecord: the parameter cannot be read (``retryable``) or holds no usable record.
+    """
+    text = _parameter_text(ssm, name)
+    if text is None:
+        raise NoActiveRecord(f"SSM parameter {name} does not exist: no model is active yet")
+    return parse_active_record(text, f"active record {name}")
+
+
+def _read(hook: SsmHook, name: str) -> dict[str, Any] | None:
+    """Any JSON-object record in parameter ``name`` (``previous``, or the ``active`` one being replaced),
+    or ``None`` when the parameter does not exist."""
+    text = _parameter_text(hook.conn, name)
+    return None if text is None else _json_object(text, f"SSM parameter {name}")
 
 
 def _endpoint(cfg: Any, endpoint_name: str | None) -> str:
@@ -87,15 +209,20 @@ def _endpoint(cfg: Any, endpoint_name: str | None) -> str:
 def read_active(
     cfg: Any, *, endpoint_name: str | None = None, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any] | None:
-    """The active record of ``endpoint_name``, or ``None`` when nothing was ever activated.
+    """The active record of ``endpoint_name`` (:func:`read_active_record` through the provider's SSM
+    hook), or ``None`` when nothing was ever activated.
 
     :param cfg: package configuration (region; ``extra.sagemaker`` settings).
     :param endpoint_name: SageMaker endpoint; default ``<resource_prefix>-ipinsights`` (as the rollout's).
     :param ssm_path: base path; default ``extra.sagemaker.ssm_path`` (``/seclake-ml/ipinsights``).
     :param aws_conn_id: Airflow AWS connection.
+    :raises UnreadableRecord: the parameter cannot be read or holds no usable record.
     """
     names = parameter_names(aws_setting(cfg, "ssm_path", ssm_path), _endpoint(cfg, endpoint_name))
-    return _read(ssm_hook(cfg, aws_conn_id), names[ACTIVE])
+    try:
+        return read_active_record(ssm_hook(cfg, aws_conn_id).conn, names[ACTIVE])
+    except NoActiveRecord:
+        return None
 
 
 def read_previous(

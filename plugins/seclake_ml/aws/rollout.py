@@ -16,11 +16,20 @@
    ``Failed``, ``UpdateRollbackFailed``, ``OutOfService`` or a time-out raise as well;
 6. only then writes the registry record (version, threshold, endpoint, config, model, artifact,
    image, time) with :func:`seclake_ml.aws.registry.record_active`.
+
+The same rollout runs deferrably in three phases, without a worker polling for hours:
+:func:`start_rollout` does steps 1-4 and returns a JSON-safe description of what it started
+(``done`` when the endpoint already serves the config); :func:`rollout_trigger` builds the
+:class:`~seclake_ml.aws.triggers.EndpointRolloutTrigger` that waits in the triggerer (step 5);
+:func:`rollout_complete` takes its event and does step 6 on success, or raises
+:class:`EndpointRolloutError` exactly as the synchronous wait does. Both paths decide the
+outcome with :class:`~seclake_ml.aws.triggers.EndpointWatch` and record with the same function.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -31,6 +40,13 @@ from seclake_ml.aws import names as naming
 from seclake_ml.aws.image_uris import resolve_image_uri
 from seclake_ml.aws.registry import record_active, validate_record
 from seclake_ml.aws.training import describe_or_none, ensure_model, sagemaker_hook
+from seclake_ml.aws.triggers import (
+    ENDPOINT_BROKEN_STATES,
+    ENDPOINT_BUSY_STATES,
+    SETTLE_POLLS,  # noqa: F401  (re-exported: the rollout outcome is decided in triggers.EndpointWatch)
+    EndpointRolloutTrigger,
+    EndpointWatch,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
@@ -39,11 +55,8 @@ log = logging.getLogger(__name__)
 
 VARIANT_NAME = "AllTraffic"
 TRAFFIC_ROUTING = ("ALL_AT_ONCE", "CANARY", "LINEAR")
-BUSY_STATES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"})
-BROKEN_STATES = frozenset({"Failed", "UpdateRollbackFailed", "OutOfService"})
-# InService on the old config before any in-progress state was seen may just be the update not
-# showing yet; look this many more times before calling it a rollback.
-SETTLE_POLLS = 3
+BUSY_STATES = ENDPOINT_BUSY_STATES
+BROKEN_STATES = ENDPOINT_BROKEN_STATES
 _sleep = time.sleep  # tests replace this to step the endpoint through its states
 
 
@@ -176,6 +189,10 @@ def ensure_endpoint_config(
     return True
 
 
+def _rollout_failed(endpoint_name: str, status: str | None, message: str) -> EndpointRolloutError:
+    return EndpointRolloutError(endpoint_name, status, f"{message}. Nothing was recorded")
+
+
 def wait_for_endpoint(
     hook: SageMakerHook,
     endpoint_name: str,
@@ -185,42 +202,37 @@ def wait_for_endpoint(
     check_interval: float = 30,
     max_wait_seconds: float = 4 * 3600,
 ) -> dict[str, Any]:
-    """Poll until the endpoint serves ``new_config``; raise :class:`EndpointRolloutError` otherwise."""
+    """Poll here until the endpoint serves ``new_config``; raise :class:`EndpointRolloutError` otherwise.
+
+    The outcome is decided by :class:`~seclake_ml.aws.triggers.EndpointWatch`, as in the
+    deferrable :class:`~seclake_ml.aws.triggers.EndpointRolloutTrigger`.
+
+    :param hook: SageMaker hook of the endpoint's region.
+    :param endpoint_name: the endpoint.
+    :param new_config: the EndpointConfig the rollout puts in service.
+    :param previous_config: the config an update replaces (``InService`` on it is a rollback).
+    :param check_interval: seconds between ``DescribeEndpoint`` calls.
+    :param max_wait_seconds: raise once the endpoint is still busy after this long.
+    :return: the final ``DescribeEndpoint`` response.
+    """
+    watch = EndpointWatch(endpoint_name, new_config, previous_config)
     waited = 0.0
-    seen_busy = False
-    settle = 0
     while True:
         description = hook.describe_endpoint(endpoint_name)
-        status = description.get("EndpointStatus")
-        current = description.get("EndpointConfigName")
-        if status in BUSY_STATES:
-            seen_busy = True
-        elif status == "InService" and current == new_config:
-            return description
-        elif status == "InService" and previous_config is not None and current == previous_config:
-            if seen_busy or settle >= SETTLE_POLLS:
-                raise EndpointRolloutError(
-                    endpoint_name, status,
-                    f"the update to {new_config} was rolled back; the endpoint serves {previous_config} again "
-                    f"({description.get('FailureReason') or 'no failure reason given'}). Nothing was recorded",
-                )
-            settle += 1
-        elif status in BROKEN_STATES or status == "InService":
-            raise EndpointRolloutError(
-                endpoint_name, status,
-                f"expected InService on {new_config}, found {status} on {current} "
-                f"({description.get('FailureReason') or 'no failure reason given'}). Nothing was recorded",
-            )
+        verdict = watch.observe(description)
+        if verdict is not None:
+            outcome, message = verdict
+            if outcome == "success":
+                return description
+            raise _rollout_failed(endpoint_name, description.get("EndpointStatus"), message)
         if waited >= max_wait_seconds:
-            raise EndpointRolloutError(
-                endpoint_name, status,
-                f"still {status} on {current} after {waited:.0f} s waiting for {new_config}. Nothing was recorded",
-            )
+            raise _rollout_failed(endpoint_name, description.get("EndpointStatus"),
+                                  watch.timeout_message(description, waited))
         _sleep(check_interval)
         waited += max(check_interval, 1e-3)
 
 
-def rollout_endpoint(
+def start_rollout(
     cfg: Any,
     *,
     model_data_url: str,
@@ -239,41 +251,21 @@ def rollout_endpoint(
     termination_wait_seconds: int = 300,
     max_execution_timeout_seconds: int = 3600,
     metadata: Mapping[str, Any] | None = None,
-    ssm_path: str | None = None,
     tags: Mapping[str, str] | None = None,
-    check_interval: float = 30,
-    max_wait_seconds: float = 4 * 3600,
     aws_conn_id: str | None = "aws_default",
-    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Deploy ``model_data_url`` to the endpoint (create or blue/green update) and record it as active.
+    """Steps 1-4 of the rollout: check alarms, create model and config, create or update the endpoint.
 
-    :param cfg: package configuration (region; ``extra.sagemaker`` settings).
-    :param model_data_url: the trained ``model.tar.gz``.
-    :param version: model version to record (e.g. the training job name).
-    :param threshold: calibrated decision threshold recorded with the version.
-    :param model_name: SageMaker model name; derived from artifact and image when ``None``.
-    :param image_uri: inference image; default from the region.
-    :param role_arn: model execution role; default ``extra.sagemaker.role_arn``.
-    :param endpoint_name: default ``<resource_prefix>-ipinsights``.
-    :param instance_type: default ``extra.sagemaker.endpoint_instance_type``.
-    :param instance_count: endpoint instances.
-    :param alarms: CloudWatch alarms for auto-rollback; default ``extra.sagemaker.alarms``.
-    :param traffic_routing: ``ALL_AT_ONCE``, ``CANARY`` or ``LINEAR`` (see :func:`deployment_config`).
-    :param wait_interval_seconds: baking time between traffic shifts.
-    :param step_percent: canary size or linear step in percent.
-    :param termination_wait_seconds: how long the old fleet stays after the shift.
-    :param max_execution_timeout_seconds: the deployment's own limit.
-    :param metadata: extra JSON fields stored in the record (e.g. AUC, calibration report URI).
-    :param ssm_path: registry base path; default ``extra.sagemaker.ssm_path``.
-    :param tags: resource tags of the model and endpoint config (and endpoint when created).
-    :param check_interval: seconds between endpoint status checks.
-    :param max_wait_seconds: give up waiting (and record nothing) after this long.
-    :param aws_conn_id: Airflow AWS connection.
-    :param now: activation time to record (default: the current UTC time).
-    :return: endpoint, endpoint config and model names, ``action`` (``created``, ``updated`` or
-        ``unchanged``), the previous endpoint config, the version it replaced (``previous_version``),
-        the record written and its parameter names.
+    Nothing is waited for and nothing is recorded. The parameters are those of
+    :func:`rollout_endpoint`.
+
+    :return: a JSON-safe dict for :func:`rollout_trigger` and :func:`rollout_complete` (pass it
+        through ``defer(kwargs=...)``): ``endpoint_name``, ``endpoint_config_name`` (the expected
+        config), ``model_name``, ``action`` (``created``, ``updated`` or ``unchanged``),
+        ``previous_endpoint_config_name``, ``done`` (``True`` when the endpoint already serves the
+        config: there is nothing to wait for) and ``record`` (the registry record to write once
+        ``InService``, without its activation time).
+    :raises EndpointRolloutError: another deployment of the endpoint is in progress.
     """
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
     image = resolve_image_uri(cfg, image_uri)
@@ -332,22 +324,196 @@ def rollout_endpoint(
                  traffic_routing, alarm_names)
         hook.update_endpoint(request, wait_for_completion=False)
         action = "updated"
-
-    wait_for_endpoint(hook, endpoint, new_config=epc, previous_config=previous if action == "updated" else None,
-                      check_interval=check_interval, max_wait_seconds=max_wait_seconds)
-    activated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
-    record.update({"activated_at": activated, "previous_endpoint_config_name": previous})
-    written = record_active(cfg, record, ssm_path=ssm_path, aws_conn_id=aws_conn_id)
-    record = written.pop("record")
-    log.info("endpoint %s InService on %s (%s); version %s recorded in %s", endpoint, epc, action, version,
-             written["active"])
     return {
         "endpoint_name": endpoint,
         "endpoint_config_name": epc,
         "model_name": model,
         "action": action,
         "previous_endpoint_config_name": previous,
+        "done": action == "unchanged",
+        "record": record,
+    }
+
+
+def _started(started: Any) -> Mapping[str, Any]:
+    needed = ("endpoint_name", "endpoint_config_name", "model_name", "action", "record")
+    if not isinstance(started, Mapping) or any(not started.get(k) for k in needed):
+        raise ValueError(f"started: got {started!r}; expected the dict returned by start_rollout")
+    return started
+
+
+def rollout_trigger(
+    cfg: Any,
+    started: Mapping[str, Any],
+    *,
+    aws_conn_id: str | None = "aws_default",
+    check_interval: float = 30,
+    max_wait_seconds: float = 4 * 3600,
+) -> EndpointRolloutTrigger:
+    """The trigger that waits in the triggerer for the rollout :func:`start_rollout` began.
+
+    :param cfg: package configuration (region).
+    :param started: what :func:`start_rollout` returned.
+    :param aws_conn_id: Airflow AWS connection.
+    :param check_interval: seconds between endpoint status checks (at least 1 s is used to count
+        the attempts).
+    :param max_wait_seconds: the trigger reports ``timeout`` after about this long.
+    """
+    info = _started(started)
+    interval = max(float(check_interval), 1.0)
+    return EndpointRolloutTrigger(
+        endpoint_name=str(info["endpoint_name"]),
+        expected_config=str(info["endpoint_config_name"]),
+        aws_conn_id=aws_conn_id,
+        region_name=getattr(cfg, "region", None),
+        poll_interval=float(check_interval),
+        max_attempts=math.floor(max_wait_seconds / interval) + 1,
+        previous_config=info.get("previous_endpoint_config_name") if info["action"] == "updated" else None,
+    )
+
+
+def _activate(
+    cfg: Any,
+    started: Mapping[str, Any],
+    *,
+    ssm_path: str | None,
+    aws_conn_id: str | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    """Step 6: write the registry record of an endpoint that is ``InService`` on the new config."""
+    endpoint, epc = started["endpoint_name"], started["endpoint_config_name"]
+    previous = started.get("previous_endpoint_config_name")
+    activated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
+    record = dict(started["record"])
+    record.update({"activated_at": activated, "previous_endpoint_config_name": previous})
+    written = record_active(cfg, record, ssm_path=ssm_path, aws_conn_id=aws_conn_id)
+    record = written.pop("record")
+    log.info("endpoint %s InService on %s (%s); version %s recorded in %s", endpoint, epc, started["action"],
+             record["version"], written["active"])
+    return {
+        "endpoint_name": endpoint,
+        "endpoint_config_name": epc,
+        "model_name": started["model_name"],
+        "action": started["action"],
+        "previous_endpoint_config_name": previous,
         "previous_version": written["previous_version"],
         "record": record,
         "parameters": written,
     }
+
+
+def rollout_complete(
+    cfg: Any,
+    started: Mapping[str, Any],
+    event: Mapping[str, Any] | None,
+    *,
+    ssm_path: str | None = None,
+    aws_conn_id: str | None = "aws_default",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Finish a deferred rollout from the :class:`EndpointRolloutTrigger` event: record it, or raise.
+
+    :param cfg: package configuration (region; ``extra.sagemaker.ssm_path``).
+    :param started: what :func:`start_rollout` returned.
+    :param event: the trigger's event payload; ``None`` only when ``started["done"]`` (nothing was
+        waited for).
+    :param ssm_path: registry base path; default ``extra.sagemaker.ssm_path``.
+    :param aws_conn_id: Airflow AWS connection.
+    :param now: activation time to record (default: the current UTC time).
+    :return: the same dict as :func:`rollout_endpoint`.
+    :raises EndpointRolloutError: the event is not ``success`` (``rolled_back``, ``failed``,
+        ``timeout``), is for another endpoint or config, or is missing; nothing is recorded.
+    """
+    info = _started(started)
+    endpoint, epc = str(info["endpoint_name"]), str(info["endpoint_config_name"])
+    if event is None:
+        if not info.get("done"):
+            raise _rollout_failed(endpoint, None, f"no trigger event for the rollout to {epc}")
+    elif not isinstance(event, Mapping):
+        raise _rollout_failed(endpoint, None, f"the trigger event is not a mapping: {event!r}")
+    else:
+        status = event.get("endpoint_status")
+        if event.get("endpoint_name") != endpoint:
+            raise _rollout_failed(endpoint, status, f"the trigger event is for endpoint {event.get('endpoint_name')!r}")
+        if event.get("status") != "success":
+            message = str(event.get("message") or f"the trigger reported {event.get('status')!r}")
+            raise _rollout_failed(endpoint, status, message.removeprefix(f"SageMaker endpoint {endpoint}: "))
+        if event.get("endpoint_config") != epc:
+            raise _rollout_failed(endpoint, status, f"the trigger reported success on {event.get('endpoint_config')!r}, "
+                                                    f"not on {epc}")
+    return _activate(cfg, info, ssm_path=ssm_path, aws_conn_id=aws_conn_id, now=now)
+
+
+def rollout_endpoint(
+    cfg: Any,
+    *,
+    model_data_url: str,
+    version: str,
+    threshold: float,
+    model_name: str | None = None,
+    image_uri: str | None = None,
+    role_arn: str | None = None,
+    endpoint_name: str | None = None,
+    instance_type: str | None = None,
+    instance_count: int = 1,
+    alarms: Sequence[str] | None = None,
+    traffic_routing: str = "ALL_AT_ONCE",
+    wait_interval_seconds: int = 300,
+    step_percent: int = 10,
+    termination_wait_seconds: int = 300,
+    max_execution_timeout_seconds: int = 3600,
+    metadata: Mapping[str, Any] | None = None,
+    ssm_path: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    check_interval: float = 30,
+    max_wait_seconds: float = 4 * 3600,
+    aws_conn_id: str | None = "aws_default",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Deploy ``model_data_url`` to the endpoint (create or blue/green update) and record it as active.
+
+    Synchronous: :func:`start_rollout`, then :func:`wait_for_endpoint` here, then the same
+    recording as :func:`rollout_complete`.
+
+    :param cfg: package configuration (region; ``extra.sagemaker`` settings).
+    :param model_data_url: the trained ``model.tar.gz``.
+    :param version: model version to record (e.g. the training job name).
+    :param threshold: calibrated decision threshold recorded with the version.
+    :param model_name: SageMaker model name; derived from artifact and image when ``None``.
+    :param image_uri: inference image; default from the region.
+    :param role_arn: model execution role; default ``extra.sagemaker.role_arn``.
+    :param endpoint_name: default ``<resource_prefix>-ipinsights``.
+    :param instance_type: default ``extra.sagemaker.endpoint_instance_type``.
+    :param instance_count: endpoint instances.
+    :param alarms: CloudWatch alarms for auto-rollback; default ``extra.sagemaker.alarms``.
+    :param traffic_routing: ``ALL_AT_ONCE``, ``CANARY`` or ``LINEAR`` (see :func:`deployment_config`).
+    :param wait_interval_seconds: baking time between traffic shifts.
+    :param step_percent: canary size or linear step in percent.
+    :param termination_wait_seconds: how long the old fleet stays after the shift.
+    :param max_execution_timeout_seconds: the deployment's own limit.
+    :param metadata: extra JSON fields stored in the record (e.g. AUC, calibration report URI).
+    :param ssm_path: registry base path; default ``extra.sagemaker.ssm_path``.
+    :param tags: resource tags of the model and endpoint config (and endpoint when created).
+    :param check_interval: seconds between endpoint status checks.
+    :param max_wait_seconds: give up waiting (and record nothing) after this long.
+    :param aws_conn_id: Airflow AWS connection.
+    :param now: activation time to record (default: the current UTC time).
+    :return: endpoint, endpoint config and model names, ``action`` (``created``, ``updated`` or
+        ``unchanged``), the previous endpoint config, the version it replaced (``previous_version``),
+        the record written and its parameter names.
+    """
+    started = start_rollout(
+        cfg, model_data_url=model_data_url, version=version, threshold=threshold, model_name=model_name,
+        image_uri=image_uri, role_arn=role_arn, endpoint_name=endpoint_name, instance_type=instance_type,
+        instance_count=instance_count, alarms=alarms, traffic_routing=traffic_routing,
+        wait_interval_seconds=wait_interval_seconds, step_percent=step_percent,
+        termination_wait_seconds=termination_wait_seconds, max_execution_timeout_seconds=max_execution_timeout_seconds,
+        metadata=metadata, tags=tags, aws_conn_id=aws_conn_id,
+    )
+    if not started["done"]:
+        wait_for_endpoint(
+            sagemaker_hook(cfg, aws_conn_id), started["endpoint_name"], new_config=started["endpoint_config_name"],
+            previous_config=started["previous_endpoint_config_name"] if started["action"] == "updated" else None,
+            check_interval=check_interval, max_wait_seconds=max_wait_seconds,
+        )
+    return _activate(cfg, started, ssm_path=ssm_path, aws_conn_id=aws_conn_id, now=now)

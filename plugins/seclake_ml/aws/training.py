@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
 from seclake_ml.aws.image_uris import resolve_image_uri
+from seclake_ml.handoff import Wait
+from seclake_ml.uris import split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
@@ -86,8 +88,8 @@ def _check_role(role_arn: Any) -> str:
 
 
 def _check_s3(uri: Any, name: str) -> str:
-    if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= len("s3://") or uri[5] == "/":
-        raise ValueError(f"{name}: got {uri!r}; expected an s3://bucket/prefix URI")
+    """``uri`` when it is a valid ``s3://bucket[/prefix]`` URI; else ``ValueError`` naming ``name``."""
+    split_s3_uri(uri, name)
     return uri
 
 
@@ -168,8 +170,17 @@ def build_training_config(
 
 
 # ---------------------------------------------------------------------------------- execution
-def _conn_id(op: Any, aws_conn_id: str | None) -> str | None:
-    return aws_conn_id if aws_conn_id is not None else getattr(op, "aws_conn_id", "aws_default")
+def job_wait(name: str, job_type: str, cfg: Any, aws_conn_id: str | None, check_interval: int,
+             max_seconds: int) -> Wait:
+    """The wait on a running SageMaker job: a :class:`~seclake_ml.aws.triggers.SageMakerJobTrigger`
+    polling every ``check_interval`` seconds (at least 1) for at most ``max_seconds``."""
+    from seclake_ml.aws.triggers import SageMakerJobTrigger
+
+    delay = max(int(check_interval), 1)
+    trigger = SageMakerJobTrigger(job_name=name, job_type=job_type, aws_conn_id=aws_conn_id,
+                                  region_name=getattr(cfg, "region", None), poll_interval=delay,
+                                  max_attempts=math.ceil(max_seconds / delay) + 1)
+    return Wait(trigger=trigger, timeout_seconds=float(max_seconds))
 
 
 def sagemaker_hook(cfg: Any, aws_conn_id: str | None) -> SageMakerHook:
@@ -261,8 +272,6 @@ def _finish(hook: SageMakerHook, job_name: str, *, reused: bool) -> dict[str, An
 
 
 def run_training(
-    op: Any,
-    context: Any,
     cfg: Any,
     *,
     start: datetime | str,
@@ -282,13 +291,10 @@ def run_training(
     attempt: int = 0,
     deferrable: bool = False,
     check_interval: int = 30,
-    aws_conn_id: str | None = None,
-) -> dict[str, Any] | None:
-    """Start (or find) the training job of one data interval, then wait for it or defer.
+    aws_conn_id: str | None = "aws_default",
+) -> dict[str, Any] | Wait:
+    """Start (or find) the training job of one data interval, then wait for it or hand back a wait.
 
-    :param op: the calling operator; ``op.defer`` is used when deferring, ``op.aws_conn_id`` when
-        ``aws_conn_id`` is not given.
-    :param context: the task context (unused; kept so backends share one call shape).
     :param cfg: package configuration (region, ``work_location``, ``extra.sagemaker`` settings).
     :param start: start of the data interval (names the job).
     :param end: end of the data interval.
@@ -305,15 +311,13 @@ def run_training(
     :param tags: resource tags.
     :param job_name: explicit name instead of the derived one.
     :param attempt: bump to get a new name after a failed job.
-    :param deferrable: defer to ``SageMakerTrigger(job_type="training")`` instead of polling here.
+    :param deferrable: while the job runs, return a :class:`~seclake_ml.handoff.Wait` on a
+        :class:`~seclake_ml.aws.triggers.SageMakerJobTrigger` (the caller defers) instead of polling here.
     :param check_interval: seconds between status checks (poll or trigger).
     :param aws_conn_id: Airflow AWS connection.
-    :return: the summary of :func:`training_summary`; when deferring, ``op.defer`` raises and
-        nothing is returned (:func:`training_complete` finishes).
+    :return: the summary of :func:`training_summary`, or the wait (:func:`training_complete` finishes).
     """
-    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
-
-    conn_id = _conn_id(op, aws_conn_id)
+    conn_id = aws_conn_id
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
     instance_type = aws_setting(cfg, "training_instance_type", instance_type)
     role = require_setting(cfg, "role_arn", role_arn)
@@ -358,20 +362,7 @@ def run_training(
         if deferrable:
             status = hook.describe_training_job(name)["TrainingJobStatus"]
         if deferrable and status in RUNNING_STATES:
-            delay = max(check_interval, 1)
-            op.defer(
-                trigger=SageMakerTrigger(
-                    job_name=name,
-                    job_type="training",
-                    waiter_delay=delay,
-                    waiter_max_attempts=math.ceil(max_runtime_seconds / delay) + 10,
-                    aws_conn_id=conn_id,
-                    region_name=cfg.region,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=max_runtime_seconds + 600),
-            )
-            return None
+            return job_wait(name, "training", cfg, conn_id, check_interval, max_runtime_seconds + 600)
         if status in RUNNING_STATES:
             _wait(hook, name, check_interval, max_runtime_seconds + 600)
     return _finish(hook, name, reused=reused)
@@ -388,13 +379,11 @@ def _wait(hook: SageMakerHook, name: str, check_interval: int, max_seconds: int)
 
 
 def training_complete(
-    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = None
+    event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any]:
     """Finish a deferred :func:`run_training` from the trigger's event.
 
-    :param op: the calling operator (``op.aws_conn_id`` is used when ``aws_conn_id`` is not given).
-    :param context: the task context (unused).
-    :param event: the ``SageMakerTrigger`` event, ``{"status": "success", "job_name": ...}``.
+    :param event: the trigger's event, ``{"status": "success", "job_name": ...}``.
     :param cfg: package configuration (region); ``None`` uses the connection's region, which is
         the region the trigger polled.
     :param aws_conn_id: Airflow AWS connection.
@@ -406,7 +395,7 @@ def training_complete(
     if event.get("status") != "success":
         reason = f"the trigger reported {event.get('status')!r}: {event.get('message') or event}"
         raise TrainingJobError(name, None, reason)
-    return _finish(sagemaker_hook(cfg, _conn_id(op, aws_conn_id)), name, reused=False)
+    return _finish(sagemaker_hook(cfg, aws_conn_id), name, reused=False)
 
 
 # ---------------------------------------------------------------------------------------- model

@@ -20,13 +20,15 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
 from seclake_ml.aws.image_uris import resolve_image_uri
-from seclake_ml.aws.training import describe_or_none, ensure_model, sagemaker_hook
+from seclake_ml.aws.training import describe_or_none, ensure_model, job_wait, sagemaker_hook
+from seclake_ml.handoff import Wait
+from seclake_ml.uris import split_s3_uri
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,15 +58,6 @@ class TransformOutputError(ValueError):
     """The transform output does not line up with its input."""
 
 
-def _split_uri(uri: str, name: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise ValueError(f"{name}: got {uri!r}; expected s3://bucket/prefix")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"{name}: got {uri!r}; expected s3://bucket/prefix with a non-empty prefix")
-    return bucket, key
-
-
 def build_transform_config(
     *,
     job_name: str,
@@ -89,8 +82,8 @@ def build_transform_config(
     :param max_concurrent_transforms: parallel requests per instance (``None``: SageMaker's choice).
     :param tags: resource tags.
     """
-    _split_uri(input_uri, "input_uri")
-    _split_uri(output_uri, "output_uri")
+    split_s3_uri(input_uri, "input_uri", require_key=True)
+    split_s3_uri(output_uri, "output_uri", require_key=True)
     if isinstance(instance_count, bool) or not isinstance(instance_count, int) or instance_count < 1:
         raise ValueError(f"instance_count: got {instance_count!r}; expected an int >= 1")
     if isinstance(max_payload_mb, bool) or not isinstance(max_payload_mb, int) or not 1 <= max_payload_mb <= 100:
@@ -158,8 +151,6 @@ def _finish(hook: SageMakerHook, job_name: str, *, reused: bool) -> dict[str, An
 
 
 def run_transform(
-    op: Any,
-    context: Any,
     cfg: Any,
     *,
     model_data_url: str,
@@ -180,12 +171,10 @@ def run_transform(
     deferrable: bool = False,
     check_interval: int = 30,
     max_wait_seconds: int = DEFAULT_MAX_WAIT_SECONDS,
-    aws_conn_id: str | None = None,
-) -> dict[str, Any] | None:
+    aws_conn_id: str | None = "aws_default",
+) -> dict[str, Any] | Wait:
     """Score every ``entity,ip`` line under ``input_uri`` with a Batch Transform job.
 
-    :param op: the calling operator (``op.defer``, ``op.aws_conn_id``).
-    :param context: the task context (unused).
     :param cfg: package configuration (region, ``extra.sagemaker`` settings).
     :param model_data_url: the trained ``model.tar.gz`` (``model_data_url`` of the training summary).
     :param input_uri: ``s3://`` prefix of headerless ``entity,ip`` CSV objects.
@@ -202,16 +191,14 @@ def run_transform(
     :param tags: resource tags.
     :param job_name: explicit job name instead of the derived one.
     :param attempt: bump to get a new name after a failed job.
-    :param deferrable: defer to ``SageMakerTrigger(job_type="transform")`` instead of polling here.
+    :param deferrable: while the job runs, return a :class:`~seclake_ml.handoff.Wait` (the caller
+        defers) instead of polling here.
     :param check_interval: seconds between status checks.
     :param max_wait_seconds: give up waiting after this long.
     :param aws_conn_id: Airflow AWS connection.
-    :return: :func:`transform_summary` plus ``model_name`` and ``model_created``; ``None`` only if
-        ``op.defer`` returns instead of raising.
+    :return: :func:`transform_summary` plus ``model_name`` and ``model_created``, or the wait.
     """
-    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
-
-    conn_id = aws_conn_id if aws_conn_id is not None else getattr(op, "aws_conn_id", "aws_default")
+    conn_id = aws_conn_id
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
     instance_type = aws_setting(cfg, "transform_instance_type", instance_type)
     image = resolve_image_uri(cfg, image_uri)
@@ -259,20 +246,7 @@ def run_transform(
         if deferrable:
             status = hook.describe_transform_job(name)["TransformJobStatus"]
         if deferrable and status in RUNNING_STATES:
-            delay = max(check_interval, 1)
-            op.defer(
-                trigger=SageMakerTrigger(
-                    job_name=name,
-                    job_type="transform",
-                    waiter_delay=delay,
-                    waiter_max_attempts=math.ceil(max_wait_seconds / delay) + 1,
-                    aws_conn_id=conn_id,
-                    region_name=cfg.region,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=max_wait_seconds),
-            )
-            return None
+            return job_wait(name, "transform", cfg, conn_id, check_interval, max_wait_seconds)
         if status in RUNNING_STATES:
             from airflow.providers.common.compat.sdk import AirflowException
 
@@ -287,15 +261,13 @@ def run_transform(
 
 
 def transform_complete(
-    op: Any, context: Any, event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = None
+    event: Mapping[str, Any] | None, *, cfg: Any = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any]:
     """Finish a deferred :func:`run_transform` from the trigger's event.
 
-    :param op: the calling operator.
-    :param context: the task context (unused).
-    :param event: the ``SageMakerTrigger`` event, ``{"status": "success", "job_name": ...}``.
+    :param event: the trigger's event, ``{"status": "success", "job_name": ...}``.
     :param cfg: package configuration (region); ``None`` uses the connection's region.
-    :param aws_conn_id: Airflow AWS connection (default ``op.aws_conn_id``).
+    :param aws_conn_id: Airflow AWS connection.
     """
     if not isinstance(event, Mapping) or not event.get("job_name"):
         raise TransformJobError("<unknown>", None, f"trigger event without a job name: {event!r}")
@@ -303,8 +275,7 @@ def transform_complete(
     if event.get("status") != "success":
         reason = f"the trigger reported {event.get('status')!r}: {event.get('message') or event}"
         raise TransformJobError(name, None, reason)
-    conn_id = aws_conn_id if aws_conn_id is not None else getattr(op, "aws_conn_id", "aws_default")
-    return _finish(sagemaker_hook(cfg, conn_id), name, reused=False)
+    return _finish(sagemaker_hook(cfg, aws_conn_id), name, reused=False)
 
 
 # ------------------------------------------------------------------------------------ output
@@ -375,8 +346,8 @@ def read_transform_output(
     import numpy as np
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    in_bucket, in_key = _split_uri(input_uri, "input_uri")
-    out_bucket, out_key = _split_uri(output_uri, "output_uri")
+    in_bucket, in_key = split_s3_uri(input_uri, "input_uri", require_key=True)
+    out_bucket, out_key = split_s3_uri(output_uri, "output_uri", require_key=True)
     s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
     keys = sorted(k for k in s3.list_keys(bucket_name=in_bucket, prefix=in_key) if not k.endswith("/"))
     if not keys:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig
+from seclake_ml.interval import parse_utc
 from seclake_ml.pairs import (
     CONTROL_CHARS_RE,
     DROP_REASONS,
@@ -41,6 +42,7 @@ from seclake_ml.pairs import (
     render_view_sql,
 )
 from seclake_ml.sources import get_source
+from seclake_ml.uris import s3_prefix
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.athena import AthenaHook
@@ -56,7 +58,7 @@ CATALOG = "AwsDataCatalog"
 ACCOUNT_LITERAL_RE = re.compile(r"\d{12}|external(_[A-Za-z0-9]{1,32})?")
 REGION_LITERAL_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 SOURCE_LITERAL_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-_S3_PREFIX_RE = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>[A-Za-z0-9_.=/-]+/)")
+_S3_KEY_RE = re.compile(r"[A-Za-z0-9_.=/-]+/")  # the prefix characters that may appear in an UNLOAD literal
 _COUNT_COLUMNS = ("reason", "row_count", "distinct_pairs")
 
 
@@ -90,16 +92,13 @@ def split_s3_prefix(uri: str) -> tuple[str, str]:
 
     A missing trailing ``/`` is added, so ``…/pairs`` and ``…/pairs_old/`` never share objects.
     """
-    if not isinstance(uri, str):
-        raise ValueError(f"S3 prefix must be a string, got {type(uri).__name__}")
-    text = uri if uri.endswith("/") else uri + "/"
-    m = _S3_PREFIX_RE.fullmatch(text)
-    if not m or "//" in m["key"] or m["key"].startswith("/"):
+    bucket, key = s3_prefix(uri, "S3 prefix")
+    if not _S3_KEY_RE.fullmatch(key):
         raise ValueError(
             f"invalid S3 prefix {uri[:120]!r}: expected s3://bucket/prefix/ with a non-empty prefix "
             "of letters, digits and _ . = / -"
         )
-    return m["bucket"], m["key"]
+    return bucket, key
 
 
 class AthenaLake:
@@ -178,7 +177,7 @@ class AthenaLake:
         spec = get_source(source)
         pv = spec.view(view)
         version = self.cfg.source_version
-        start, end = _utc(start, "start"), _utc(end, "end")
+        start, end = parse_utc(start, "start"), parse_utc(end, "end")
         if end <= start:
             raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
 
@@ -251,8 +250,8 @@ class AthenaLake:
             view=view,
             source_version=self.cfg.source_version,
             backend="aws",
-            start=_utc(start, "start").isoformat(),
-            end=_utc(end, "end").isoformat(),
+            start=parse_utc(start, "start").isoformat(),
+            end=parse_utc(end, "end").isoformat(),
             output=destination,
         )
 
@@ -295,7 +294,7 @@ class AthenaLake:
         from seclake_ml.sources import CLOUDTRAIL_API
 
         version = self.cfg.source_version
-        start, end = _utc(start, "start"), _utc(end, "end")
+        start, end = parse_utc(start, "start"), parse_utc(end, "end")
         if end <= start:
             raise ValueError(f"empty data interval: start {start.isoformat()} is not before end {end.isoformat()}")
         r = render_expressions(version, lambda path: sqlsafe.column_path(f"t.{path}"))
@@ -394,12 +393,6 @@ class AthenaLake:
             except (TypeError, ValueError):
                 raise AthenaQueryError(query_id, "SUCCEEDED", f"non-integer counts row {row!r}", "counts") from None
         return out
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise ValueError(f"{name} must be a datetime, got {type(value).__name__}")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _time_sql(time_expr: str, version: int, start: datetime, end: datetime) -> tuple[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, XComArg
@@ -14,8 +13,6 @@ from seclake_ml.sources import SOURCES, get_source
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from seclake_ml.config import SeclakeConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +97,19 @@ class SecurityLakePairsOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------------ run
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.airflow_support import (
-            iso,
-            load_runtime_config,
-            pairs_output_location,
-            resolve_window,
-        )
+        from seclake_ml.airflow_support import load_runtime_config
+        from seclake_ml.locations import pairs_output_location
         from seclake_ml.backends import backend_of
+        from seclake_ml.interval import DataInterval
 
         _validate_source_view(self.source, self.view)
         view = self.view or get_source(self.source).default_view.name
         overrides = self._overrides()
         cfg = load_runtime_config(overrides)
-        start, end = resolve_window(context, self.start, self.end)
-        out = self.out or pairs_output_location(cfg, self.source, view, start, end)
-        label = f"{self.source}/{view} [{iso(start)}, {iso(end)})"
+        window = DataInterval.from_context(context, self.start, self.end)
+        start, end = window.start, window.end
+        out = self.out or pairs_output_location(cfg, self.source, view, window)
+        label = f"{self.source}/{view} {window.label}"
         self.log.info(
             "extracting pairs %s backend=%s source_version=%s lake=%s -> %s",
             label,
@@ -124,12 +119,12 @@ class SecurityLakePairsOperator(BaseOperator):
             out,
         )
         t0 = time.perf_counter()
-        if out.startswith("s3://"):
-            result = self._extract_to_s3(cfg, view, start, end, out)
-        else:
-            result = self._extract_to_local(cfg, view, start, end, Path(out))
-        result.setdefault("start", iso(start))
-        result.setdefault("end", iso(end))
+        from seclake_ml.extraction import extract_pairs
+
+        result = extract_pairs(cfg, source=self.source, view=view, start=start, end=end, out=out,
+                               aws_conn_id=self.aws_conn_id).to_dict()
+        result.setdefault("start", window.start_iso)
+        result.setdefault("end", window.end_iso)
         self._log_result(label, result, time.perf_counter() - t0)
         return result
 
@@ -148,36 +143,9 @@ class SecurityLakePairsOperator(BaseOperator):
             raise ValueError(f"config_overrides: got {type(value).__name__}; expected a mapping of config fields")
         return dict(value)
 
-    def _extract(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: str) -> dict[str, Any]:
-        from seclake_ml.extraction import extract_pairs
-
-        res = extract_pairs(cfg, source=self.source, view=view, start=start, end=end, out=out, aws_conn_id=self.aws_conn_id)
-        return dict(res.to_dict())
-
-    def _extract_to_local(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: Path) -> dict[str, Any]:
-        """Replace the window's Parquet file (the engine writes it atomically) and any stale side files."""
-        if out.suffix != ".parquet":
-            raise ValueError(f"out: got {str(out)!r}; a local output must be a .parquet file path")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stale = out.with_name(out.name + ".quarantine.json")  # left by an earlier run that quarantined files
-        if stale.exists():
-            stale.unlink()
-        result = self._extract(cfg, view, start, end, str(out))
-        if not out.is_file():
-            raise RuntimeError(f"extraction reported success but wrote no file at {out}")
-        result["output"] = str(out)
-        return result
-
-    def _extract_to_s3(self, cfg: SeclakeConfig, view: str, start: Any, end: Any, out: str) -> dict[str, Any]:
-        """Extract into the interval's S3 prefix; the Athena backend empties it before ``UNLOAD``."""
-        prefix = out if out.endswith("/") else out + "/"
-        result = self._extract(cfg, view, start, end, prefix)
-        result.setdefault("output", prefix)
-        return result
-
     # ------------------------------------------------------------------------------------ logs
     def _log_result(self, label: str, result: Mapping[str, Any], wall: float) -> None:
-        from seclake_ml.airflow_support import describe_quarantined
+        from seclake_ml.runs import describe_quarantined
 
         rows = int(result.get("rows_read") or 0)
         written = int(result.get("pairs_written") or 0)

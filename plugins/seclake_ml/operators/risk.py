@@ -68,16 +68,17 @@ class RiskFitOperator(_RiskOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import dataclasses
 
-        from seclake_ml.airflow_support import iso, to_utc
+        from seclake_ml.interval import DataInterval
         from seclake_ml.risk import service
 
         cfg = self.runtime_config()
-        start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
+        window = DataInterval.parse(self.start, self.end)
+        start, end = window.start, window.end
         settings = service.settings_of(cfg)
         if self.lookback_days not in (None, "", "None"):
             settings = dataclasses.replace(settings, lookback_days=int(self.lookback_days))
-        log.info("fitting the risk models on [%s, %s) (%s backend, %d days of history per event)", iso(start),
-                 iso(end), cfg.backend, settings.lookback_days)
+        log.info("fitting the risk models on %s (%s backend, %d days of history per event)", window.label,
+                 cfg.backend, settings.lookback_days)
         out = service.fit_candidate(cfg, start, end, settings=settings, aws_conn_id=self.aws_conn_id)
         context["ti"].xcom_push(key=REPORT_URL_KEY, value=report_url(out["report"]["html"], cfg.region))
         log.info("%s: %d events, %d of %d labels matched; %s", out["version"], out["events"], out["labels_used"],
@@ -161,35 +162,28 @@ class RiskScoreBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         import json
-        from pathlib import Path
 
         from seclake_ml import __version__
         from seclake_ml.airflow_support import load_runtime_config
-        from seclake_ml.operators.scoring import aws_clients
+        from seclake_ml.backends import backend_of
         from seclake_ml.risk import service
         from seclake_ml.risk.batch import done_record, score_objects
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import findings_location, setting, work_store
-        from seclake_ml.scoring.stores import LogPublisher, SnsPublisher, store_for
+        from seclake_ml.scoring.service import work_store
 
         batch = _mapping(self.batch, "batch")
         batch_id = batch.get("batch_id")
         if not batch_id:
             raise ValueError(f"batch: expected the scoring task's summary with a batch_id, got {str(batch)[:200]}")
         cfg = load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
-        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
+        site = backend_of(cfg, self.aws_conn_id).scoring_site()
+        clients = site.clients
         store = work_store(cfg, clients)
         manifest = Ledger(store).manifest(batch_id)
         keys = [o["key"] for o in manifest.get("objects", []) if isinstance(o, Mapping) and o.get("key")]
         progress = done_record(store, batch_id)
         model = service.active_model(cfg, clients.s3 if clients else None, self.aws_conn_id)
-        if clients is not None:
-            topic = setting(cfg, "sns_topic_arn")
-            publisher = SnsPublisher(clients.sns, topic) if topic else LogPublisher(None)
-            sink = store_for(findings_location(cfg), clients.s3)
-        else:
-            publisher = LogPublisher(Path(service.work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl")
-            sink = store_for(findings_location(cfg))
+        publisher, sink = site.severe_publisher(), site.findings_store()
 
         def mark(key: str, findings: int) -> None:
             progress["done"][key] = findings

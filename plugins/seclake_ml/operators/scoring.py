@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from seclake_ml.config import SeclakeConfig
-    from seclake_ml.scoring.service import AwsClients
 
 SCORING_DAG_ID = "seclake_ipinsights_scoring"
 
@@ -39,61 +38,6 @@ def _runtime_config(overrides: Any) -> "SeclakeConfig":
     if isinstance(overrides, str):
         overrides = json.loads(overrides) if overrides else None
     return load_runtime_config(dict(overrides) if overrides else None)
-
-
-class _LazyClients:
-    """:class:`~seclake_ml.scoring.service.AwsClients`'s attributes, each client made on first use.
-
-    Every client costs a boto3 session and its service model (a good part of a second); a sensor run
-    that only looks for a pending batch needs S3 alone.
-    """
-
-    def __init__(self, makers: Mapping[str, Any]) -> None:
-        self._makers = dict(makers)
-
-    def __getattr__(self, name: str) -> Any:
-        makers = self.__dict__.get("_makers") or {}
-        if name not in makers:
-            raise AttributeError(name)
-        made = makers[name]()
-        setattr(self, name, made)
-        return made
-
-
-def aws_clients(cfg: "SeclakeConfig", aws_conn_id: str | None) -> "AwsClients":
-    """boto3 clients from the Amazon provider's hooks (connection, region, endpoint URL from Airflow).
-
-    The result has the attributes of :class:`~seclake_ml.scoring.service.AwsClients` (``s3``, ``ssm``,
-    ``sns``, ``runtime``, ``sqs``); each client is created when first used.
-    """
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from airflow.providers.amazon.aws.hooks.sns import SnsHook
-    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-    from airflow.providers.amazon.aws.hooks.ssm import SsmHook
-
-    region = cfg.region
-
-    def runtime() -> Any:
-        # EndpointScorer retries invoke_endpoint itself (backoff with jitter, then ScoringError);
-        # botocore's own retries would multiply its attempts and delays, so this client makes one
-        # attempt per call. The connection's other botocore settings (timeouts, proxies) are kept.
-        from botocore.config import Config
-
-        base = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region)
-        single = base.config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
-        return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker-runtime", region_name=region,
-                           config=single).get_conn()
-
-    return _LazyClients({  # type: ignore[return-value]
-        "s3": lambda: S3Hook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        "ssm": lambda: SsmHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        "sns": lambda: SnsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        "runtime": runtime,
-        "sqs": lambda: SqsHook(aws_conn_id=aws_conn_id, region_name=region).get_conn(),
-        "sagemaker": lambda: AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker",
-                                         region_name=region).get_conn(),
-    })
 
 
 def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +76,11 @@ class NewLogBatchSensor(BaseSensorOperator):
         self.config_overrides = config_overrides
 
     # ------------------------------------------------------------------ helpers
+    def _site(self, cfg: "SeclakeConfig") -> Any:
+        from seclake_ml.backends import backend_of
+
+        return backend_of(cfg, self.aws_conn_id).scoring_site()
+
     def _ledger(self, cfg: "SeclakeConfig", clients: Any = None) -> Any:
         from seclake_ml.scoring.ledger import Ledger
         from seclake_ml.scoring.service import work_store
@@ -148,10 +97,11 @@ class NewLogBatchSensor(BaseSensorOperator):
 
     def execute(self, context: "Context") -> Any:
         cfg = _runtime_config(self.config_overrides)
-        if cfg.backend == "aws":
+        site = self._site(cfg)
+        if site.notification_queue() is not None:  # new objects are announced on a queue
             from seclake_ml.scoring.service import resume_pending
 
-            clients = aws_clients(cfg, self.aws_conn_id)
+            clients = site.clients
             ledger = self._ledger(cfg, clients)
             resumed = resume_pending(ledger)
             if resumed is not None:
@@ -195,8 +145,9 @@ class NewLogBatchSensor(BaseSensorOperator):
         from airflow.sdk import PokeReturnValue
 
         cfg = _runtime_config(self.config_overrides)
-        if cfg.backend == "aws":
-            clients = aws_clients(cfg, self.aws_conn_id)
+        site = self._site(cfg)
+        if site.notification_queue() is not None:
+            clients = site.clients
             messages = []
             for _ in range(self.num_batches):
                 resp = clients.sqs.receive_message(
@@ -222,7 +173,7 @@ class NewLogBatchSensor(BaseSensorOperator):
         if not event or event.get("status") != "success":
             raise RuntimeError(f"SQS trigger error: {event!r}")
         cfg = _runtime_config(self.config_overrides)
-        clients = aws_clients(cfg, self.aws_conn_id)
+        clients = self._site(cfg).clients
         summary = self._hand_off(cfg, clients, list(event.get("message_batch") or []))
         if summary is None:
             self._defer(cfg)  # only test events, duplicates or poison messages: keep waiting
@@ -274,18 +225,18 @@ class IntervalBatchOperator(BaseOperator):
         self.config_overrides = config_overrides
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from seclake_ml.airflow_support import interval_key, to_utc
+        from seclake_ml.backends import backend_of
+        from seclake_ml.interval import DataInterval
         from seclake_ml.scoring.ledger import Ledger
         from seclake_ml.scoring.service import hand_off_interval, interval_objects, work_store
 
         cfg = _runtime_config(self.config_overrides)
-        start, end = to_utc(self.start, "start"), to_utc(self.end, "end")
-        if end <= start:
-            raise ValueError(f"empty data interval [{start.isoformat()}, {end.isoformat()})")
-        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
-        ledger = Ledger(work_store(cfg, clients))
-        objects = interval_objects(cfg, start, end, clients)
-        batch_id = "interval-" + interval_key(start, end).removeprefix("interval=")
+        window = DataInterval.parse(self.start, self.end)
+        start, end = window.start, window.end
+        site = backend_of(cfg, self.aws_conn_id).scoring_site()
+        ledger = Ledger(work_store(cfg, site.clients))
+        objects = interval_objects(cfg, start, end, site=site)
+        batch_id = window.batch_id
         manifest = hand_off_interval(ledger, objects, batch_id, start, end)
         summary = _batch_summary(manifest)
         self.log.info("interval [%s, %s): %d objects in eventDay partitions handed off as %s",
@@ -316,8 +267,10 @@ class ScoreBatchOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from seclake_ml import __version__
+        from seclake_ml.backends import backend_of
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import EndpointChanging, NoActiveModel, score_batch, work_store
+        from seclake_ml.scoring.service import EndpointChanging, score_batch, work_store
+        from seclake_ml.scoring.sites import NoActiveModel
 
         batch = self.batch
         if isinstance(batch, str):
@@ -325,10 +278,10 @@ class ScoreBatchOperator(BaseOperator):
         if not isinstance(batch, Mapping) or not batch.get("batch_id"):
             raise AirflowFailException(f"batch: expected a mapping with 'batch_id', got {batch!r:.200}")
         cfg = _runtime_config(self.config_overrides)
-        clients = aws_clients(cfg, self.aws_conn_id) if cfg.backend == "aws" else None
-        ledger = Ledger(work_store(cfg, clients))
+        site = backend_of(cfg, self.aws_conn_id).scoring_site()
+        ledger = Ledger(work_store(cfg, site.clients))
         try:
-            summary = score_batch(cfg, ledger, batch["batch_id"], clients=clients, product_version=__version__)
+            summary = score_batch(cfg, ledger, batch["batch_id"], site=site, product_version=__version__)
         except EndpointChanging as exc:
             raise RuntimeError(f"{exc}; the batch stays pending and is retried") from None
         except NoActiveModel as exc:

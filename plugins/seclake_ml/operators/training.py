@@ -1,11 +1,13 @@
 """Operators of the training DAG after extraction: prepare → train → calibrate → gate → roll out.
 
-Every operator has a ``local`` and an ``aws`` backend, chosen at run time by the package
-configuration (never by the DAG file). Constructors are cheap and offline; heavy imports (torch,
-DuckDB, pandas, provider hooks) happen inside ``execute``. Every return value is a small JSON dict.
+Each operator picks the backend once (:func:`seclake_ml.backends.backend_of`, from the package
+configuration at run time, never from the DAG file) and hands its work to it; what one task gives
+the next is a typed record of :mod:`seclake_ml.handoff` in its XCom form. Constructors are cheap and
+offline; heavy imports (torch, DuckDB, pandas, provider hooks) happen inside ``execute``.
 
-Outputs are keyed by the data interval (``interval=<start>_<end>``) and the model version is derived
-from it, so re-running or backfilling an interval replaces that interval's outputs.
+Outputs are keyed by the data interval and the model version is derived from it, so re-running or
+backfilling an interval replaces that interval's outputs. On aws the training job and the endpoint
+rollout wait in Airflow's triggerer when ``deferrable`` (default: ``[operators] default_deferrable``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -23,7 +25,9 @@ from seclake_ml.links import REPORT_URL_KEY, CalibrationReportLink, report_url
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from seclake_ml.backends import Backend
     from seclake_ml.config import SeclakeConfig
+    from seclake_ml.handoff import Wait
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +44,11 @@ THRESHOLD_MODES = ("target_fpr", "best_f1")
 ACTIVE_MODEL_ASSET = "seclake_ml_ipinsights_active_model"
 
 
-def _interval(upstream: Mapping[str, Any]) -> tuple[Any, Any]:
-    from seclake_ml.airflow_support import to_utc
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable`` (``False`` when it is not set)."""
+    from airflow.providers.common.compat.sdk import conf
 
-    return to_utc(upstream["start"], "start"), to_utc(upstream["end"], "end")
-
-
-def _run_dir(cfg: SeclakeConfig, stage: str, start: Any, end: Any) -> str:
-    from seclake_ml.airflow_support import interval_key, work_root
-
-    base = work_root(cfg).rstrip("/")
-    return f"{base}/training/{stage}/{interval_key(start, end)}"
-
-
-def _model_store(cfg: SeclakeConfig):
-    from seclake_ml.airflow_support import work_root
-    from seclake_ml.model_store import LocalModelStore
-
-    return LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def _as_mapping(value: Any, name: str) -> dict[str, Any]:
@@ -72,7 +63,7 @@ def _as_mapping(value: Any, name: str) -> dict[str, Any]:
 
 
 class _ConfiguredOperator(BaseOperator):
-    """Shared plumbing: runtime configuration with per-task overrides."""
+    """Shared plumbing: runtime configuration with per-task overrides, and the backend it names."""
 
     def __init__(self, *, config_overrides: Mapping[str, Any] | None = None,
                  aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
@@ -85,6 +76,23 @@ class _ConfiguredOperator(BaseOperator):
 
         overrides = _as_mapping(self.config_overrides, "config_overrides") if self.config_overrides else None
         return load_runtime_config(overrides)
+
+    def backend(self, cfg: SeclakeConfig | None = None) -> Backend:
+        from seclake_ml.backends import backend_of
+
+        return backend_of(cfg or self.runtime_config(), self.aws_conn_id)
+
+    def defer_on(self, wait: Wait) -> None:
+        """Hand the wait to the triggerer; the task resumes in ``wait.method_name``."""
+        self.log.info("deferring to %s for at most %.0f s", type(wait.trigger).__name__, wait.timeout_seconds)
+        self.defer(trigger=wait.trigger, method_name=wait.method_name, kwargs=wait.kwargs or None,
+                   timeout=timedelta(seconds=wait.timeout_seconds))
+
+
+def _fail(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -105,53 +113,25 @@ class PrepareTrainingDataOperator(_ConfiguredOperator):
         self.train_fraction = train_fraction
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.airflow_support import iso
+        from seclake_ml.interval import DataInterval
 
-        cfg = self.runtime_config()
         ext = _as_mapping(self.extraction, "extraction")
-        start, end = _interval(ext)
+        window = DataInterval.from_xcom(ext, "extraction")
+        fraction = float(self.train_fraction)
+        if not 0.05 <= fraction <= 0.95:
+            raise ValueError(f"train_fraction: got {self.train_fraction!r}; allowed: 0.05 .. 0.95")
         inputs = list(dict(ext.get("pairs") or {}).values())
-        out_dir = _run_dir(cfg, "data", start, end)
-        if cfg.backend == "aws":
-            from seclake_ml.aws.channels import build_channels
-            from seclake_ml.training_data import split_time
-
-            cut = split_time(start, end, float(self.train_fraction))
-            try:
-                res = build_channels(cfg, pairs_uris=inputs, output_uri=out_dir + "/", split_time=cut,
-                                     aws_conn_id=self.aws_conn_id)
-            except ValueError as exc:
-                if not str(exc).startswith("no training rows"):
-                    raise
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"{exc}; nothing to train on") from None
-            # The later steps read train/holdout like the local backend's files: here they are the
-            # S3 prefixes of the training job's channels (headerless entity,ip CSV).
-            result = dict(res) | {
-                "train": res["train_uri"],
-                "holdout": res["validation_uri"],
-                "train_rows": res["train_rows"],
-                "holdout_rows": res["validation_rows"],
-                "split_time": iso(cut),
-            }
-        else:
-            from seclake_ml.training_data import combine_and_split
-
-            res = combine_and_split(inputs, out_dir, start=start, end=end,
-                                    train_fraction=float(self.train_fraction), dedupe=cfg.dedupe,
-                                    memory_limit=cfg.duckdb_memory)
-            result = res.to_dict()
-        result.update(start=iso(start), end=iso(end), backend=cfg.backend)
-        self.log.info(
-            "training data for [%s, %s): %s training rows, %s held out, split at %s",
-            result["start"], result["end"], result.get("train_rows"), result.get("holdout_rows"), result["split_time"],
-        )
-        if not result.get("train_rows"):
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"no training rows before {result['split_time']}; nothing to train on")
-        return result
+        try:
+            data = self.backend().prepare(window, inputs, fraction)
+        except ValueError as exc:
+            if not str(exc).startswith("no training rows"):
+                raise
+            _fail(f"{exc}; nothing to train on")
+        self.log.info("training data for %s: %s training rows, %s held out, split at %s", window.label,
+                      data.train_rows, data.holdout_rows, data.split_time)
+        if not data.train_rows:
+            _fail(f"no training rows before {data.split_time}; nothing to train on")
+        return data.to_xcom()
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -159,24 +139,26 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
     """Train an IP Insights model on the training part of the interval.
 
     ``local``: the package's engine (PyTorch, CPU or CUDA). ``aws``: a SageMaker training job with the
-    built-in ``ipinsights`` image, deterministic job name, deferrable wait.
+    built-in ``ipinsights`` image and a deterministic job name; with ``deferrable`` it is waited for
+    in the triggerer.
 
-    :param data: the prepared-data summary from :class:`PrepareTrainingDataOperator`. Templated.
+    :param data: the prepared data (:class:`~seclake_ml.handoff.PreparedData`). Templated.
     :param hyperparameters: SageMaker-named hyperparameters over the seed's defaults. Templated.
     :param seed: seed of the local engine (initialisation, negatives, hashing).
-    :param deferrable: aws backend: wait for the training job in the triggerer.
+    :param deferrable: aws: wait for the training job in the triggerer (default: Airflow's
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("data", "hyperparameters", "config_overrides")
     template_fields_renderers = {"hyperparameters": "json"}
 
     def __init__(self, *, data: Any, hyperparameters: Mapping[str, Any] | None = None, seed: int = 0,
-                 deferrable: bool = False, **kwargs: Any) -> None:
+                 deferrable: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.data = data
         self.hyperparameters = hyperparameters
         self.seed = seed
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
 
     def _hyperparameters(self, cfg: SeclakeConfig) -> dict[str, Any]:
         hp = dict(SEED_HYPERPARAMETERS)
@@ -186,80 +168,29 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
         return hp
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.airflow_support import iso
+        from seclake_ml.handoff import PreparedData, Wait
         from seclake_ml.ipinsights.hyperparams import IPInsightsHyperparameters
-        from seclake_ml.model_store import version_for_interval
 
         cfg = self.runtime_config()
-        data = _as_mapping(self.data, "data")
-        start, end = _interval(data)
+        data = PreparedData.from_xcom(self.data, "data")
         hp = self._hyperparameters(cfg)
         IPInsightsHyperparameters.from_dict(hp)  # validate before spending anything
-        version = version_for_interval(start, end)
-        self.log.info("training %s on [%s, %s) backend=%s hyperparameters=%s", version, iso(start), iso(end),
-                      cfg.backend, json.dumps(hp, sort_keys=True))
-        if cfg.backend == "aws":
-            from seclake_ml.aws.training import run_training
-
-            summary = run_training(self, context, cfg, start=start, end=end, train_uri=data["train"],
-                                   validation_uri=data.get("holdout"), hyperparameters=hp,
-                                   deferrable=self.deferrable, aws_conn_id=self.aws_conn_id)
-            # With deferrable=True run_training defers (raises) and execute_complete finishes.
-            # profile_uri (the entity profile of the training rows) travels on to the registry record.
-            return dict(summary) | {"version": version, "backend": "aws", "start": iso(start), "end": iso(end),
-                                    "train_rows": data.get("train_rows"), "profile_uri": data.get("profile_uri")}
-        return self._train_local(cfg, data, hp, version, start, end)
+        self.log.info("training %s on %s backend=%s hyperparameters=%s", data.window.model_version(),
+                      data.window.label, cfg.backend, json.dumps(hp, sort_keys=True))
+        out = self.backend(cfg).train(data.window, data, hp, int(self.seed), self.deferrable)
+        if isinstance(out, Wait):
+            self.defer_on(out)
+        self.log.info("trained %s: %s", out.version, json.dumps(out.details, default=str)[:400])
+        return out.to_xcom()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        from seclake_ml.airflow_support import iso
-        from seclake_ml.aws.training import training_complete
-        from seclake_ml.model_store import version_for_interval
+        from seclake_ml.handoff import PreparedData
 
         cfg = self.runtime_config()
-        data = _as_mapping(self.data, "data")
-        start, end = _interval(data)
-        summary = training_complete(self, context, event, cfg=cfg, aws_conn_id=self.aws_conn_id)
-        return dict(summary) | {"version": version_for_interval(start, end), "backend": "aws", "start": iso(start),
-                                "end": iso(end), "train_rows": data.get("train_rows"),
-                                "profile_uri": data.get("profile_uri")}
-
-    def _train_local(self, cfg: SeclakeConfig, data: Mapping[str, Any], hp: dict[str, Any], version: str,
-                     start: Any, end: Any) -> dict[str, Any]:
-        import tempfile
-        import time
-
-        from seclake_ml.airflow_support import iso
-        from seclake_ml.ipinsights.trainer import IPInsights
-
-        t0 = time.perf_counter()
-        model = IPInsights(hp, seed=int(self.seed)).fit(data["train"])
-        store = _model_store(cfg)
-        interval = {"start": iso(start), "end": iso(end)}
-        with tempfile.TemporaryDirectory(prefix="seclake-model-") as tmp:
-            model.save(tmp, training_interval=interval)
-            # The entity profile (distinct training pairs) explains the scoring DAG's findings.
-            from seclake_ml.scoring.profile import PROFILE_FILE, build_profile
-
-            profile = build_profile([str(data["train"])], str(Path(tmp) / PROFILE_FILE))
-            model_dir = store.put(version, tmp)
-        history = [e.to_dict() for e in getattr(model, "history_", [])]
-        last = history[-1] if history else {}
-        result = {
-            "version": version,
-            "model_dir": str(model_dir),
-            "backend": "local",
-            "start": iso(start),
-            "end": iso(end),
-            "hyperparameters": hp,
-            "train_rows": data.get("train_rows"),
-            "epochs": len(history),
-            "final_loss": last.get("loss"),
-            "samples_per_second": last.get("samples_per_second"),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "profile": {k: profile.get(k) for k in ("entities", "pairs", "events")},
-        }
-        self.log.info("trained %s in %.1fs: %s", version, result["seconds"], json.dumps(history[-1:] or [{}])[:400])
-        return result
+        data = PreparedData.from_xcom(self.data, "data")
+        model = self.backend(cfg).train_complete(data.window, data, self._hyperparameters(cfg), event)
+        self.log.info("trained %s: %s", model.version, json.dumps(model.details, default=str)[:400])
+        return model.to_xcom()
 
 
 # ------------------------------------------------------------------------------------------ calibrate
@@ -269,18 +200,20 @@ class ThresholdCalibrationOperator(_ConfiguredOperator):
     ``local`` scores with the NumPy scorer; ``aws`` with a SageMaker Batch Transform job (no endpoint).
     Writes the report (histograms, ROC, metrics JSON, HTML) under the interval's folder.
 
-    :param model: the training summary. Templated.
-    :param data: the prepared-data summary. Templated.
+    :param model: the trained model (:class:`~seclake_ml.handoff.TrainedModel`). Templated.
+    :param data: the prepared data. Templated.
     :param threshold_mode: ``target_fpr`` or ``best_f1``.
     :param target_fpr: false-positive rate the threshold is chosen for (``target_fpr`` mode).
     :param seed: seed for the injected sets.
+    :param deferrable: aws: wait for the Batch Transform job in the triggerer (default: Airflow's
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("model", "data", "target_fpr", "config_overrides")
     operator_extra_links = (CalibrationReportLink(),)
 
     def __init__(self, *, model: Any, data: Any, threshold_mode: str = "target_fpr", target_fpr: float = 0.01,
-                 seed: int = 0, deferrable: bool = False, **kwargs: Any) -> None:
+                 seed: int = 0, deferrable: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if threshold_mode not in THRESHOLD_MODES:
             raise ValueError(f"threshold_mode: got {threshold_mode!r}; allowed: {', '.join(THRESHOLD_MODES)}")
@@ -291,37 +224,41 @@ class ThresholdCalibrationOperator(_ConfiguredOperator):
         self.threshold_mode = threshold_mode
         self.target_fpr = target_fpr
         self.seed = seed
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.calibration_runner import calibrate_local
+        from seclake_ml.handoff import PreparedData, TrainedModel, Wait
 
         cfg = self.runtime_config()
-        model = _as_mapping(self.model, "model")
-        data = _as_mapping(self.data, "data")
-        start, end = _interval(data)
-        out_dir = _run_dir(cfg, "calibration", start, end)
-        if cfg.backend == "aws":
-            from seclake_ml.calibration_runner import calibrate_aws
+        model = TrainedModel.from_xcom(self.model, "model")
+        data = PreparedData.from_xcom(self.data, "data")
+        out = self.backend(cfg).calibrate(model, data, self.threshold_mode, float(self.target_fpr), int(self.seed),
+                                          self.deferrable)
+        if isinstance(out, Wait):
+            self.defer_on(out)
+        return self._report(context, cfg, out)
 
-            result = calibrate_aws(self, context, cfg, model=model, data=data, out_dir=out_dir,
-                                   mode=self.threshold_mode, target_fpr=float(self.target_fpr), seed=int(self.seed))
-        else:
-            result = calibrate_local(model_dir=model["model_dir"], train=data["train"], holdout=data["holdout"],
-                                     out_dir=out_dir, mode=self.threshold_mode, target_fpr=float(self.target_fpr),
-                                     seed=int(self.seed))
-        result["version"] = model["version"]
-        report = result.get("report_html", "")
-        url = report_url(report, cfg.region)
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from seclake_ml.handoff import PreparedData, TrainedModel
+
+        cfg = self.runtime_config()
+        model = TrainedModel.from_xcom(self.model, "model")
+        data = PreparedData.from_xcom(self.data, "data")
+        cal = self.backend(cfg).calibrate_complete(model, data, self.threshold_mode, float(self.target_fpr),
+                                                   int(self.seed), event)
+        return self._report(context, cfg, cal)
+
+    def _report(self, context: Context, cfg: SeclakeConfig, cal: Any) -> dict[str, Any]:
+        url = report_url(cal.report_uri or "", cfg.region)
         context["ti"].xcom_push(key=REPORT_URL_KEY, value=url)
-        self.log.info("calibration report: %s (link: %s)", report, url)
+        rule = cal.threshold
+        self.log.info("calibration report: %s (link: %s)", cal.report_uri, url)
         self.log.info(
             "calibrated %s: AUC %.4f, threshold %.4f (%s), precision %.3f recall %.3f FPR %.4f; report: %s",
-            model["version"], result["auc"], result["threshold"], self.threshold_mode,
-            result.get("precision", float("nan")), result.get("recall", float("nan")), result.get("fpr", float("nan")),
-            report,
+            cal.version, cal.auc, cal.threshold_value, self.threshold_mode, float(rule.get("precision") or 0.0),
+            float(rule.get("recall") or 0.0), float(rule.get("fpr") or 0.0), cal.report_uri,
         )
-        return result
+        return cal.to_xcom()
 
 
 # ------------------------------------------------------------------------------------------ gate
@@ -334,7 +271,7 @@ class QualityGateOperator(_ConfiguredOperator):
     ``passed: false`` and the rollout is skipped with the reason in its log; with ``fail_on_reject``
     the gate fails the run instead (for teams that want to be paged).
 
-    :param calibration: the calibration summary. Templated.
+    :param calibration: the calibration (:class:`~seclake_ml.handoff.Calibration`). Templated.
     :param auc_floor: minimum candidate AUC. Templated.
     :param tolerance: allowed AUC drop against the active model. Templated.
     :param fail_on_reject: raise instead of skipping the rollout.
@@ -351,20 +288,20 @@ class QualityGateOperator(_ConfiguredOperator):
         self.fail_on_reject = fail_on_reject
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.calibration_runner import score_sets_auc
+        from seclake_ml.handoff import Calibration, GateDecision
 
-        cfg = self.runtime_config()
-        cal = _as_mapping(self.calibration, "calibration")
+        cal = Calibration.from_xcom(self.calibration, "calibration")
+        backend = self.backend()
         floor, tol = float(self.auc_floor), float(self.tolerance)
-        cand_auc = float(cal["auc"])
-        active = self._active(cfg)
+        cand_auc = cal.auc
+        active = backend.active()
         active_auc = None
-        if active and active.get("version") != cal["version"]:
-            active_auc = score_sets_auc(cfg, active, cal, aws_conn_id=self.aws_conn_id)
+        if active and active.get("version") != cal.version:
+            active_auc = backend.active_auc(active, cal)
         reasons = []
         if cand_auc < floor:
             reasons.append(f"candidate AUC {cand_auc:.4f} is below the floor {floor:.4f}")
-        model_auc = (cal.get("components") or {}).get("model")
+        model_auc = cal.components.get("model")
         if model_auc is not None and float(model_auc) < floor:
             # The combined score can stay high on history alone; a model that adds nothing is broken.
             reasons.append(f"candidate model AUC {float(model_auc):.4f} (dot_product alone) is below the floor {floor:.4f}")
@@ -373,100 +310,71 @@ class QualityGateOperator(_ConfiguredOperator):
                 f"candidate AUC {cand_auc:.4f} is worse than active {active['version']} ({active_auc:.4f}) "
                 f"by more than {tol:.4f} on the same calibration sets"
             )
-        decision = {
-            "passed": not reasons,
-            "reasons": reasons,
-            "candidate": cal["version"],
-            "candidate_auc": cand_auc,
-            "active": active.get("version") if active else None,
-            "active_auc": active_auc,
-            "auc_floor": floor,
-            "tolerance": tol,
-        }
+        decision = GateDecision(passed=not reasons, reasons=reasons, candidate=cal.version, candidate_auc=cand_auc,
+                                active=active.get("version") if active else None, active_auc=active_auc,
+                                auc_floor=floor, tolerance=tol)
         if reasons:
-            msg = f"quality gate rejected {cal['version']}: " + "; ".join(reasons) + " -- rollout will be skipped"
+            msg = f"quality gate rejected {cal.version}: " + "; ".join(reasons) + " -- rollout will be skipped"
             if self.fail_on_reject:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(msg)
+                _fail(msg)
             self.log.warning("%s", msg)
         else:
-            self.log.info("quality gate passed for %s (AUC %.4f, floor %.4f, active %s AUC %s)", cal["version"],
-                          cand_auc, floor, decision["active"], f"{active_auc:.4f}" if active_auc is not None else "n/a")
-        return decision
-
-    def _active(self, cfg: SeclakeConfig) -> dict[str, Any] | None:
-        if cfg.backend == "aws":
-            from seclake_ml.aws.registry import read_active
-
-            return read_active(cfg, aws_conn_id=self.aws_conn_id)
-        return _model_store(cfg).active()
+            self.log.info("quality gate passed for %s (AUC %.4f, floor %.4f, active %s AUC %s)", cal.version,
+                          cand_auc, floor, decision.active, f"{active_auc:.4f}" if active_auc is not None else "n/a")
+        return decision.to_xcom()
 
 
 # ------------------------------------------------------------------------------------------ rollout
-def _compact_combiner(combiner: Mapping[str, Any]) -> dict[str, Any]:
-    """The score combiner as the active record keeps it (its fit details stay in the report)."""
-    return {k: v for k, v in combiner.items() if k not in ("fit", "score")}
-
-
 class ModelRolloutOperator(_ConfiguredOperator):
     """Make a gated candidate active together with its threshold.
 
     ``local``: atomic switch in the versioned model store. ``aws``: SageMaker Model + EndpointConfig +
-    Endpoint (create, or blue/green update with automatic rollback on CloudWatch alarms), then the
-    active version and threshold are recorded in SSM only once the endpoint is ``InService``.
-    Skips itself (state ``skipped``) with the gate's reasons when the gate rejected the candidate.
+    Endpoint (create, or blue/green update with automatic rollback on CloudWatch alarms); the active
+    version and threshold are recorded in SSM only once the endpoint is ``InService`` on the new
+    config. With ``deferrable`` the endpoint is waited for in the triggerer. Skips itself (state
+    ``skipped``) with the gate's reasons when the gate rejected the candidate.
 
     :param gate: the gate decision. Templated.
-    :param model: the training summary. Templated.
-    :param calibration: the calibration summary. Templated.
+    :param model: the trained model. Templated.
+    :param calibration: the calibration. Templated.
+    :param deferrable: aws: wait for the endpoint in the triggerer (default: Airflow's
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("gate", "model", "calibration", "config_overrides")
 
-    def __init__(self, *, gate: Any, model: Any, calibration: Any, **kwargs: Any) -> None:
+    def __init__(self, *, gate: Any, model: Any, calibration: Any, deferrable: bool | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = gate
         self.model = model
         self.calibration = calibration
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        gate = _as_mapping(self.gate, "gate")
-        if not gate.get("passed"):
-            raise AirflowSkipException("rollout skipped: " + "; ".join(gate.get("reasons") or ["gate did not pass"]))
-        cfg = self.runtime_config()
-        model = _as_mapping(self.model, "model")
-        cal = _as_mapping(self.calibration, "calibration")
-        metrics = {k: cal.get(k) for k in ("auc", "precision", "recall", "fpr", "threshold_mode", "target_fpr")}
-        if cfg.backend == "aws":
-            from seclake_ml.aws.rollout import rollout_endpoint
+        from seclake_ml.handoff import Calibration, GateDecision, TrainedModel, Wait
 
-            # The record keeps the artifact (model_data_url) and image, which the next run's quality
-            # gate needs to score the candidate's sets with this model by Batch Transform, and the
-            # entity profile (profile_uri) that the scoring DAGs explain findings with.
-            metadata = {
-                **metrics,
-                "training_job": model.get("job_name"),
-                "interval": {"start": model.get("start"), "end": model.get("end")},
-                "report": cal.get("report_html"),
-            }
-            if model.get("profile_uri"):
-                metadata["profile_uri"] = model["profile_uri"]
-            if cal.get("combiner"):  # the threshold applies to the combined score: they travel together
-                metadata["combiner"] = _compact_combiner(cal["combiner"])
-            record = rollout_endpoint(cfg, model_data_url=model["model_data_url"], version=model["version"],
-                                      threshold=float(cal["threshold"]), metadata=metadata,
-                                      aws_conn_id=self.aws_conn_id)
-        else:
-            record = _model_store(cfg).activate(
-                model["version"], threshold=float(cal["threshold"]), metrics=metrics,
-                interval=(model.get("start"), model.get("end")),
-                extra={"report": cal.get("report_html"),
-                       **({"combiner": _compact_combiner(cal["combiner"])} if cal.get("combiner") else {})},
-            )
-        self.log.info("activated %s with threshold %.4f (previous: %s)", model["version"], float(cal["threshold"]),
-                      record.get("previous_version"))
-        return {"activated": True, "version": model["version"], "threshold": float(cal["threshold"]),
-                "previous_version": record.get("previous_version"), "backend": cfg.backend}
+        gate = GateDecision.from_xcom(self.gate, "gate")
+        if not gate.passed:
+            raise AirflowSkipException("rollout skipped: " + "; ".join(gate.reasons or ["gate did not pass"]))
+        model = TrainedModel.from_xcom(self.model, "model")
+        cal = Calibration.from_xcom(self.calibration, "calibration")
+        out = self.backend().activate(model, cal, self.deferrable)
+        if isinstance(out, Wait):
+            self.defer_on(out)
+        return self._done(out)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
+                         started: dict[str, Any] | None = None) -> dict[str, Any]:
+        from seclake_ml.handoff import Calibration, TrainedModel
+
+        model = TrainedModel.from_xcom(self.model, "model")
+        cal = Calibration.from_xcom(self.calibration, "calibration")
+        return self._done(self.backend().activate_complete(model, cal, event, started=started))
+
+    def _done(self, activation: Any) -> dict[str, Any]:
+        self.log.info("activated %s with threshold %.4f (previous: %s)", activation.version, activation.threshold,
+                      activation.previous_version)
+        return activation.to_xcom()

@@ -76,7 +76,7 @@ def score_objects(cfg: Any, keys: list[str], model: RiskModel, *, sink: Any, pub
     from seclake_ml.backends import read_events
     from seclake_ml.risk.features import build_features
     from seclake_ml.risk.catalog import load_catalog
-    from seclake_ml.scoring.findings import findings_parquet_parts
+    from seclake_ml.scoring.findings_parquet import findings_parquet_parts
 
     t0 = time.perf_counter()
     min_risk = float(cfg.risk.finding_min_risk)

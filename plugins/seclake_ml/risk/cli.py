@@ -54,7 +54,9 @@ def _config(args: argparse.Namespace) -> object:
     overrides = {"lake_root": getattr(args, "root", None), "work_location": getattr(args, "work", None),
                  "source_version": getattr(args, "source_version", None)}
     cfg = load_config(overrides)
-    if overrides["source_version"] is None and cfg.backend == "local":
+    from seclake_ml.backends import backend_of
+
+    if overrides["source_version"] is None and backend_of(cfg).local_lake_root is not None:
         # a lake holding one source version of CloudTrail is read in that version without --source-version
         from pathlib import Path
 
@@ -74,11 +76,10 @@ def _config(args: argparse.Namespace) -> object:
 
 
 def _interval(args: argparse.Namespace) -> tuple:
-    from seclake_ml.pairs import as_utc, check_interval
+    from seclake_ml.interval import DataInterval
 
-    start, end = as_utc(args.start), as_utc(args.end)
-    check_interval(start, end)
-    return start, end
+    window = DataInterval.parse(args.start, args.end)
+    return window.start, window.end
 
 
 def run(args: argparse.Namespace) -> int:

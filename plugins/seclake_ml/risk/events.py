@@ -22,6 +22,7 @@ from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.risk.columns import EVENT_COLUMNS, MAX_FIELD_LEN, render_expressions
 from seclake_ml.sources import CLOUDTRAIL_API
+from seclake_ml.uris import split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,10 @@ def read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: li
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from seclake_ml.lake.athena import AthenaLake
-    from seclake_ml.pairs import as_utc, check_interval
+    from seclake_ml.interval import DataInterval
 
-    start, end = as_utc(start), as_utc(end)
-    check_interval(start, end)
+    window = DataInterval.parse(start, end)
+    start, end = window.start, window.end
     s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
     with tempfile.TemporaryDirectory(prefix="seclake-risk-events-") as tmp:
         if keys is not None:
@@ -145,7 +146,7 @@ def read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: li
         tables = []
         try:
             for i, uri in enumerate(uris):
-                bucket, _, key = uri.removeprefix("s3://").partition("/")
+                bucket, key = split_s3_uri(uri, "unloaded events object", require_key=True)
                 path = Path(tmp) / f"part-{i:05d}.parquet"
                 s3.get_conn().download_file(bucket, key, str(path))
                 try:
@@ -174,11 +175,11 @@ def read_events_local(cfg: SeclakeConfig, start: datetime, end: datetime, keys: 
 
     from seclake_ml.lake.duck import column_resolver, find_files, probe_files, window_filter, window_params
     from seclake_ml.lake.paths import LinkPolicy, literal_path
-    from seclake_ml.pairs import as_utc, check_interval
+    from seclake_ml.interval import DataInterval
 
     t0 = time.perf_counter()
-    start, end = as_utc(start), as_utc(end)
-    check_interval(start, end)
+    window = DataInterval.parse(start, end)
+    start, end = window.start, window.end
     version = cfg.source_version
     res = EventsResult(start=start.isoformat(), end=end.isoformat(), source_version=version)
     root = Path(cfg.lake_root).expanduser()

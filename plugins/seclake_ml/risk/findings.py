@@ -2,8 +2,8 @@
 
 One finding per event whose risk reaches the configured ``finding_min_risk``. The records use the
 same Arrow schema, writer and partitioning as the IP Insights findings
-(:mod:`seclake_ml.scoring.findings`), under the custom source ``risk-cloudtrail`` (``unmapped.detector``
-is ``cloudtrail_risk``). Severity bands by risk: 90+ Critical, 75+ High, 60+ Medium, 40+ Low, below
+(:mod:`seclake_ml.scoring.findings_parquet`), under the custom source ``risk-cloudtrail``
+(``unmapped.detector`` is ``cloudtrail_risk``). Severity bands by risk: 90+ Critical, 75+ High, 60+ Medium, 40+ Low, below
 that Informational. The finding uid hashes the model version, the scope (the lake object) and the
 event uid, so re-scoring an object overwrites its findings instead of adding to them.
 """

@@ -19,7 +19,9 @@ import numpy as np
 
 from seclake_ml.risk.engine import GATE_TOLERANCE, RiskModel, RiskSettings, history_start, fit_frame
 from seclake_ml.risk.features import build_features
-from seclake_ml.risk.store import activate, read_active, save_version, store_root, version_for_interval
+from seclake_ml.interval import DataInterval
+from seclake_ml.locations import work_root
+from seclake_ml.risk.store import activate, read_active, save_version, store_root
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,15 @@ def ip_scorer_of(cfg: Any) -> Any | None:
     applies them. On aws the endpoint is not called per CloudTrail event (cost and quota); the
     ``ipinsights`` feature is then empty and the other features carry the score.
     """
-    if cfg.backend != "local":
+    from seclake_ml.backends import backend_of
+
+    if not backend_of(cfg).scores_in_process:
         return None
     from seclake_ml.scoring.profile import load_history
     from seclake_ml.scoring.scorers import AnomalyScorer
-    from seclake_ml.scoring.service import NoActiveModel, active_model as active_ipinsights, pinned_model
+    from seclake_ml.scoring.service import active_model as active_ipinsights
+    from seclake_ml.scoring.service import pinned_model
+    from seclake_ml.scoring.sites import NoActiveModel
 
     try:
         model, scorer = pinned_model(cfg, active_ipinsights(cfg).to_dict())
@@ -79,12 +85,6 @@ def ip_scorer_of(cfg: Any) -> Any | None:
         return np.where(np.isfinite(margin) & known, margin, np.nan)
 
     return score
-
-
-def work_root(cfg: Any) -> str:
-    from seclake_ml.scoring.service import work_root as root
-
-    return root(cfg)
 
 
 def s3_client(cfg: Any, aws_conn_id: str | None = "aws_default") -> Any:
@@ -195,7 +195,7 @@ def fit_candidate(cfg: Any, start: datetime, end: datetime, *, settings: RiskSet
     settings = settings or settings_of(cfg)
     root = model_store(cfg, client, aws_conn_id)
     labels = latest_labels(cfg, client, aws_conn_id) if labels is None else labels
-    version = version_for_interval(start, end)
+    version = DataInterval.parse(start, end).model_version("risk")
     result = fit(cfg, start, end, labels, version, settings, geo=geo_of(cfg), ip_scorer=ip_scorer_of(cfg),
                  aws_conn_id=aws_conn_id)
     files = {}

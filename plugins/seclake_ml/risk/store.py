@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seclake_ml.model_store import check_version
+from seclake_ml.uris import is_s3, join_location
 
 FORMAT = 1
 FILES = ("linear.json", "boosted.txt")
@@ -31,12 +32,12 @@ FILES = ("linear.json", "boosted.txt")
 
 def store_root(work_root: str, client: Any = None) -> Any:
     """The model store of a work location: a local folder (a ``Path``), or an S3 store (``client`` needed)."""
-    if str(work_root).startswith("s3://"):
+    if is_s3(str(work_root)):
         from seclake_ml.scoring.stores import S3Store
 
         if client is None:
             raise ValueError(f"{work_root}: the risk model store on S3 needs an S3 client")
-        return S3Store(client, str(work_root).rstrip("/") + "/risk/models")
+        return S3Store(client, join_location(str(work_root), "risk", "models"))
     return Path(work_root) / "risk" / "models"
 
 
@@ -51,11 +52,6 @@ def _objects(root: Any) -> Any:
 def describe(root: Any) -> str:
     """Where the store is, for messages."""
     return root.base_uri().rstrip("/") if hasattr(root, "base_uri") else str(root)
-
-
-def version_for_interval(start: datetime, end: datetime) -> str:
-    fmt = "%Y%m%dT%H%MZ"
-    return f"risk-{start.astimezone(timezone.utc).strftime(fmt)}-{end.astimezone(timezone.utc).strftime(fmt)}"
 
 
 def _sha(data: bytes) -> str:

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from seclake_ml.ipinsights.calibration import Threshold
 from seclake_ml.pairs import DROP_REASONS
-from seclake_ml.scoring.notifications import LakeObject
+from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
 from seclake_ml.scoring.stores import object_stem
 from seclake_ml.sources import get_source
@@ -59,9 +60,25 @@ class ActiveModel:
     severity_scale: float = 1.0
     endpoint_config_name: str | None = None  # aws: the endpoint config the rollout put this model in
     combiner: dict[str, Any] | None = None  # the score combiner the threshold was calibrated with (None: -dot_product)
+    threshold_rule: dict[str, Any] | None = None  # the calibration's Threshold (method, target FPR, metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def decision(self) -> Threshold:
+        """The calibrated :class:`~seclake_ml.ipinsights.calibration.Threshold` this model flags with.
+
+        Its value is always :attr:`threshold` (the validated number of the record); the rest of the
+        rule (method, target FPR, the metrics it was chosen with) comes from the calibration when the
+        record carries it.
+        """
+        rule = dict(self.threshold_rule or {})
+        rule["value"] = float(self.threshold)
+        try:
+            return Threshold.from_dict(rule)
+        except (TypeError, ValueError):
+            return Threshold(value=float(self.threshold))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ActiveModel":
@@ -238,7 +255,8 @@ def score_objects(
     """
     import duckdb
 
-    from seclake_ml.scoring.findings import Candidate, ModelInfo, build_findings, findings_parquet_parts
+    from seclake_ml.scoring.findings import Candidate, ModelInfo, build_findings
+    from seclake_ml.scoring.findings_parquet import findings_parquet_parts
     from seclake_ml.scoring.profile import EntityProfile
 
     result = BatchResult(model_version=model.version)
@@ -249,6 +267,7 @@ def score_objects(
 
     from seclake_ml.scoring.peers import UnknownPolicy
 
+    decision = model.decision
     history_once = _once(history_loader)
     anomaly_scorer = AnomalyScorer(model.combiner, history_once)
     unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),
@@ -285,8 +304,7 @@ def score_objects(
                                 scores = scorer.score(chunk.entity, chunk.ip)
                                 dots = scores.dot_product
                                 anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
-                                with np.errstate(invalid="ignore"):
-                                    mask = anomaly > float(model.threshold)
+                                mask = decision.flag(anomaly)
                                 unknown = unknown_policy.unknown(source, scores.known_entity, chunk.entity)
                                 if unknown is not None:
                                     out.unknown_entity += int(unknown.sum())

@@ -40,7 +40,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from seclake_ml.scoring.notifications import LakeObject
+from seclake_ml.scoring.lake_object import LakeObject
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ Body shapes
     * ``{"Event": "s3:TestEvent"}``, which S3 sends when a notification is configured: ignored.
 
 Keys are URL-decoded once with :func:`urllib.parse.unquote_plus` (``%3D`` -> ``=``, ``+`` -> space)
-and must then follow the AWS-native lake layout (see :func:`parse_lake_key`).
+and must then follow the AWS-native lake layout
+(see :func:`seclake_ml.scoring.lake_object.parse_lake_key`).
 
 Poison-message policy
     Nothing in a message's content makes :func:`parse_messages` raise. A message (or a record inside
@@ -42,249 +43,34 @@ or names in reasons are truncated (about 200 characters) with control characters
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from seclake_ml.display import escape, is_unsafe_char
+from seclake_ml.scoring.lake_object import (
+    KNOWN_VERSIONS,
+    MAX_KEY_BYTES,
+    InvalidLakeKey,
+    LakeObject,
+    check_key_safe,
+    json_type,
+    known_source_prefix,
+    parse_lake_key,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
-#: Known Security Lake source versions (the ``<major>.0`` folder).
-KNOWN_VERSIONS: frozenset[int] = frozenset({1, 2})
-#: S3's own limit on a key, in UTF-8 bytes.
-MAX_KEY_BYTES = 1024
 #: SQS's limit on a message body; also the default of ``max_body_bytes``.
 DEFAULT_MAX_BODY_BYTES = 262_144
-#: How much of a key, bucket or id goes into reasons and log lines.
-SHOWN_CHARS = 200
 
-LAKE_KEY_LAYOUT = "aws/<SOURCE>/<major>.0/region=<region>/accountId=<12 digits>/eventDay=<YYYYMMDD>/<file>.parquet"
-
-_SOURCE_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-_VERSION_RE = re.compile(r"[0-9]{1,3}\.0")
-_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-[0-9]{1,2}")
-_ACCOUNT_RE = re.compile(r"[0-9]{12}")
-_DAY_RE = re.compile(r"[0-9]{8}")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
-_ETAG_RE = re.compile(r"[0-9A-Za-z\-\"]{1,128}")
-_PARTITIONS = ("region", "accountId", "eventDay")
-_N_SEGMENTS = 7
 _MAX_RAW_KEY_CHARS = 3 * MAX_KEY_BYTES  # a fully percent-encoded 1024-byte key
 _MAX_ID_CHARS = 512
-
-
-# ----------------------------------------------------------------------------- helpers
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``value`` as a short, printable string for reasons and log lines.
-
-    Strings are truncated to ``limit`` characters (with ``...`` appended) and control, format and
-    surrogate characters are written as ``\\xNN`` / ``\\uNNNN`` escapes; backslashes are doubled so
-    that an escape cannot be forged. Non-strings are shown by type name only.
-    """
-    if not isinstance(value, str):
-        return f"<{type(value).__name__}>"
-    return escape(value, limit)[0]
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
-# ----------------------------------------------------------------------------- lake keys
-class InvalidLakeKey(ValueError):
-    """A key that is not an AWS-native Security Lake object key; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class LakeObject:
-    """One Parquet object of the lake, as announced by a notification (or found on local disk).
-
-    :param bucket: the S3 bucket, ``""`` for the local backend.
-    :param key: the URL-decoded key, relative to the bucket (or to the local lake root).
-    :param lake_source: the source folder, e.g. ``VPC_FLOW``, ``ROUTE53``, ``CLOUD_TRAIL_MGMT``.
-    :param version: the source version (1 or 2).
-    :param region: the ``region=`` partition.
-    :param account: the ``accountId=`` partition (12 digits).
-    :param event_day: the ``eventDay=`` partition (``YYYYMMDD``).
-    :param size: object size in bytes, when the notification gave one.
-    :param etag: object ETag, when the notification gave one.
-    """
-
-    bucket: str
-    key: str
-    lake_source: str
-    version: int
-    region: str
-    account: str
-    event_day: str
-    size: int | None = None
-    etag: str | None = None
-
-    @property
-    def uri(self) -> str:
-        """``s3://bucket/key``, or the bare key for the local backend."""
-        return f"s3://{self.bucket}/{self.key}" if self.bucket else self.key
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for batch manifests); :meth:`from_dict` reads it back."""
-        return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "lake_source": self.lake_source,
-            "version": self.version,
-            "region": self.region,
-            "account": self.account,
-            "event_day": self.event_day,
-            "size": self.size,
-            "etag": self.etag,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LakeObject:
-        """Rebuild from :meth:`to_dict` output.
-
-        The key is parsed again, so a hand-edited manifest cannot smuggle in a key outside the lake
-        layout; partition fields given in ``d`` must agree with the key.
-
-        :raises InvalidLakeKey: bad key, or fields that contradict it.
-        """
-        if not isinstance(d, Mapping):
-            raise InvalidLakeKey(f"lake object must be a mapping, got {type(d).__name__}")
-        bucket = d.get("bucket") or ""
-        if not isinstance(bucket, str):
-            raise InvalidLakeKey(f"lake object bucket must be a string, got {type(bucket).__name__}")
-        obj = parse_lake_key(d.get("key"), bucket=bucket, size=d.get("size"), etag=d.get("etag"))
-        for name in ("lake_source", "version", "region", "account", "event_day"):
-            if name in d and d[name] != getattr(obj, name):
-                raise InvalidLakeKey(
-                    f"lake object field {name}={shown(str(d[name]), 80)} does not match its key "
-                    f"({shown(str(getattr(obj, name)), 80)})"
-                )
-        return obj
-
-
-def _check_key_safe(key: Any) -> str:
-    """Checks every key must pass whatever its layout; returns the key."""
-    if not isinstance(key, str):
-        raise InvalidLakeKey(f"object key is not a string (got {_json_type(key)})")
-    if not key:
-        raise InvalidLakeKey("object key is empty")
-    if len(key) > MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidLakeKey(f"key longer than {MAX_KEY_BYTES} bytes")
-    for ch in key:
-        if is_unsafe_char(ch):
-            kind = "control" if unicodedata.category(ch) == "Cc" else "invisible or invalid"
-            raise InvalidLakeKey(f"key contains {kind} character U+{ord(ch):04X}: {shown(key)}")
-    if "\\" in key:
-        raise InvalidLakeKey(f"key contains a backslash: {shown(key)}")
-    if key.startswith("/"):
-        raise InvalidLakeKey(f"key is absolute (starts with '/'): {shown(key)}")
-    segments = key.split("/")
-    if any(s == ".." for s in segments):
-        raise InvalidLakeKey(f"key has a '..' segment: {shown(key)}")
-    if any(s == "." for s in segments):
-        raise InvalidLakeKey(f"key has a '.' segment: {shown(key)}")
-    if key.endswith("/"):
-        raise InvalidLakeKey(f"key is a folder marker (ends with '/'): {shown(key)}")
-    if any(s == "" for s in segments):
-        raise InvalidLakeKey(f"key has an empty path segment: {shown(key)}")
-    return key
-
-
-def _clean_size(size: Any) -> int | None:
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**63:
-        return None
-    return size
-
-
-def _clean_etag(etag: Any) -> str | None:
-    if not isinstance(etag, str) or not _ETAG_RE.fullmatch(etag):
-        return None
-    return etag
-
-
-def parse_lake_key(key: str, *, bucket: str = "", size: Any = None, etag: Any = None) -> LakeObject:
-    """Parse an (already URL-decoded) AWS-native lake key into a :class:`LakeObject`.
-
-    Layout: ``aws/<SOURCE>/<major>.0/region=<region>/accountId=<12 digits>/eventDay=<YYYYMMDD>/<file>.parquet``
-    (``<file>`` may end in ``.gz.parquet``, ``.zstd.parquet`` or plain ``.parquet``).
-
-    ``size`` and ``etag`` are informational: a value of the wrong type is dropped (``None``).
-
-    :raises InvalidLakeKey: ``..``/``.``/empty segments, a leading ``/``, backslashes, control
-        characters, more than 1024 bytes, a non-Parquet file name, wrong partition names, an account
-        that is not 12 digits, an impossible day, or an unknown major version.
-    """
-    _check_key_safe(key)
-    segments = key.split("/")
-    if segments[0] != "aws":
-        raise InvalidLakeKey(f"key outside the lake layout: does not start with 'aws/': {shown(key)}")
-    if len(segments) != _N_SEGMENTS:
-        raise InvalidLakeKey(
-            f"key outside the lake layout: {len(segments)} path segments, expected {_N_SEGMENTS} "
-            f"({LAKE_KEY_LAYOUT}): {shown(key)}"
-        )
-    _root, source, version_s, *partitions, filename = segments
-    if not _SOURCE_RE.fullmatch(source):
-        raise InvalidLakeKey(f"key outside the lake layout: bad source folder '{shown(source, 80)}'")
-    if not _VERSION_RE.fullmatch(version_s):
-        raise InvalidLakeKey(f"key outside the lake layout: bad version folder '{shown(version_s, 80)}'")
-    version = int(version_s.split(".")[0])
-    if version not in KNOWN_VERSIONS:
-        raise InvalidLakeKey(f"unknown source version '{version_s}'")
-    values: dict[str, str] = {}
-    for expected, segment in zip(_PARTITIONS, partitions):
-        name, sep, value = segment.partition("=")
-        if not sep or name != expected:
-            raise InvalidLakeKey(
-                f"key outside the lake layout: '{shown(segment, 80)}' where {expected}=... was expected"
-            )
-        values[expected] = value
-    region, account, day = values["region"], values["accountId"], values["eventDay"]
-    if not _REGION_RE.fullmatch(region):
-        raise InvalidLakeKey(f"bad region '{shown(region, 80)}'")
-    if not _ACCOUNT_RE.fullmatch(account):
-        raise InvalidLakeKey(f"account '{shown(account, 80)}' is not 12 digits")
-    if not _DAY_RE.fullmatch(day):
-        raise InvalidLakeKey(f"bad eventDay '{shown(day, 80)}' (expected YYYYMMDD)")
-    try:
-        _dt.date(int(day[:4]), int(day[4:6]), int(day[6:]))
-    except ValueError:
-        raise InvalidLakeKey(f"bad eventDay '{day}' (no such date)") from None
-    if not filename.endswith(".parquet") or filename.startswith("."):
-        raise InvalidLakeKey(f"not a Parquet object: '{shown(filename, 120)}'")
-    if not isinstance(bucket, str):
-        raise InvalidLakeKey(f"bucket is not a string (got {type(bucket).__name__})")
-    return LakeObject(
-        bucket=bucket,
-        key=key,
-        lake_source=source,
-        version=version,
-        region=region,
-        account=account,
-        event_day=day,
-        size=_clean_size(size),
-        etag=_clean_etag(etag),
-    )
 
 
 # ----------------------------------------------------------------------------- message plans
@@ -425,7 +211,7 @@ class _Parser:
         try:
             if not isinstance(msg, Mapping):
                 self.plan.by_message.setdefault(mid, [])
-                raise _Reject(f"message is not an object (got {_json_type(msg)})")
+                raise _Reject(f"message is not an object (got {json_type(msg)})")
             raw_id = msg.get("MessageId", msg.get("messageId"))
             if isinstance(raw_id, str) and raw_id and len(raw_id) <= _MAX_ID_CHARS and raw_id.isprintable():
                 mid = raw_id
@@ -456,7 +242,7 @@ class _Parser:
             except UnicodeDecodeError:
                 raise _Reject("body is not valid UTF-8") from None
         if not isinstance(body, str):
-            raise _Reject(f"body is not a JSON string or object (got {_json_type(body)})")
+            raise _Reject(f"body is not a JSON string or object (got {json_type(body)})")
         if len(body) > self.max_body_bytes or len(body.encode("utf-8", "surrogatepass")) > self.max_body_bytes:
             raise _Reject(f"body over {self.max_body_bytes} bytes")
         if not body.strip():
@@ -472,7 +258,7 @@ class _Parser:
         except ValueError:
             raise _Reject(f"malformed JSON {what}") from None
         if not isinstance(doc, dict):
-            raise _Reject(f"{what} is a JSON {_json_type(doc)}, not an object")
+            raise _Reject(f"{what} is a JSON {json_type(doc)}, not an object")
         return doc
 
     def _document(self, mid: str, doc: Mapping[str, Any], *, wrapped: bool) -> None:
@@ -490,7 +276,7 @@ class _Parser:
             elif isinstance(inner, Mapping):
                 inner_doc = inner
             else:
-                raise _Reject(f"SNS envelope without a JSON Message (got {_json_type(inner)})")
+                raise _Reject(f"SNS envelope without a JSON Message (got {json_type(inner)})")
             self._document(mid, inner_doc, wrapped=True)
             return
         if doc.get("Event") == "s3:TestEvent":
@@ -512,7 +298,7 @@ class _Parser:
             raise _Ignore(f"EventBridge '{shown(detail_type, 60)}' event is not an object creation")
         detail = doc.get("detail")
         if not isinstance(detail, Mapping):
-            raise _Reject(f"EventBridge detail is not an object (got {_json_type(detail)})")
+            raise _Reject(f"EventBridge detail is not an object (got {json_type(detail)})")
         bucket = detail.get("bucket")
         obj = detail.get("object")
         if not isinstance(bucket, Mapping) or "name" not in bucket:
@@ -524,13 +310,13 @@ class _Parser:
 
     def _s3_records(self, mid: str, records: Any) -> None:
         if not isinstance(records, list):
-            raise _Reject(f"Records is not a list (got {_json_type(records)})")
+            raise _Reject(f"Records is not a list (got {json_type(records)})")
         if not records:
             raise _Reject("Records is empty")
         for i, rec in enumerate(records):
             try:
                 if not isinstance(rec, Mapping):
-                    raise _Reject(f"record {i} is not an object (got {_json_type(rec)})")
+                    raise _Reject(f"record {i} is not an object (got {json_type(rec)})")
                 event = rec.get("eventName")
                 if not isinstance(event, str):
                     raise _Reject(f"record {i} without eventName")
@@ -565,9 +351,9 @@ class _Parser:
     def _check_object(self, ann: _Announced) -> LakeObject:
         bucket, raw_key = ann.bucket, ann.key
         if not isinstance(bucket, str):
-            raise _Reject(f"bucket name is not a string (got {_json_type(bucket)})")
+            raise _Reject(f"bucket name is not a string (got {json_type(bucket)})")
         if not isinstance(raw_key, str):
-            raise _Reject(f"object key is not a string (got {_json_type(raw_key)})")
+            raise _Reject(f"object key is not a string (got {json_type(raw_key)})")
         shown_raw = shown(raw_key)
         if self.lake_bucket is not None and bucket != self.lake_bucket:
             raise _Reject(f"bucket '{shown(bucket, 80)}' is not the lake bucket '{shown(self.lake_bucket, 80)}'",
@@ -584,19 +370,18 @@ class _Parser:
             raise _Reject("object key is not valid percent-encoded UTF-8", shown_raw) from None
         key_shown = shown(key)
         try:
-            _check_key_safe(key)
+            check_key_safe(key)
         except InvalidLakeKey as exc:
             raise _Reject(str(exc), key_shown) from None
-        segments = key.split("/")
-        if segments[0] == "ext":
+        if key.split("/")[0] == "ext":
             raise _Ignore("custom-source object under ext/ is not scored", key_shown)
-        if (len(segments) >= 3 and segments[0] == "aws" and _SOURCE_RE.fullmatch(segments[1])
-                and _VERSION_RE.fullmatch(segments[2]) and int(segments[2].split(".")[0]) in KNOWN_VERSIONS):
+        prefix = known_source_prefix(key)
+        if prefix is not None:
             # A well-formed source/version prefix: decide on it before the rest of the layout, so that
             # objects of sources we do not score (whatever their inner layout) are only ignored.
-            if segments[1] not in self.lake_sources:
-                raise _Ignore(f"source '{segments[1]}' is not enabled", key_shown)
-            version = int(segments[2].split(".")[0])
+            source, version = prefix
+            if source not in self.lake_sources:
+                raise _Ignore(f"source '{source}' is not enabled", key_shown)
             if version != self.source_version:
                 raise _Ignore(f"source version {version} is not the configured version {self.source_version}",
                               key_shown)

@@ -22,7 +22,7 @@ from typing import Any
 
 from seclake_ml.lake.duck import _schema_paths, column_resolver, stage_sql
 from seclake_ml.pairs import DROP_REASONS, render_view_sql
-from seclake_ml.scoring.notifications import LakeObject
+from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
 
 log = logging.getLogger(__name__)

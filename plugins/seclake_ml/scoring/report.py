@@ -36,7 +36,7 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
     characters escaped (:mod:`seclake_ml.display`); a last line counts them when there were any.
     """
     from seclake_ml.display import Escaper
-    from seclake_ml.scoring.findings import read_findings
+    from seclake_ml.scoring.findings_parquet import read_findings
 
     shown = Escaper()
     t = batch["totals"]
@@ -87,7 +87,8 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
 def adopt_existing(cfg: SeclakeConfig) -> int:
     """Mark every object now in the local lake as history (not scored); returns how many were new."""
     from seclake_ml.scoring.ledger import Ledger
-    from seclake_ml.scoring.service import iter_local_objects, work_store
+    from seclake_ml.scoring.service import work_store
+    from seclake_ml.scoring.sites import iter_local_objects
 
     ledger = Ledger(work_store(cfg))
     done = ledger.done_keys()

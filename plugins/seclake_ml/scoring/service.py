@@ -25,40 +25,37 @@ range-checked by :class:`seclake_ml.config.ScoringSettings` when the configurati
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import time
-from dataclasses import dataclass
 from dataclasses import fields as dc_fields
-from dataclasses import replace as dc_replace
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 from seclake_ml.config import ScoringSettings, SeclakeConfig
 from seclake_ml.display import escape
+from seclake_ml.interval import DataInterval
+from seclake_ml.locations import work_root
 from seclake_ml.scoring.engine import ActiveModel, BatchResult, score_objects
+from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.ledger import Ledger
-from seclake_ml.scoring.notifications import (
-    InvalidLakeKey,
-    LakeObject,
-    is_notable_ignore,
-    parse_lake_key,
-    parse_messages,
+from seclake_ml.scoring.notifications import is_notable_ignore, parse_messages
+from seclake_ml.aws.clients import AwsClients
+from seclake_ml.scoring.sites import (
+    AwsSite,
+    LocalSite,
+    enabled_lake_sources,
+    iter_local_objects,
+    model_store,
 )
-from seclake_ml.sources import get_source
+from seclake_ml.uris import is_s3
 
 log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "scoring"
+CONTINUOUS_ORIGINS = ("lake", "sqs")  # batches of the continuous scoring DAG (not of an interval)
+Site = LocalSite | AwsSite
 #: The declared scoring settings and their defaults (:class:`~seclake_ml.config.ScoringSettings`).
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in dc_fields(ScoringSettings)}
-
-
-class NoActiveModel(RuntimeError):
-    """No model is active yet: train and roll one out first (``seclake_ipinsights_training``)."""
 
 
 class PinnedModelUnavailable(RuntimeError):
@@ -70,18 +67,6 @@ class EndpointChanging(RuntimeError):
     """The endpoint is being updated (a rollout in progress): no object is scored until it settles."""
 
 
-@dataclass
-class AwsClients:
-    """boto3 clients the aws backend needs (any may be ``None`` when not used)."""
-
-    s3: Any = None
-    ssm: Any = None
-    sns: Any = None
-    runtime: Any = None
-    sqs: Any = None
-    sagemaker: Any = None
-
-
 def setting(cfg: SeclakeConfig, name: str) -> Any:
     """The validated ``extra.scoring`` setting ``name`` (typed and range-checked when the config loaded)."""
     if name not in DEFAULTS:
@@ -89,25 +74,22 @@ def setting(cfg: SeclakeConfig, name: str) -> Any:
     return getattr(cfg.scoring, name)
 
 
-def work_root(cfg: SeclakeConfig) -> str:
-    """The work location as a URI (aws) or an absolute folder; a local one that is a file is an error."""
-    if cfg.work_is_s3:
-        return cfg.work_location.rstrip("/")
-    path = Path(cfg.work_location).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"work_location {cfg.work_location}: is a file, not a folder")
-    return str(path)
+def site_of(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Site:
+    """The scoring site of direct callers (the Lambda, commands, tests): AWS clients mean the aws site.
+
+    Operators take theirs from the backend factory (``backend_of(cfg).scoring_site()``).
+    """
+    return LocalSite(cfg) if clients is None else AwsSite(cfg, clients)
 
 
-def findings_location(cfg: SeclakeConfig) -> str:
-    loc = setting(cfg, "findings_location")
-    if loc:
-        return str(loc).rstrip("/")
-    if cfg.backend == "aws":
-        if not cfg.lake_bucket:
-            raise ValueError("aws scoring needs lake_bucket (or extra.scoring.findings_location) for findings")
-        return f"s3://{cfg.lake_bucket}"
-    return str(Path(cfg.lake_root).expanduser().resolve())
+def findings_location(cfg: SeclakeConfig, clients: AwsClients | None = None, *, site: Site | None = None) -> str:
+    """The root of the findings tree of the site (see :meth:`LocalSite.findings_location`)."""
+    return (site or site_of(cfg, clients)).findings_location()
+
+
+def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None, *, site: Site | None = None) -> ActiveModel:
+    """The active model and threshold: the local model store, or the SSM registry record on aws."""
+    return (site or site_of(cfg, clients)).active_model()
 
 
 def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
@@ -116,63 +98,7 @@ def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
     return store_for(work_root(cfg), clients.s3 if clients else None)
 
 
-def enabled_lake_sources(cfg: SeclakeConfig) -> set[str]:
-    return {get_source(s).lake_source for s, _ in cfg.source_views()}
-
-
 # ------------------------------------------------------------------------------ active model
-def active_model(cfg: SeclakeConfig, clients: AwsClients | None = None) -> ActiveModel:
-    """The active model and threshold: local model store, or the SSM registry record on aws."""
-    scale = float(setting(cfg, "severity_scale"))
-    if cfg.backend == "aws":
-        from seclake_ml.aws import aws_setting
-        from seclake_ml.aws.names import endpoint_name as default_endpoint
-        from seclake_ml.aws.registry import ACTIVE, parameter_names
-
-        endpoint = setting(cfg, "endpoint_name") or default_endpoint(aws_setting(cfg, "resource_prefix"))
-        name = parameter_names(aws_setting(cfg, "ssm_path"), endpoint)[ACTIVE]
-        try:
-            text = clients.ssm.get_parameter(Name=name)["Parameter"]["Value"]
-        except clients.ssm.exceptions.ParameterNotFound:
-            raise NoActiveModel(f"no active model: SSM parameter {name} does not exist; roll a model out first") from None
-        model = model_from_record(text, severity_scale=scale)
-        return model if model.endpoint_name else dc_replace(model, endpoint_name=endpoint)
-    from seclake_ml.model_store import ModelStoreError
-
-    store = model_store(cfg)
-    try:
-        record = store.active()  # validated: version name, finite threshold; model_dir from the store
-    except ModelStoreError as exc:
-        raise NoActiveModel(f"unusable active model record: {exc}") from None
-    if record is None:
-        raise NoActiveModel(f"no active model in {store.root}; run seclake_ipinsights_training first")
-    model_dir = store.version_dir(record["version"])
-    profile = model_dir / "profile.parquet"
-    return ActiveModel(version=record["version"], threshold=record["threshold"], backend="local",
-                       model_dir=str(model_dir), profile_uri=str(profile) if profile.is_file() else None,
-                       severity_scale=scale, combiner=_combiner_of(record))
-
-
-def _combiner_of(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The record's score combiner (validated), or ``None`` for a record without one."""
-    data = record.get("combiner")
-    if data is None:
-        return None
-    from seclake_ml.ipinsights.combiner import ScoreCombiner
-
-    try:
-        return ScoreCombiner.from_dict(data).to_dict()
-    except ValueError as exc:
-        raise NoActiveModel(f"active record's 'combiner' is unusable: {exc}") from None
-
-
-def model_store(cfg: SeclakeConfig) -> Any:
-    """The local model store of the work location (``<work>/models/ipinsights``)."""
-    from seclake_ml.model_store import LocalModelStore
-
-    return LocalModelStore(Path(work_root(cfg)) / "models" / "ipinsights")
-
-
 def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
     """The model pinned in a manifest, validated, and its local scorer (``None`` on aws).
 
@@ -204,7 +130,7 @@ def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
 
 
 def _repin_unloadable(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any], reason: str,
-                      clients: AwsClients | None) -> tuple[dict[str, Any], ActiveModel, Any]:
+                      site: Site) -> tuple[dict[str, Any], ActiveModel, Any]:
     """Count one more failed load of the batch's pinned model; past ``max_model_attempts`` re-pin the
     batch to the active model (recorded in the manifest as ``repinned_from``, logged as an error).
 
@@ -219,7 +145,7 @@ def _repin_unloadable(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, An
     if attempts < limit:
         raise PinnedModelUnavailable(f"batch {bid}: pinned model {version} cannot be loaded "
                                      f"(attempt {attempts} of {limit}): {reason}")
-    active = active_model(cfg, clients)
+    active = site.active_model()
     try:
         model, scorer = pinned_model(cfg, active.to_dict())
     except PinnedModelUnavailable as exc:
@@ -235,107 +161,7 @@ def _repin_unloadable(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, An
     return manifest, model, scorer
 
 
-_ENDPOINT_RE = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
-
-
-def model_from_record(text: str, *, severity_scale: float) -> ActiveModel:
-    """The :class:`ActiveModel` of a registry ``active`` record (JSON text, as the rollout writes it).
-
-    Raises :class:`NoActiveModel` naming what is unusable: not a JSON object, no version, a threshold
-    that is missing or not finite, an invalid endpoint name. ``endpoint_name`` is ``None`` when the
-    record names none; a ``profile_uri`` that is not ``s3://`` is dropped (findings are still written,
-    without the usual-network text); a valid positive ``severity_scale`` in the record wins over
-    ``severity_scale``.
-    """
-    try:
-        record = json.loads(text)
-    except ValueError:
-        raise NoActiveModel("active record is not JSON") from None
-    if not isinstance(record, dict):
-        raise NoActiveModel(f"active record is a JSON {type(record).__name__}, not an object")
-    from seclake_ml.model_store import check_threshold, check_version
-
-    try:
-        version = check_version(record.get("version"), "active record")
-    except ValueError as exc:
-        raise NoActiveModel(f"active record has no usable 'version': {exc}") from None
-    if record.get("threshold") is None:
-        raise NoActiveModel("active record has no numeric 'threshold'")
-    try:
-        threshold = check_threshold(record.get("threshold"), "active record")
-    except ValueError as exc:
-        raise NoActiveModel(f"active record's 'threshold' is not finite: {exc}") from None
-    endpoint = record.get("endpoint_name")
-    if endpoint is not None and not (isinstance(endpoint, str) and _ENDPOINT_RE.fullmatch(endpoint)):
-        raise NoActiveModel("active record has no valid 'endpoint_name'")
-    profile_uri = record.get("profile_uri")
-    if profile_uri is not None and not (isinstance(profile_uri, str) and profile_uri.startswith("s3://")):
-        log.warning("active record's profile_uri is not an s3:// URI; findings carry no usual-network explanation")
-        profile_uri = None
-    scale = record.get("severity_scale")
-    try:
-        scale = float(scale) if scale is not None else severity_scale
-    except (TypeError, ValueError):
-        scale = severity_scale
-    if not math.isfinite(scale) or scale <= 0:
-        scale = severity_scale
-    config_name = record.get("endpoint_config_name")
-    return ActiveModel(version=version, threshold=threshold, backend="aws", endpoint_name=endpoint,
-                       profile_uri=profile_uri, severity_scale=scale,
-                       endpoint_config_name=config_name if isinstance(config_name, str) else None,
-                       combiner=_combiner_of(record))
-
-
 # ------------------------------------------------------------------------------ local signal
-def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> tuple[list[LakeObject], list[dict]]:
-    """Parquet objects of the enabled lake sources under the local lake root (``days``: eventDay filter).
-
-    Returns the objects and the files that are not valid lake keys (with the reason), links that
-    resolve outside the lake root included (:class:`~seclake_ml.lake.paths.LinkPolicy`, the same
-    policy as extraction).
-    """
-    from seclake_ml.lake.paths import LinkPolicy
-
-    root = Path(cfg.lake_root).expanduser().resolve()
-    objects: list[LakeObject] = []
-    rejected: list[dict] = []
-    links = LinkPolicy(root)
-    for lake_source in sorted(enabled_lake_sources(cfg)):
-        base = root / "aws" / lake_source / f"{cfg.source_version}.0"
-        if not base.is_dir():
-            continue
-        for dirpath, dirnames, filenames in links.walk(base):
-            if days is not None:
-                here = Path(dirpath).name
-                if here.lower().startswith("eventday=") and here.split("=", 1)[1] not in days:
-                    dirnames[:] = []
-                    continue
-            for name in sorted(filenames):
-                if name.startswith(".") or not name.endswith(".parquet"):
-                    continue
-                path = Path(dirpath) / name
-                rel = path.relative_to(root).as_posix()
-                try:
-                    st = path.stat()
-                    obj = parse_lake_key(rel, size=st.st_size, etag=f"{st.st_mtime_ns}-{st.st_size}")
-                except (InvalidLakeKey, OSError) as exc:
-                    rejected.append({"key": rel[:300], "reason": str(exc)[:300]})
-                    continue
-                if days is not None and obj.event_day not in days:
-                    continue
-                if cfg.accounts and obj.account not in cfg.accounts or cfg.regions and obj.region not in cfg.regions:
-                    continue
-                objects.append(obj)
-    for r in links.refused:
-        path = Path(r["path"])
-        rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
-        rejected.append({"key": rel[:300], "reason": r["reason"]})
-    return objects, rejected
-
-
-CONTINUOUS_ORIGINS = ("lake", "sqs")
-
-
 def resume_pending(ledger: Ledger) -> dict[str, Any] | None:
     """The manifest of the oldest pending batch of the continuous DAG, if any (interval batches belong
     to the batch-scoring DAG). A batch whose manifest is missing or unreadable is set aside."""
@@ -486,71 +312,17 @@ def _stamp() -> str:
 
 
 # ------------------------------------------------------------------------------ interval
-def interval_objects(cfg: SeclakeConfig, start: datetime, end: datetime, clients: AwsClients | None = None) -> list[LakeObject]:
+# ------------------------------------------------------------------------------ interval
+def interval_objects(cfg: SeclakeConfig, start: Any, end: Any, clients: AwsClients | None = None, *,
+                     site: Site | None = None) -> list[LakeObject]:
     """Objects of the enabled sources in the ``eventDay`` partitions of ``[start, end)``."""
-    from seclake_ml.pairs import check_interval
-
-    check_interval(start, end)
-    days = set()
-    day = start.date()
-    while datetime.combine(day, datetime.min.time(), timezone.utc) < end:
-        days.add(day.strftime("%Y%m%d"))
-        day += timedelta(days=1)
-    if cfg.backend != "aws":
-        objects, rejected = iter_local_objects(cfg, days=days)
-        for r in rejected:
-            log.error("not a lake object, skipped: %s (%s)", escape(r["key"])[0], escape(r["reason"])[0])
-        return objects
-    return list_s3_objects(cfg, clients.s3, days)
-
-
-def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObject]:
-    """Lake objects of ``days`` in the lake bucket, listed partition by partition (delimiter listing)."""
-    out: list[LakeObject] = []
-    paginator = s3.get_paginator("list_objects_v2")
-
-    def prefixes(prefix: str) -> list[str]:
-        found = []
-        for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=prefix, Delimiter="/"):
-            found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-        return found
-
-    for lake_source in sorted(enabled_lake_sources(cfg)):
-        for region_p in prefixes(f"aws/{lake_source}/{cfg.source_version}.0/"):
-            for acct_p in prefixes(region_p):
-                for day in sorted(days):
-                    for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=f"{acct_p}eventDay={day}/"):
-                        for item in page.get("Contents", []):
-                            try:
-                                obj = parse_lake_key(item["Key"], bucket=cfg.lake_bucket, size=item.get("Size"),
-                                                     etag=str(item.get("ETag", "")).strip('"') or None)
-                            except InvalidLakeKey as exc:
-                                log.error("not a lake object, skipped: %s (%s)", item["Key"][:300], exc)
-                                continue
-                            if cfg.accounts and obj.account not in cfg.accounts:
-                                continue
-                            if cfg.regions and obj.region not in cfg.regions:
-                                continue
-                            out.append(obj)
-    return out
+    window = DataInterval.parse(start, end)
+    return (site or site_of(cfg, clients)).lake_objects({d.strftime("%Y%m%d") for d in window.days()})
 
 
 # ------------------------------------------------------------------------------ scoring
-def _serving(clients: AwsClients, endpoint: str) -> tuple[str, str | None] | None:
-    """``(status, endpoint config)`` of the endpoint, or ``None`` when it cannot be described."""
-    if clients is None or getattr(clients, "sagemaker", None) is None:
-        return None
-    try:
-        desc = clients.sagemaker.describe_endpoint(EndpointName=endpoint)
-    except Exception as exc:  # noqa: BLE001 - invoke_endpoint will say what is wrong with the endpoint
-        log.warning("cannot describe endpoint %s (%s); scoring with the pinned model as recorded", endpoint,
-                    str(exc)[:200])
-        return None
-    return str(desc.get("EndpointStatus")), desc.get("EndpointConfigName")
-
-
 def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any], model: ActiveModel,
-                     objects: list[LakeObject], todo: list[LakeObject], clients: AwsClients) -> tuple[Any, Any, Any]:
+                     objects: list[LakeObject], todo: list[LakeObject], site: Site) -> tuple[Any, Any, Any]:
     """Keep "one batch, one model" true when a rollout replaced the endpoint's model in place.
 
     The endpoint answers with whatever model it serves now, so the pinned version must be the one in
@@ -560,7 +332,7 @@ def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any
     objects scored is split (the rest becomes a new batch pinned to the active model); an interval
     batch is re-pinned and scored again whole (its earlier findings files are replaced).
     """
-    serving = _serving(clients, model.endpoint_name)
+    serving = site.serving(model.endpoint_name)
     if serving is None:
         return manifest, model, todo
     status, config = serving
@@ -568,7 +340,7 @@ def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any
         raise EndpointChanging(f"endpoint {model.endpoint_name} is {status}: it may answer with two models")
     if config == model.endpoint_config_name:
         return manifest, model, todo
-    active = active_model(cfg, clients)
+    active = site.active_model()
     if active.endpoint_config_name != config:
         raise EndpointChanging(f"endpoint {model.endpoint_name} serves {config}, the registry names "
                                f"{active.endpoint_config_name}: a rollout is finishing")
@@ -596,7 +368,7 @@ def _follow_endpoint(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, Any
 
 def score_batch(
     cfg: SeclakeConfig, ledger: Ledger, batch_id: str, *, clients: AwsClients | None = None,
-    product_version: str = "0", publisher: Any = None,
+    site: Site | None = None, product_version: str = "0", publisher: Any = None,
 ) -> dict[str, Any]:
     """Score one handed-off batch: pin the model, score the objects not yet done, mark them, finish.
 
@@ -604,45 +376,28 @@ def score_batch(
     summary lists them and the caller raises so the task is retried.
     """
     from seclake_ml.scoring.profile import EntityProfile
-    from seclake_ml.scoring.scorers import EndpointScorer
-    from seclake_ml.scoring.stores import LogPublisher, S3Objects, SnsPublisher, open_local_object, store_for
 
     t0 = time.perf_counter()
+    site = site or site_of(cfg, clients)
     manifest = ledger.manifest(batch_id)
     if not manifest.get("model"):
-        manifest = ledger.pin_model(manifest, active_model(cfg, clients).to_dict())
+        manifest = ledger.pin_model(manifest, site.active_model().to_dict())
     try:
         model, local_scorer = pinned_model(cfg, manifest["model"])
     except PinnedModelUnavailable as exc:
         # A model that never loads must not hold this batch (and every later one) pending for ever.
-        manifest, model, local_scorer = _repin_unloadable(cfg, ledger, manifest, str(exc), clients)
+        manifest, model, local_scorer = _repin_unloadable(cfg, ledger, manifest, str(exc), site)
     objects = [LakeObject.from_dict(d) for d in manifest["objects"]]
     if manifest.get("rescore"):  # every object is scored again; done = scored by this batch
         todo = [o for o in objects if (ledger.entry(o.uri) or {}).get("batch_id") != batch_id]
     else:
         todo = [o for o in objects if not ledger.done_for(o)]
     if model.backend == "aws" and model.endpoint_config_name and todo:
-        manifest, model, todo = _follow_endpoint(cfg, ledger, manifest, model, objects, todo, clients)
+        manifest, model, todo = _follow_endpoint(cfg, ledger, manifest, model, objects, todo, site)
     log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
              len(objects) - len(todo), model.version, model.threshold)
 
-    if model.backend == "aws":
-        scorer = EndpointScorer(clients.runtime, model.endpoint_name)
-        s3objs = S3Objects(clients.s3)
-
-        def open_object(obj: LakeObject) -> Any:
-            return s3objs.open(obj.bucket or cfg.lake_bucket, obj.key)
-
-        topic = setting(cfg, "sns_topic_arn")
-        publisher = publisher or (SnsPublisher(clients.sns, topic) if topic else LogPublisher(None))
-    else:
-        scorer = local_scorer
-        lake_root = Path(cfg.lake_root).expanduser().resolve()
-
-        def open_object(obj: LakeObject) -> Any:
-            return open_local_object(lake_root, obj.key)
-
-        publisher = publisher or LogPublisher(Path(work_root(cfg)) / "scoring" / "alerts" / "severe.jsonl")
+    scorer, open_object, publisher = site.scoring_io(model, local_scorer, publisher)
 
     s3_profile: dict[str, Any] = {}  # the S3 profile's bytes (or why they are missing), fetched once per batch
 
@@ -650,13 +405,10 @@ def score_batch(
         uri = model.profile_uri
         if not uri:
             return None
-        if uri.startswith("s3://"):
-            from seclake_ml.scoring.stores import split_s3_uri
-
+        if is_s3(uri):
             if uri not in s3_profile:
-                bucket, key = split_s3_uri(uri)
                 try:
-                    s3_profile[uri] = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                    s3_profile[uri] = site.read_bytes(uri)
                 except Exception as exc:  # noqa: BLE001 - reported by the engine per object, not retried
                     s3_profile[uri] = RuntimeError(f"cannot read profile {uri}: {type(exc).__name__}: {exc}")
             data = s3_profile[uri]
@@ -671,7 +423,7 @@ def score_batch(
         uri = model.profile_uri
         if not uri:
             return None
-        if uri.startswith("s3://"):
+        if is_s3(uri):
             load_profile(set())  # fetches the bytes once per batch (or records why they are missing)
             data = s3_profile[uri]
             if isinstance(data, Exception):
@@ -679,7 +431,8 @@ def score_batch(
             return read_history(data)
         return read_history(uri)
 
-    sink = store_for(findings_location(cfg), clients.s3 if clients else None)
+    findings_root = site.findings_location()
+    sink = site.findings_store()
     # Temporary files of writes killed mid-way (findings, ledger) are never renamed into place: sweep them.
     max_age = float(setting(cfg, "tmp_max_age_seconds"))
     swept = sink.sweep_temporary("ext", max_age) + ledger.store.sweep_temporary("scoring", max_age)
@@ -739,7 +492,7 @@ def score_batch(
     summary["stale_tmp_removed"] = swept
     summary.update(batch_id=batch_id, origin=manifest.get("origin"), objects_in_batch=len(objects),
                    already_done=len(objects) - len(todo), rejected=manifest.get("rejected", []),
-                   ignored=len(manifest.get("ignored", [])), findings_location=findings_location(cfg),
+                   ignored=len(manifest.get("ignored", [])), findings_location=findings_root,
                    requests=getattr(scorer, "requests", None), retries=getattr(scorer, "retries", None))
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     if failed:

@@ -28,17 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from seclake_ml.display import escape
+from seclake_ml.uris import is_s3, s3_prefix
 
 log = logging.getLogger(__name__)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise ValueError(f"expected an s3:// URI, got {uri!r}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in {uri!r}")
-    return bucket, key
 
 
 def s3_key_missing(client: Any, exc: Exception, bucket: str, key: str) -> bool:
@@ -168,8 +160,7 @@ class S3Store(LocalStore):
 
     def __init__(self, client: Any, uri: str) -> None:
         self.client = client
-        self.bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
-        self.prefix = prefix
+        self.bucket, self.prefix = s3_prefix(uri, "uri", allow_root=True)
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -230,7 +221,7 @@ class S3Store(LocalStore):
 
 def store_for(location: str, client: Any = None) -> LocalStore:
     """:class:`S3Store` for ``s3://`` locations (needs ``client``), else :class:`LocalStore`."""
-    if location.startswith("s3://"):
+    if is_s3(location):
         if client is None:
             raise ValueError(f"{location} needs an S3 client")
         return S3Store(client, location)
