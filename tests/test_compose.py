@@ -73,6 +73,7 @@ def test_each_profile_runs_every_airflow_component_on_the_mwaa_image(rendered: t
         command = svc["command"] if isinstance(svc["command"], list) else [svc["command"]]
         assert command[-1] in ("migrate", "api-server", "scheduler", "dag-processor", "triggerer"), name
         assert svc["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert svc["environment"]["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] == "true"  # AWS waits in the triggerer
         api = svc["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
         assert api == f"http://{prefix}-apiserver:8080/execution/", name
 

@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any, Mapping
 
-from seclake_ml.config import RETRY_DELAY_ENV, VARIABLE_KEY, SeclakeConfig, load_config  # noqa: F401
+from seclake_ml.config import VARIABLE_KEY, SeclakeConfig, load_config
 from seclake_ml.interval import iso
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,23 @@ def read_config_variable(key: str = VARIABLE_KEY) -> str | None:
     return value if value.strip() else None
 
 
-def load_runtime_config(overrides: Mapping[str, Any] | None = None) -> SeclakeConfig:
+def load_runtime_config(overrides: Mapping[str, Any] | str | None = None) -> SeclakeConfig:
     """The validated configuration for a running task.
 
     Precedence (highest first): ``overrides``; ``SECLAKE_ML_<FIELD>`` environment variables; the
     Airflow Variable ``seclake_ml_config``, or when that is unset the ``SECLAKE_ML_CONFIG`` environment
     variable; the built-in defaults.
 
-    :param overrides: fields that win over every other source (e.g. an operator's ``config_overrides``).
+    :param overrides: fields that win over every other source (an operator's ``config_overrides``: a
+        mapping, or the JSON text a templated field renders to).
     """
+    if isinstance(overrides, str):  # a templated ``config_overrides`` renders to JSON text
+        from seclake_ml.handoff import decode_mapping
+
+        overrides = decode_mapping(overrides, "config_overrides") if overrides.strip() else None
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ValueError(f"config_overrides must be a mapping of config fields, got {type(overrides).__name__}")
-    return load_config(overrides, variable_json=read_config_variable())
+    return load_config(dict(overrides) if overrides else None, variable_json=read_config_variable())
 
 
 def retry_delay_from_env(environ: Mapping[str, str] | None = None) -> timedelta:

@@ -3,7 +3,8 @@
 The engine (:mod:`seclake_ml.ipinsights.calibration`) builds the sets and picks the threshold; this
 module reads the interval's training and held-out pairs, keeps the sets it scored on disk (so the
 quality gate can score the active model on exactly the same pairs), renders the report and returns a
-small JSON summary. It does not import Airflow.
+small JSON summary. Locally it needs no Airflow; on aws its S3 access goes through the Amazon
+provider's ``S3Hook`` (imported when used).
 """
 
 from __future__ import annotations

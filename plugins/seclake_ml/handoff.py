@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 BACKEND_NAMES = ("local", "aws")
 
 
-def _mapping(value: Any, name: str) -> dict[str, Any]:
+def decode_mapping(value: Any, name: str) -> dict[str, Any]:
+    """``value`` as a dict: a mapping, or the JSON text a templated field renders to; errors name ``name``."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -76,7 +77,7 @@ class _Record:
     @classmethod
     def _decode(cls, value: Any, name: str | None) -> tuple[str, dict[str, Any]]:
         label = name or cls.NAME
-        return label, _mapping(value, label)
+        return label, decode_mapping(value, label)
 
 
 @dataclass(frozen=True)

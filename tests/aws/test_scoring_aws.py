@@ -1137,7 +1137,7 @@ def test_training_profile_reaches_the_registry_and_explains_findings(
 
     got_bytes, got = s3_profile(profile_uri)
     assert got.schema.names == expected.schema.names and got.to_pylist() == expected.to_pylist()
-    assert data["profile"] == {"entities": len(set(train_rows["entity"])), "pairs": expected.num_rows,
+    assert data["details"]["profile"] == {"entities": len(set(train_rows["entity"])), "pairs": expected.num_rows,
                                "events": len(train_rows)}
     # read in many small chunks (what bounds the worker's memory) the profile is the same
     from seclake_ml.aws.channels import build_channels
@@ -1149,8 +1149,15 @@ def test_training_profile_reaches_the_registry_and_explains_findings(
 
     model = IPInsightsTrainingOperator(task_id="train_ipinsights", data=data).execute(ctx)
     assert model["profile_uri"] == profile_uri and model["version"] == VERSION
-    activated = ModelRolloutOperator(task_id="rollout_model", gate={"passed": True}, model=model,
-                                     calibration={"threshold": site.threshold, "auc": 0.97}).execute(ctx)
+    from seclake_ml.handoff import Calibration, GateDecision, TrainedModel
+
+    candidate = TrainedModel.from_xcom(model)
+    calibration = Calibration(window=candidate.window, version=candidate.version, auc=0.97,
+                              threshold={"value": site.threshold}, threshold_mode="target_fpr",
+                              normal_set=f"{WORK}/n.parquet", abnormal_set=f"{WORK}/a.parquet")
+    gate = GateDecision(passed=True, candidate=candidate.version, candidate_auc=0.97, auc_floor=0.9, tolerance=0.01)
+    activated = ModelRolloutOperator(task_id="rollout_model", gate=gate.to_xcom(), model=model,
+                                     calibration=calibration.to_xcom()).execute(ctx)
     assert activated["version"] == VERSION
     record = json.loads(client("ssm").get_parameter(Name=SSM_ACTIVE)["Parameter"]["Value"])
     assert (record["profile_uri"], record["version"], record["threshold"]) == (profile_uri, VERSION, site.threshold)

@@ -495,6 +495,54 @@ def test_calibrate_scores_the_sets_with_batch_transform(site: Site, combination:
     assert (cal["threshold"]["method"], cal["threshold"]["target_fpr"]) == ("target_fpr", cal["target_fpr"])
 
 
+def test_calibrate_deferred_waits_for_the_transform_in_the_triggerer(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``deferrable`` the Batch Transform job is waited for by a trigger; the task resumes from the
+    sets stored in S3 and gives the same calibration as a run that waited in the worker."""
+    from airflow.sdk.exceptions import TaskDeferred
+    from moto.sagemaker.models import FakeTransformJob
+
+    from seclake_ml.aws.triggers import SageMakerJobTrigger
+    from seclake_ml.operators.training import ThresholdCalibrationOperator
+
+    data = prepare()
+    model = train(data)
+    waited_here = calibrate(model, data)
+
+    original = FakeTransformJob.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.transform_job_status = "InProgress"
+
+    monkeypatch.setattr(FakeTransformJob, "__init__", init)
+    # another artifact: a new transform job (a finished one of the same request would be reused)
+    other = dict(model, model_uri=model["model_uri"].replace("model.tar.gz", "again/model.tar.gz"))
+    op = ThresholdCalibrationOperator(task_id="calibrate_threshold", model=other, data=data, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SageMakerJobTrigger) and trigger.job_type == "transform"
+    assert deferred.value.method_name == "execute_complete"
+    classpath, kwargs = trigger.serialize()
+    assert SageMakerJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert parameter("/seclake-ml/ipinsights/seclake-ml-ipinsights/active") is None
+
+    sagemaker_backend().transform_jobs[trigger.job_name].transform_job_status = "Completed"
+    ctx = context()
+    cal = op.execute_complete(ctx, {"status": "success", "job_name": trigger.job_name, "job_type": "transform"})
+    assert cal["details"]["transform_job"] == trigger.job_name != waited_here["details"]["transform_job"]
+    assert ctx["ti"].xcom["report_url"].endswith("report/report.html")
+    # the same sets, scored by the same stand-in model: the same figures as the run that waited here
+    for key in ("auc", "threshold", "normal_set", "abnormal_set", "components", "report_uri"):
+        assert cal[key] == waited_here[key], key
+
+    sagemaker_backend().transform_jobs[trigger.job_name].transform_job_status = "Failed"
+    from seclake_ml.aws.transform import TransformJobError
+
+    with pytest.raises(TransformJobError):
+        op.execute_complete(context(), {"status": "failed", "job_name": trigger.job_name, "message": "boom"})
+
+
 # ---------------------------------------------------------------------------------------- gate
 def _earlier_active(artifact: str) -> dict[str, Any]:
     """An endpoint and registry record from an earlier rollout of ``artifact``."""

@@ -45,7 +45,12 @@ ENDPOINT = "seclake-ml-ipinsights"
 ALARMS = ["seclake-ml-endpoint-5xx"]
 ACTIVE = f"/seclake-ml/ipinsights/{ENDPOINT}/active"
 NOW = datetime(2026, 1, 8, 6, 0, tzinfo=timezone.utc)
-FAST = {"aws_conn_id": "aws_default", "region_name": DEFAULT_REGION, "poll_interval": 0.01}
+
+
+def fast(**kw: Any) -> dict[str, Any]:
+    """Trigger arguments for tests: moto's connection, 10 ms between polls, at most 20 polls unless given."""
+    return {"aws_conn_id": "aws_default", "region_name": DEFAULT_REGION, "poll_interval": 0.01, "max_attempts": 20,
+            **kw}
 
 
 def make_cfg() -> SeclakeConfig:
@@ -118,11 +123,12 @@ class ServerDescribes:
         self.calls: list[str] = []
         original = getattr(SageMakerModelBackend, method)
 
-        def describe(backend_self: Any, name: str) -> dict[str, Any]:
+        def describe(backend_self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            name = args[0] if args else next(iter(kwargs.values()))
             self.calls.append(name)
             if step is not None:
                 step(backend_self, name, len(self.calls))
-            return original(backend_self, name)
+            return original(backend_self, *args, **kwargs)
 
         monkeypatch.setattr(SageMakerModelBackend, method, describe)
 
@@ -227,7 +233,7 @@ def test_bad_arguments_are_refused_by_name(build: Any, message: str) -> None:
 # -------------------------------------------------------------------------------------- job trigger
 def test_completed_training_job_is_success(aws_env: MotoServer) -> None:
     name = create_training_job()
-    event = only_event(SageMakerJobTrigger(name, "training", **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast()))
     assert event == {"status": "success", "job_name": name, "job_type": "training", "job_status": "Completed",
                      "message": f"SageMaker training job {name} Completed"}
 
@@ -235,14 +241,14 @@ def test_completed_training_job_is_success(aws_env: MotoServer) -> None:
 def test_completed_transform_job_is_success(aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     name = create_transform_job()
     polls = ServerDescribes(monkeypatch, "describe_transform_job")
-    event = only_event(SageMakerJobTrigger(name, "transform", **FAST))
+    event = only_event(SageMakerJobTrigger(name, "transform", **fast()))
     assert (event["status"], event["job_type"], event["job_status"]) == ("success", "transform", "Completed")
     assert polls.calls == [name]  # polled DescribeTransformJob on the server, once
 
 
 @pytest.mark.parametrize("job_type", ["training", "transform"])
 def test_missing_job_is_failed_naming_it(aws_env: MotoServer, job_type: str) -> None:
-    event = only_event(SageMakerJobTrigger("seclake-ml-no-such-job", job_type, **FAST))
+    event = only_event(SageMakerJobTrigger("seclake-ml-no-such-job", job_type, **fast()))
     assert (event["status"], event["job_status"]) == ("failed", None)
     assert event["message"].startswith(f"SageMaker {job_type} job seclake-ml-no-such-job does not exist")
 
@@ -254,7 +260,7 @@ def test_failed_or_stopped_job_is_failed_with_reason(
     name = create_training_job()
     job = backend().training_jobs[name]
     job.training_job_status, job.failure_reason = status, "AlgorithmError: out of memory\non line 2"
-    event = only_event(SageMakerJobTrigger(name, "training", **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast()))
     assert (event["status"], event["job_status"]) == ("failed", status)
     assert event["message"] == f"SageMaker training job {name} {status}: AlgorithmError: out of memory on line 2"
 
@@ -268,7 +274,7 @@ def test_running_job_is_polled_until_it_completes(aws_env: MotoServer, monkeypat
             server.training_jobs[job].training_job_status = "Completed"
 
     polls = ServerDescribes(monkeypatch, "describe_training_job", step)
-    event = only_event(SageMakerJobTrigger(name, "training", max_attempts=10, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast(max_attempts=10)))
     assert (event["status"], event["job_status"]) == ("success", "Completed")
     assert polls.calls == [name] * 3
 
@@ -277,13 +283,13 @@ def test_job_still_running_after_max_attempts_is_timeout(aws_env: MotoServer, mo
     name = create_transform_job()
     backend().transform_jobs[name].transform_job_status = "InProgress"
     polls = ServerDescribes(monkeypatch, "describe_transform_job")
-    event = only_event(SageMakerJobTrigger(name, "transform", max_attempts=1, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "transform", **fast(max_attempts=1)))
     assert (event["status"], event["job_status"]) == ("timeout", "InProgress")
     assert event["message"] == f"SageMaker transform job {name} still InProgress after 1 poll(s) over 0 s"
     assert len(polls.calls) == 1
 
     polls.calls.clear()
-    event = only_event(SageMakerJobTrigger(name, "transform", max_attempts=3, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "transform", **fast(max_attempts=3)))
     assert event["status"] == "timeout" and len(polls.calls) == 3
 
 
@@ -292,7 +298,7 @@ def test_throttled_poll_is_retried(aws_env: MotoServer, client_errors: tuple[lis
     name = create_training_job()
     errors.extend([client_error("ThrottlingException", "Rate exceeded"),
                    client_error("InternalFailure", "try again", http_status=500)])
-    event = only_event(SageMakerJobTrigger(name, "training", max_attempts=5, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast(max_attempts=5)))
     assert (event["status"], event["job_status"]) == ("success", "Completed")
     assert calls == ["describe_training_job"] * 3
 
@@ -303,7 +309,7 @@ def test_throttled_until_max_attempts_is_timeout_with_the_error(
     errors, calls = client_errors
     name = create_training_job()
     errors.extend([client_error("ThrottlingException", "Rate exceeded")] * 2)
-    event = only_event(SageMakerJobTrigger(name, "training", max_attempts=2, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast(max_attempts=2)))
     assert (event["status"], event["job_status"]) == ("timeout", None)
     assert event["message"].endswith("the last poll failed: ThrottlingException: Rate exceeded")
     assert len(calls) == 2
@@ -315,24 +321,32 @@ def test_other_aws_error_is_reported_not_raised(
     errors, calls = client_errors
     name = create_training_job()
     errors.append(client_error("AccessDeniedException", "not authorized to perform sagemaker:DescribeTrainingJob"))
-    event = only_event(SageMakerJobTrigger(name, "training", max_attempts=5, **FAST))
+    event = only_event(SageMakerJobTrigger(name, "training", **fast(max_attempts=5)))
     assert event["status"] == "failed" and event["job_status"] is None
     assert event["message"] == (f"describing SageMaker training job {name} failed: AccessDeniedException: "
                                 "not authorized to perform sagemaker:DescribeTrainingJob")
     assert len(calls) == 1  # not retried
 
 
-def test_unknown_connection_is_reported_not_raised(aws_env: MotoServer) -> None:
-    event = only_event(SageMakerJobTrigger("seclake-ml-train-x", "training", aws_conn_id="aws_missing",
-                                           region_name=DEFAULT_REGION, poll_interval=0.01))
-    assert event["status"] == "failed"
-    assert "SageMaker training job seclake-ml-train-x failed" in event["message"] and "aws_missing" in event["message"]
+def test_client_that_cannot_be_made_is_reported_not_raised(
+    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    async def get_async_conn(hook: Any) -> Any:
+        raise RuntimeError("credential_process exited with 1")
+
+    monkeypatch.setattr(SageMakerHook, "get_async_conn", get_async_conn)
+    event = only_event(SageMakerJobTrigger("seclake-ml-train-x", "training", **fast()))
+    assert event == {"status": "failed", "job_name": "seclake-ml-train-x", "job_type": "training", "job_status": None,
+                     "message": "waiting for SageMaker training job seclake-ml-train-x failed: "
+                                "RuntimeError: credential_process exited with 1"}
 
 
 # --------------------------------------------------------------------------------- endpoint trigger
 def test_endpoint_in_service_on_expected_config_is_success(aws_env: MotoServer) -> None:
     config = create_endpoint()
-    event = only_event(EndpointRolloutTrigger(ENDPOINT, config, **FAST))
+    event = only_event(EndpointRolloutTrigger(ENDPOINT, config, **fast()))
     assert event == {"status": "success", "endpoint_name": ENDPOINT, "endpoint_status": "InService",
                      "endpoint_config": config,
                      "message": f"SageMaker endpoint {ENDPOINT}: endpoint {ENDPOINT} is InService on {config}"}
@@ -344,7 +358,7 @@ def test_endpoint_in_service_on_another_config_is_rolled_back(
     config = create_endpoint()
     backend().endpoints[ENDPOINT].failure_reason = "Alarm seclake-ml-endpoint-5xx went into ALARM"
     polls = ServerDescribes(monkeypatch, "describe_endpoint")
-    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", max_attempts=20, **FAST))
+    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", **fast(max_attempts=20)))
     assert (event["status"], event["endpoint_status"], event["endpoint_config"]) == (
         "rolled_back", "InService", config)
     assert "the update to seclake-ml-epc-b was rolled back; the endpoint serves seclake-ml-epc-a again" in event[
@@ -368,7 +382,7 @@ def test_endpoint_update_then_rollback_is_rolled_back_at_once(
 
     polls = ServerDescribes(monkeypatch, "describe_endpoint", step)
     event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", previous_config=config,
-                                              max_attempts=20, **FAST))
+                                              **fast()))
     assert (event["status"], event["endpoint_config"]) == ("rolled_back", config)
     assert len(polls.calls) == 3
 
@@ -386,7 +400,7 @@ def test_endpoint_updating_then_in_service_is_success(aws_env: MotoServer, monke
             endpoint.endpoint_status, endpoint.endpoint_config_name = "InService", "seclake-ml-epc-b"
 
     polls = ServerDescribes(monkeypatch, "describe_endpoint", step)
-    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", max_attempts=20, **FAST))
+    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", **fast(max_attempts=20)))
     assert (event["status"], event["endpoint_config"]) == ("success", "seclake-ml-epc-b")
     assert len(polls.calls) == 4
 
@@ -396,13 +410,13 @@ def test_broken_endpoint_is_failed_with_reason(aws_env: MotoServer, status: str)
     config = create_endpoint()
     endpoint = backend().endpoints[ENDPOINT]
     endpoint.endpoint_status, endpoint.failure_reason = status, "capacity error"
-    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", **FAST))
+    event = only_event(EndpointRolloutTrigger(ENDPOINT, "seclake-ml-epc-b", **fast()))
     assert (event["status"], event["endpoint_status"], event["endpoint_config"]) == ("failed", status, config)
     assert f"found {status} on {config} (capacity error)" in event["message"]
 
 
 def test_missing_endpoint_is_failed_naming_it(aws_env: MotoServer) -> None:
-    event = only_event(EndpointRolloutTrigger("seclake-ml-nothing", "seclake-ml-epc-b", **FAST))
+    event = only_event(EndpointRolloutTrigger("seclake-ml-nothing", "seclake-ml-epc-b", **fast()))
     assert (event["status"], event["endpoint_status"], event["endpoint_config"]) == ("failed", None, None)
     assert event["message"].startswith("SageMaker endpoint seclake-ml-nothing does not exist")
 
@@ -410,7 +424,7 @@ def test_missing_endpoint_is_failed_naming_it(aws_env: MotoServer) -> None:
 def test_endpoint_still_creating_is_timeout(aws_env: MotoServer) -> None:
     config = create_endpoint()
     backend().endpoints[ENDPOINT].endpoint_status = "Creating"
-    event = only_event(EndpointRolloutTrigger(ENDPOINT, config, max_attempts=1, **FAST))
+    event = only_event(EndpointRolloutTrigger(ENDPOINT, config, **fast(max_attempts=1)))
     assert (event["status"], event["endpoint_status"]) == ("timeout", "Creating")
     assert event["message"] == (f"SageMaker endpoint {ENDPOINT}: still Creating on {config} after 0 s "
                                 f"waiting for {config}")
@@ -518,6 +532,8 @@ def test_rollout_complete_records_nothing_on_rollback(alarms: MotoServer, monkey
          r"still Creating on c after 14400 s.*Nothing was recorded"),
         ({"status": "success", "endpoint_name": "seclake-ml-other", "endpoint_status": "InService",
           "endpoint_config": "c", "message": "ok"}, "for endpoint 'seclake-ml-other'"),
+        ({"status": "success", "endpoint_name": ENDPOINT, "endpoint_status": "InService",
+          "endpoint_config": "seclake-ml-epc-other", "message": "ok"}, "success on 'seclake-ml-epc-other', not on"),
         (None, "no trigger event"),
     ],
 )

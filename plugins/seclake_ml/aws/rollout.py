@@ -434,13 +434,14 @@ def rollout_complete(
     else:
         status = event.get("endpoint_status")
         if event.get("endpoint_name") != endpoint:
-            raise _rollout_failed(endpoint, status, f"the trigger event is for endpoint {event.get('endpoint_name')!r}")
+            other = event.get("endpoint_name")
+            raise _rollout_failed(endpoint, status, f"the trigger event is for endpoint {other!r}")
         if event.get("status") != "success":
             message = str(event.get("message") or f"the trigger reported {event.get('status')!r}")
             raise _rollout_failed(endpoint, status, message.removeprefix(f"SageMaker endpoint {endpoint}: "))
         if event.get("endpoint_config") != epc:
-            raise _rollout_failed(endpoint, status, f"the trigger reported success on {event.get('endpoint_config')!r}, "
-                                                    f"not on {epc}")
+            found = event.get("endpoint_config")
+            raise _rollout_failed(endpoint, status, f"the trigger reported success on {found!r}, not on {epc}")
     return _activate(cfg, info, ssm_path=ssm_path, aws_conn_id=aws_conn_id, now=now)
 
 

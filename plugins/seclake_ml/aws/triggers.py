@@ -149,7 +149,7 @@ class _SageMakerPollTrigger(BaseTrigger):
             payload = await self._watch()
         except Exception as exc:  # anything unexpected is reported, never raised into the triggerer
             payload = self._payload("failed", f"waiting for {self._what()} failed: {describe_error(exc)}")
-        self.log.info("%s: %s", self._what(), payload["message"])
+        self.log.info("%s event: %s", payload["status"], payload["message"])
         yield TriggerEvent(payload)
 
     async def _watch(self) -> dict[str, Any]:

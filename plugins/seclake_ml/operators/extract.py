@@ -104,8 +104,7 @@ class SecurityLakePairsOperator(BaseOperator):
 
         _validate_source_view(self.source, self.view)
         view = self.view or get_source(self.source).default_view.name
-        overrides = self._overrides()
-        cfg = load_runtime_config(overrides)
+        cfg = load_runtime_config(self.config_overrides)
         window = DataInterval.from_context(context, self.start, self.end)
         start, end = window.start, window.end
         out = self.out or pairs_output_location(cfg, self.source, view, window)
@@ -127,21 +126,6 @@ class SecurityLakePairsOperator(BaseOperator):
         result.setdefault("end", window.end_iso)
         self._log_result(label, result, time.perf_counter() - t0)
         return result
-
-    def _overrides(self) -> dict[str, Any] | None:
-        value = self.config_overrides
-        if value is None or value == "":
-            return None
-        if isinstance(value, str):  # a template rendered to JSON text
-            import json
-
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"config_overrides: rendered text is not JSON ({exc.msg}): {value[:200]!r}") from None
-        if not isinstance(value, Mapping):
-            raise ValueError(f"config_overrides: got {type(value).__name__}; expected a mapping of config fields")
-        return dict(value)
 
     # ------------------------------------------------------------------------------------ logs
     def _log_result(self, label: str, result: Mapping[str, Any], wall: float) -> None:

@@ -25,14 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _mapping(value: Any, name: str) -> Mapping[str, Any]:
-    if isinstance(value, str):
-        import json
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    from seclake_ml.handoff import decode_mapping
 
-        value = json.loads(value)
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: expected the upstream task's summary (a JSON object), got {type(value).__name__}")
-    return value
+    return decode_mapping(value, name)
 
 
 class _RiskOperator(BaseOperator):
@@ -45,7 +41,7 @@ class _RiskOperator(BaseOperator):
     def runtime_config(self) -> Any:
         from seclake_ml.airflow_support import load_runtime_config
 
-        return load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
+        return load_runtime_config(self.config_overrides)
 
 
 class RiskFitOperator(_RiskOperator):
@@ -175,7 +171,7 @@ class RiskScoreBatchOperator(BaseOperator):
         batch_id = batch.get("batch_id")
         if not batch_id:
             raise ValueError(f"batch: expected the scoring task's summary with a batch_id, got {str(batch)[:200]}")
-        cfg = load_runtime_config(dict(self.config_overrides) if self.config_overrides else None)
+        cfg = load_runtime_config(self.config_overrides)
         site = backend_of(cfg, self.aws_conn_id).scoring_site()
         clients = site.clients
         store = work_store(cfg, clients)

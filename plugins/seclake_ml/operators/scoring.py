@@ -35,9 +35,7 @@ SCORING_DAG_ID = "seclake_ipinsights_scoring"
 def _runtime_config(overrides: Any) -> "SeclakeConfig":
     from seclake_ml.airflow_support import load_runtime_config
 
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides) if overrides else None
-    return load_runtime_config(dict(overrides) if overrides else None)
+    return load_runtime_config(overrides)
 
 
 def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,17 +51,6 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-def _as_mapping(value: Any, name: str) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{name}: rendered text is not JSON ({exc.msg})") from None
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{name}: expected a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
 class _ConfiguredOperator(BaseOperator):
     """Shared plumbing: runtime configuration with per-task overrides, and the backend it names."""
 
@@ -74,8 +63,7 @@ class _ConfiguredOperator(BaseOperator):
     def runtime_config(self) -> SeclakeConfig:
         from seclake_ml.airflow_support import load_runtime_config
 
-        overrides = _as_mapping(self.config_overrides, "config_overrides") if self.config_overrides else None
-        return load_runtime_config(overrides)
+        return load_runtime_config(self.config_overrides)
 
     def backend(self, cfg: SeclakeConfig | None = None) -> Backend:
         from seclake_ml.backends import backend_of
@@ -113,9 +101,10 @@ class PrepareTrainingDataOperator(_ConfiguredOperator):
         self.train_fraction = train_fraction
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from seclake_ml.handoff import decode_mapping
         from seclake_ml.interval import DataInterval
 
-        ext = _as_mapping(self.extraction, "extraction")
+        ext = decode_mapping(self.extraction, "extraction")
         window = DataInterval.from_xcom(ext, "extraction")
         fraction = float(self.train_fraction)
         if not 0.05 <= fraction <= 0.95:
@@ -164,7 +153,9 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
         hp = dict(SEED_HYPERPARAMETERS)
         hp.update(cfg.hyperparameters)
         if self.hyperparameters:
-            hp.update(_as_mapping(self.hyperparameters, "hyperparameters"))
+            from seclake_ml.handoff import decode_mapping
+
+            hp.update(decode_mapping(self.hyperparameters, "hyperparameters"))
         return hp
 
     def execute(self, context: Context) -> dict[str, Any]:
