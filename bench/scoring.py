@@ -243,7 +243,8 @@ def ensure_big_object(root: Path, lake: Path, sources: list, rows: int, row_grou
 
 # ---------------------------------------------------------------------------------------------- package path
 def run_package(lake: Path, objects: list, record: dict, view: str, out: Path, chunk_rows: int) -> dict:
-    from seclake_ml.scoring.engine import ActiveModel, score_objects
+    from seclake_ml.scoring.engine import score_objects
+    from seclake_ml.scoring.model_record import ActiveModel
     from seclake_ml.scoring.profile import EntityProfile
     from seclake_ml.scoring.scorers import LocalScorer
     from seclake_ml.scoring.stores import LocalStore, LogPublisher, open_local_object

@@ -57,8 +57,7 @@ with DAG(
 ) as dag:
     fit = RiskFitOperator(
         task_id="fit_risk_models",
-        start="{{ (data_interval_end - macros.timedelta(days=params.window_days)).isoformat() }}",
-        end="{{ data_interval_end.isoformat() }}",
+        window_days="{{ params.window_days }}",
         lookback_days="{{ params.lookback_days }}",
     )
     gate = RiskGateOperator(task_id="risk_quality_gate", fit=fit.output)

@@ -15,7 +15,7 @@ from seclake_ml.config import load_config
 from seclake_ml.handoff import Activation, Calibration, GateDecision, PreparedData, TrainedModel, Wait
 from seclake_ml.interval import DataInterval
 from seclake_ml.ipinsights.calibration import Threshold
-from seclake_ml.scoring.engine import ActiveModel
+from seclake_ml.scoring.model_record import ActiveModel
 
 WINDOW = DataInterval(datetime(2024, 1, 1, 3, tzinfo=timezone.utc), datetime(2024, 1, 8, 3, tzinfo=timezone.utc))
 RULE = Threshold(value=1.25, method="target_fpr", target_fpr=0.01, precision=0.9, recall=0.8, fpr=0.01, f1=0.85,

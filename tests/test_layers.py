@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "risk.findings", "lake.duck", "scoring.findings", "scoring.findings_parquet", "scoring.ocsf_validate",
                 "scoring.ledger", "scoring.stores",
                 "scoring.objects", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
-                "scoring.notifications", "training_data", "model_store", "handoff"),
+                "scoring.notifications", "scoring.model_record", "training_data", "model_store", "handoff"),
     "aws": ("aws.*", "lake.athena"),
     "services": ("backends", "backends.*", "runs", "scoring.sites", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
                  "calibration_runner"),

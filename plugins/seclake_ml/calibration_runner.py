@@ -191,9 +191,9 @@ class PrecomputedScorer:
 
 def _s3(cfg: Any, aws_conn_id: str | None) -> tuple[Any, Any]:
     """An :class:`S3Hook` in the configured region and its boto3 session (for awswrangler)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from seclake_ml.aws.clients import s3_hook
 
-    hook = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    hook = s3_hook(cfg, aws_conn_id)
     return hook, hook.get_session(region_name=cfg.region)
 
 

@@ -184,10 +184,10 @@ def format_training_outcome(work_location: str, interval_dir: str) -> list[str]:
 def write_text(location: str, text: str, *, aws_conn_id: str | None = "aws_default") -> None:
     """Write ``text`` to a local path (atomically, creating folders) or to an ``s3://`` URI (replacing)."""
     if is_s3(location):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from seclake_ml.aws.clients import s3_hook
 
         bucket, key = split_s3_uri(location, "summary location", require_key=True)
-        S3Hook(aws_conn_id=aws_conn_id).load_string(text, key=key, bucket_name=bucket, replace=True)
+        s3_hook(None, aws_conn_id).load_string(text, key=key, bucket_name=bucket, replace=True)
         return
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)

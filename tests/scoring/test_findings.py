@@ -15,7 +15,6 @@ import pytest
 
 from seclake_ml.scoring.findings import (
     Candidate,
-    ModelInfo,
     build_findings,
     finding_uid,
     one_line,
@@ -28,13 +27,14 @@ from seclake_ml.scoring.findings_parquet import (
     findings_table,
     read_findings,
 )
+from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.ocsf_validate import load_ocsf_schema, validate_finding
 from seclake_ml.scoring.profile import EntityProfile
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 5, 10, 0, 0, 123000, tzinfo=UTC)
 CREATED = datetime(2024, 3, 6, 0, 0, tzinfo=UTC)
-MODEL = ModelInfo(version="m-20240304-abc", threshold=1.5, backend="local", severity_scale=1.0)
+MODEL = ActiveModel(version="m-20240304-abc", threshold=1.5, backend="local", severity_scale=1.0)
 SCOPE = "s3://lake/aws/VPC_FLOW/1.0/region=us-east-1/accountId=123456789012/eventDay=20240305/a.gz.parquet"
 
 
@@ -231,7 +231,7 @@ def test_severity_bands(score: float, threshold: float, scale: float, expected: 
 
 
 def test_severity_in_records_follows_the_model_scale() -> None:
-    model = ModelInfo(version="m", threshold=1.0, backend="aws", severity_scale=4.0, endpoint_name="ep-1")
+    model = ActiveModel(version="m", threshold=1.0, backend="aws", severity_scale=4.0, endpoint_name="ep-1")
     rec = build([cand(score=5.0)], model=model)[0]  # margin 4 / scale 4 = 1.0 -> High
     assert (rec["severity_id"], rec["severity"]) == (4, "High")
     assert rec["unmapped"]["endpoint_name"] == "ep-1"
@@ -249,7 +249,7 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="first_seen must be timezone-aware"):
         build([naive])
     with pytest.raises(ValueError, match="backend must be one of"):
-        ModelInfo(version="m", threshold=1.0, backend="gpu")
+        ActiveModel(version="m", threshold=1.0, backend="gpu")
     with pytest.raises(ValueError, match="file_stem"):
         findings_parquet_parts(build([cand()]), file_stem="../x")
     rec = build([cand()])[0]

@@ -79,7 +79,8 @@ from seclake_ml import __version__ as PACKAGE_VERSION
 from seclake_ml.aws.registry import RegistryError, read_active_record
 from seclake_ml.config import ConfigError, SeclakeConfig
 from seclake_ml.pairs import DROP_REASONS
-from seclake_ml.scoring.engine import ActiveModel, ObjectOutcome, score_objects
+from seclake_ml.scoring.engine import ObjectOutcome, score_objects
+from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.ledger import Ledger, batch_id_for
 from seclake_ml.scoring.notifications import is_notable_ignore, parse_messages

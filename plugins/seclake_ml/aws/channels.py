@@ -78,7 +78,7 @@ def build_channels(
     import numpy as np
     import pandas as pd
     import pyarrow.compute as pc
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from seclake_ml.aws.clients import s3_hook
 
     from seclake_ml.scoring.profile import PROFILE_FILE, profile_from_frames, write_profile_table
 
@@ -96,7 +96,7 @@ def build_channels(
         raise ValueError(f"chunk_rows: got {chunk_rows!r}; expected an int >= 1")
 
     t0 = time.perf_counter()
-    s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    s3 = s3_hook(cfg, aws_conn_id)
     session = s3.get_session(region_name=cfg.region)
     base = f"s3://{out_bucket}/{out_key}"
     channel_keys = {"train": f"{out_key}train/", "validation": f"{out_key}validation/"}

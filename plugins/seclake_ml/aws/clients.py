@@ -1,7 +1,9 @@
-"""boto3 clients for the scoring path, built in one place from the Amazon provider's hooks.
+"""The Amazon provider's hooks and the boto3 clients made from them, built in one place.
 
-The connection, region and endpoint URL come from the Airflow connection (``aws_conn_id``), as for
-every other AWS call of the package. Each client is created when first used.
+Every AWS call of the package goes through a hook made here (the triggers make theirs from the same
+provider hook, with the region they were serialized with): the connection ``aws_conn_id`` gives the
+credentials and the endpoint URL, the configuration the region. :func:`aws_clients` bundles the
+scoring path's clients, each created when first used.
 """
 
 from __future__ import annotations
@@ -79,3 +81,45 @@ def aws_clients(cfg: SeclakeConfig, aws_conn_id: str | None) -> AwsClients:
         "sagemaker": lambda: AwsBaseHook(aws_conn_id=aws_conn_id, client_type="sagemaker",
                                          region_name=region).get_conn(),
     })
+
+
+# ------------------------------------------------------------------------------- provider hooks
+# Every AWS call of the package goes through one of these (or through aws_clients above): the
+# connection ``aws_conn_id`` (``None``: boto3's default credential chain) and the configured region.
+def _region(cfg: Any) -> str | None:
+    return getattr(cfg, "region", None) if cfg is not None else None
+
+
+def s3_hook(cfg: Any, aws_conn_id: str | None) -> Any:
+    """The provider's ``S3Hook`` (``cfg`` may be ``None``: the connection's region is used)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=aws_conn_id, region_name=_region(cfg))
+
+
+def sagemaker_hook(cfg: Any, aws_conn_id: str | None) -> Any:
+    """The provider's ``SageMakerHook``."""
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    return SageMakerHook(aws_conn_id=aws_conn_id, region_name=_region(cfg))
+
+
+def ssm_hook(cfg: Any, aws_conn_id: str | None) -> Any:
+    """The provider's ``SsmHook``."""
+    from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+
+    return SsmHook(aws_conn_id=aws_conn_id, region_name=_region(cfg))
+
+
+def athena_hook(cfg: Any, aws_conn_id: str | None) -> Any:
+    """The provider's ``AthenaHook``."""
+    from airflow.providers.amazon.aws.hooks.athena import AthenaHook
+
+    return AthenaHook(aws_conn_id=aws_conn_id, region_name=_region(cfg))
+
+
+def cloudwatch_client(cfg: Any, aws_conn_id: str | None) -> Any:
+    """A CloudWatch client from the provider's base hook."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="cloudwatch", region_name=_region(cfg)).conn

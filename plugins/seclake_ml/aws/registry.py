@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting
+from seclake_ml.aws.clients import ssm_hook
 from seclake_ml.model_store import check_threshold, check_version
 
 if TYPE_CHECKING:
@@ -81,13 +82,6 @@ def parameter_names(ssm_path: str, endpoint_name: str) -> dict[str, str]:
     if base.count("/") + 1 > 15:
         raise ValueError(f"ssm_path {ssm_path!r} is too deep: SSM allows 15 levels")
     return {ACTIVE: f"{base}/{ACTIVE}", PREVIOUS: f"{base}/{PREVIOUS}"}
-
-
-def ssm_hook(cfg: Any, aws_conn_id: str | None = "aws_default") -> SsmHook:
-    """An :class:`SsmHook` in the configured region."""
-    from airflow.providers.amazon.aws.hooks.ssm import SsmHook
-
-    return SsmHook(aws_conn_id=aws_conn_id, region_name=cfg.region)
 
 
 def _aws_error_code(exc: BaseException) -> str | None:

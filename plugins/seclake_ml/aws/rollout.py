@@ -39,11 +39,11 @@ from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
 from seclake_ml.aws.image_uris import resolve_image_uri
 from seclake_ml.aws.registry import record_active, validate_record
-from seclake_ml.aws.training import describe_or_none, ensure_model, sagemaker_hook
+from seclake_ml.aws.clients import sagemaker_hook
+from seclake_ml.aws.training import describe_or_none, ensure_model
 from seclake_ml.aws.triggers import (
     ENDPOINT_BROKEN_STATES,
     ENDPOINT_BUSY_STATES,
-    SETTLE_POLLS,  # noqa: F401  (re-exported: the rollout outcome is decided in triggers.EndpointWatch)
     EndpointRolloutTrigger,
     EndpointWatch,
 )
@@ -145,9 +145,9 @@ def check_alarms_exist(cfg: Any, alarms: Sequence[str], *, aws_conn_id: str | No
     names = _alarm_names(alarms)
     if not names:
         return
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from seclake_ml.aws.clients import cloudwatch_client
 
-    cloudwatch = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="cloudwatch", region_name=cfg.region).conn
+    cloudwatch = cloudwatch_client(cfg, aws_conn_id)
     response = cloudwatch.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm"])
     found = {a["AlarmName"] for a in response.get("MetricAlarms", [])}
     missing = [a for a in names if a not in found]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
+from seclake_ml.aws.clients import sagemaker_hook
 from seclake_ml.aws.image_uris import resolve_image_uri
 from seclake_ml.handoff import Wait
 from seclake_ml.uris import split_s3_uri
@@ -181,13 +182,6 @@ def job_wait(name: str, job_type: str, cfg: Any, aws_conn_id: str | None, check_
                                   region_name=getattr(cfg, "region", None), poll_interval=delay,
                                   max_attempts=math.ceil(max_seconds / delay) + 1)
     return Wait(trigger=trigger, timeout_seconds=float(max_seconds))
-
-
-def sagemaker_hook(cfg: Any, aws_conn_id: str | None) -> SageMakerHook:
-    """A :class:`SageMakerHook` in the configured region (the connection's region when ``cfg`` is ``None``)."""
-    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-    return SageMakerHook(aws_conn_id=aws_conn_id, region_name=getattr(cfg, "region", None))
 
 
 def describe_or_none(describe: Any, name: str) -> dict[str, Any] | None:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from seclake_ml.aws import aws_setting, require_setting
 from seclake_ml.aws import names as naming
 from seclake_ml.aws.image_uris import resolve_image_uri
-from seclake_ml.aws.training import describe_or_none, ensure_model, job_wait, sagemaker_hook
+from seclake_ml.aws.clients import sagemaker_hook
+from seclake_ml.aws.training import describe_or_none, ensure_model, job_wait
 from seclake_ml.handoff import Wait
 from seclake_ml.uris import split_s3_uri
 
@@ -344,11 +345,11 @@ def read_transform_output(
     :raises TransformOutputError: an output object is missing, malformed or has the wrong length.
     """
     import numpy as np
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from seclake_ml.aws.clients import s3_hook
 
     in_bucket, in_key = split_s3_uri(input_uri, "input_uri", require_key=True)
     out_bucket, out_key = split_s3_uri(output_uri, "output_uri", require_key=True)
-    s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    s3 = s3_hook(cfg, aws_conn_id)
     keys = sorted(k for k in s3.list_keys(bucket_name=in_bucket, prefix=in_key) if not k.endswith("/"))
     if not keys:
         raise TransformOutputError(f"no input objects under {input_uri}")

@@ -133,15 +133,15 @@ class AthenaLake:
     # ------------------------------------------------------------------ hooks
     @cached_property
     def athena(self) -> AthenaHook:
-        from airflow.providers.amazon.aws.hooks.athena import AthenaHook
+        from seclake_ml.aws.clients import athena_hook
 
-        return AthenaHook(aws_conn_id=self.aws_conn_id, region_name=self.cfg.region)
+        return athena_hook(self.cfg, self.aws_conn_id)
 
     @cached_property
     def s3(self) -> S3Hook:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from seclake_ml.aws.clients import s3_hook
 
-        return S3Hook(aws_conn_id=self.aws_conn_id)
+        return s3_hook(self.cfg, self.aws_conn_id)
 
     # ------------------------------------------------------------- locations
     @property

@@ -47,18 +47,25 @@ class _RiskOperator(BaseOperator):
 class RiskFitOperator(_RiskOperator):
     """Read the window's CloudTrail events and their history, fit both risk models, write the report.
 
-    :param start: inclusive window start (templated, e.g. the run's look-back start).
-    :param end: exclusive window end (templated).
+    The window is the run's data interval (:meth:`~seclake_ml.interval.DataInterval.from_context`);
+    explicit ``start``/``end`` replace its bounds, and ``window_days`` widens it to that many days
+    ending at its end.
+
+    :param start: inclusive window start, optional (templated).
+    :param end: exclusive window end, optional (templated).
+    :param window_days: days of labelled events to fit on, ending at the window's end (templated).
     :param lookback_days: days of history per event (``None``: ``extra.risk.lookback_days``).
     """
 
-    template_fields: Sequence[str] = ("start", "end", "lookback_days", "config_overrides")
+    template_fields: Sequence[str] = ("start", "end", "window_days", "lookback_days", "config_overrides")
     operator_extra_links = (CalibrationReportLink(),)
 
-    def __init__(self, *, start: Any, end: Any, lookback_days: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, start: Any = None, end: Any = None, window_days: Any = None, lookback_days: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start = start
         self.end = end
+        self.window_days = window_days
         self.lookback_days = lookback_days
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -68,7 +75,9 @@ class RiskFitOperator(_RiskOperator):
         from seclake_ml.risk import service
 
         cfg = self.runtime_config()
-        window = DataInterval.parse(self.start, self.end)
+        window = DataInterval.from_context(context, self.start, self.end)
+        if self.start in (None, "") and self.window_days not in (None, "", "None"):
+            window = window.lookback(int(self.window_days))
         start, end = window.start, window.end
         settings = service.settings_of(cfg)
         if self.lookback_days not in (None, "", "None"):

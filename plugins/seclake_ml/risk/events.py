@@ -89,14 +89,14 @@ def read_events_aws(cfg: SeclakeConfig, start: datetime, end: datetime, keys: li
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from seclake_ml.aws.clients import s3_hook
 
     from seclake_ml.lake.athena import AthenaLake
     from seclake_ml.interval import DataInterval
 
     window = DataInterval.parse(start, end)
     start, end = window.start, window.end
-    s3 = S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region)
+    s3 = s3_hook(cfg, aws_conn_id)
     with tempfile.TemporaryDirectory(prefix="seclake-risk-events-") as tmp:
         if keys is not None:
             # the batch's own objects: downloaded under the same keys, read as a local lake

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -90,9 +90,9 @@ def ip_scorer_of(cfg: Any) -> Any | None:
 def s3_client(cfg: Any, aws_conn_id: str | None = "aws_default") -> Any:
     """An S3 client from the Amazon provider's hook (connection, region and endpoint from Airflow;
     ``aws_conn_id=None``: boto3's default credential chain)."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from seclake_ml.aws.clients import s3_hook
 
-    return S3Hook(aws_conn_id=aws_conn_id, region_name=cfg.region).get_conn()
+    return s3_hook(cfg, aws_conn_id).get_conn()
 
 
 def model_store(cfg: Any, client: Any = None, aws_conn_id: str | None = "aws_default") -> Any:

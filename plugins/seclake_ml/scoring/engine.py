@@ -29,14 +29,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from seclake_ml.ipinsights.calibration import Threshold
 from seclake_ml.pairs import DROP_REASONS
+from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
 from seclake_ml.scoring.stores import object_stem
@@ -45,45 +45,6 @@ from seclake_ml.sources import get_source
 log = logging.getLogger(__name__)
 
 SEVERE = 4  # OCSF severity_id High
-
-
-@dataclass
-class ActiveModel:
-    """The model a batch is scored with (pinned in the batch manifest)."""
-
-    version: str
-    threshold: float
-    backend: str
-    model_dir: str | None = None
-    endpoint_name: str | None = None
-    profile_uri: str | None = None
-    severity_scale: float = 1.0
-    endpoint_config_name: str | None = None  # aws: the endpoint config the rollout put this model in
-    combiner: dict[str, Any] | None = None  # the score combiner the threshold was calibrated with (None: -dot_product)
-    threshold_rule: dict[str, Any] | None = None  # the calibration's Threshold (method, target FPR, metrics)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def decision(self) -> Threshold:
-        """The calibrated :class:`~seclake_ml.ipinsights.calibration.Threshold` this model flags with.
-
-        Its value is always :attr:`threshold` (the validated number of the record); the rest of the
-        rule (method, target FPR, the metrics it was chosen with) comes from the calibration when the
-        record carries it.
-        """
-        rule = dict(self.threshold_rule or {})
-        rule["value"] = float(self.threshold)
-        try:
-            return Threshold.from_dict(rule)
-        except (TypeError, ValueError):
-            return Threshold(value=float(self.threshold))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ActiveModel":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -255,13 +216,12 @@ def score_objects(
     """
     import duckdb
 
-    from seclake_ml.scoring.findings import Candidate, ModelInfo, build_findings
+    from seclake_ml.scoring.findings import Candidate, build_findings
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
     from seclake_ml.scoring.profile import EntityProfile
 
     result = BatchResult(model_version=model.version)
-    info = ModelInfo(version=model.version, threshold=float(model.threshold), backend=model.backend,
-                     severity_scale=float(model.severity_scale or 1.0), endpoint_name=model.endpoint_name)
+    info = replace(model, threshold=float(model.threshold), severity_scale=float(model.severity_scale or 1.0))
     secs = {"read_extract": 0.0, "score": 0.0, "explain": 0.0, "write": 0.0, "publish": 0.0}
     from seclake_ml.scoring.scorers import AnomalyScorer
 

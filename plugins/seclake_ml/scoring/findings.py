@@ -36,7 +36,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from seclake_ml.scoring.model_record import ActiveModel
 
 OCSF_VERSION = "1.1.0"
 CLASS_UID = 2004
@@ -246,31 +249,6 @@ class Candidate:
     score: float
 
 
-@dataclass
-class ModelInfo:
-    """The model that scored the candidates.
-
-    :param version: model version (also ``finding_info.analytic.uid``).
-    :param threshold: calibrated score threshold; scores above it are flagged.
-    :param backend: ``local`` or ``aws``.
-    :param severity_scale: score distance per severity band unit (see :func:`severity_for`).
-    :param endpoint_name: SageMaker endpoint name for the ``aws`` backend.
-    """
-
-    version: str
-    threshold: float
-    backend: str
-    severity_scale: float = 1.0
-    endpoint_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("local", "aws"):
-            raise ValueError(f"ModelInfo.backend must be one of 'local', 'aws'; got {one_line(repr(self.backend), 60)}")
-        _require_str(self.version, "ModelInfo.version")
-        if not self.version:
-            raise ValueError("ModelInfo.version must not be empty")
-
-
 def _observable_for(name: str, value: str, *, is_ip: bool) -> dict[str, Any] | None:
     if len(value) > OCSF_STRING_MAX_CHARS:
         return None  # cannot be a valid string_t; the full value stays in evidences/unmapped
@@ -289,7 +267,7 @@ def _fmt(x: float) -> str:
 def _build_one(
     c: Candidate,
     *,
-    model: ModelInfo,
+    model: ActiveModel,
     scope: str,
     explanation: Mapping[str, Any] | None,
     created_ms: int,
@@ -444,7 +422,7 @@ def _build_one(
 def build_findings(
     candidates: list[Candidate],
     *,
-    model: ModelInfo,
+    model: ActiveModel,
     scope: str,
     explanations: dict[tuple[str, str], dict],
     created_time: datetime,

@@ -35,7 +35,8 @@ from seclake_ml.config import ScoringSettings, SeclakeConfig
 from seclake_ml.display import escape
 from seclake_ml.interval import DataInterval
 from seclake_ml.locations import work_root
-from seclake_ml.scoring.engine import ActiveModel, BatchResult, score_objects
+from seclake_ml.scoring.engine import BatchResult, score_objects
+from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.ledger import Ledger
 from seclake_ml.scoring.notifications import is_notable_ignore, parse_messages

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from seclake_ml.aws.clients import AwsClients
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.locations import ipinsights_store_dir, work_root
-from seclake_ml.scoring.engine import ActiveModel
+from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import InvalidLakeKey, LakeObject, parse_lake_key
 from seclake_ml.sources import get_source
 from seclake_ml.uris import is_s3, split_s3_uri
