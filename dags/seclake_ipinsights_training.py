@@ -183,13 +183,14 @@ with DAG(
                     "for data in this window and the accounts/regions/source_version settings."
                 )
             # Small, XCom-safe: what later training steps need to find their input.
-            return {
-                "start": start,
-                "end": end,
-                "pairs": {f"{r['source']}:{r['view']}": r["output"] for r in summary["extractions"]},
-                "pairs_written": summary["totals"]["pairs_written"],
-                "summary_location": location,
-            }
+            from seclake_ml.handoff import Extraction
+
+            return Extraction(
+                window=DataInterval.parse(start, end),
+                pairs={f"{r['source']}:{r['view']}": r["output"] for r in summary["extractions"]},
+                pairs_written=summary["totals"]["pairs_written"],
+                summary_location=location,
+            ).to_xcom()
 
         extraction = summarize_extraction(pairs.output)
 

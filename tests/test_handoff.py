@@ -12,7 +12,16 @@ import pytest
 
 from seclake_ml.backends import Backend, backend_of
 from seclake_ml.config import load_config
-from seclake_ml.handoff import Activation, Calibration, GateDecision, PreparedData, TrainedModel, Wait
+from seclake_ml.handoff import (
+    Activation,
+    Calibration,
+    Extraction,
+    GateDecision,
+    PreparedData,
+    ScoringBatch,
+    TrainedModel,
+    Wait,
+)
 from seclake_ml.interval import DataInterval
 from seclake_ml.ipinsights.calibration import Threshold
 from seclake_ml.scoring.model_record import ActiveModel
@@ -35,7 +44,10 @@ def _records() -> list:
                         reasons=["worse"], active="old", active_auc=0.995)
     act = Activation(backend="aws", version=model.version, threshold=1.25, previous_version=None,
                      details={"endpoint_name": "e"})
-    return [data, model, cal, gate, act]
+    ext = Extraction(window=WINDOW, pairs={"vpc_flow:instance_peer": "s3://b/w/pairs/vpc/"}, pairs_written=5,
+                     summary_location="s3://b/w/runs/summary.json")
+    batch = ScoringBatch(batch_id="lake-abc", origin="lake", objects=3, rejected=1, ignored=0)
+    return [data, model, cal, gate, act, ext, batch]
 
 
 @pytest.mark.parametrize("record", _records(), ids=lambda r: type(r).__name__)
@@ -74,6 +86,15 @@ def test_decoding_errors_name_the_record_and_field() -> None:
         GateDecision.from_xcom({**_records()[3].to_xcom(), "passed": "yes"}, "gate")
     with pytest.raises(ValueError, match=r"auc: got True"):
         Calibration.from_xcom({**cal, "auc": True})
+
+
+def test_a_batch_is_named_by_any_upstream_scoring_result() -> None:
+    scored = {"batch_id": "lake-abc", "model_version": "v", "totals": {"findings": 3}}  # ScoreBatchOperator's result
+    assert ScoringBatch.from_xcom(scored).batch_id == "lake-abc"
+    with pytest.raises(ValueError, match=r"^batch\.batch_id: got None"):
+        ScoringBatch.from_xcom({"model_version": "v"})
+    with pytest.raises(ValueError, match=r"^extraction\.pairs: got"):
+        Extraction.from_xcom({**WINDOW.to_xcom(), "pairs": {"vpc_flow:instance_peer": ""}, "pairs_written": 1})
 
 
 def test_the_calibrated_threshold_reaches_scoring_intact() -> None:

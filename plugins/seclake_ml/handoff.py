@@ -81,6 +81,31 @@ class _Record:
 
 
 @dataclass(frozen=True)
+class Extraction(_Record):
+    """The interval's extracted pairs: one location per ``source:view``, and how many pairs in all."""
+
+    NAME: ClassVar[str] = "extraction"
+    window: DataInterval
+    pairs: dict[str, str]
+    pairs_written: int
+    summary_location: str | None = None
+
+    @classmethod
+    def from_xcom(cls, value: Any, name: str | None = None) -> Extraction:
+        label, d = cls._decode(value, name)
+        pairs = d.get("pairs")
+        if not isinstance(pairs, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                     for k, v in pairs.items()):
+            raise ValueError(f"{label}.pairs: got {str(pairs)[:200]!r}; expected source:view -> location")
+        return cls(
+            window=DataInterval.from_xcom(d, label),
+            pairs=dict(pairs),
+            pairs_written=_number(label, "pairs_written", d.get("pairs_written", 0), whole=True),
+            summary_location=_text(label, "summary_location", d.get("summary_location"), optional=True),
+        )
+
+
+@dataclass(frozen=True)
 class PreparedData(_Record):
     """The interval's pairs split in time: the training set and the held-out set."""
 
@@ -256,6 +281,37 @@ class Activation(_Record):
             previous_version=_text(label, "previous_version", d.get("previous_version"), optional=True),
             activated=bool(d.get("activated", True)),
             details=dict(d.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ScoringBatch(_Record):
+    """A batch handed off for scoring (its manifest is in the ledger): what the scoring tasks pass on."""
+
+    NAME: ClassVar[str] = "batch"
+    batch_id: str
+    origin: str | None = None
+    objects: int = 0
+    rejected: int = 0
+    ignored: int = 0
+
+    @classmethod
+    def of_manifest(cls, manifest: Mapping[str, Any]) -> ScoringBatch:
+        """The hand-off of a batch manifest (:class:`~seclake_ml.scoring.ledger.Ledger`)."""
+        return cls(batch_id=str(manifest["batch_id"]), origin=manifest.get("origin"),
+                   objects=len(manifest.get("objects") or []), rejected=len(manifest.get("rejected") or []),
+                   ignored=len(manifest.get("ignored") or []))
+
+    @classmethod
+    def from_xcom(cls, value: Any, name: str | None = None) -> ScoringBatch:
+        """The batch named by an upstream scoring task's result (extra keys, e.g. its totals, are ignored)."""
+        label, d = cls._decode(value, name)
+        return cls(
+            batch_id=_text(label, "batch_id", d.get("batch_id")),
+            origin=_text(label, "origin", d.get("origin"), optional=True),
+            objects=_number(label, "objects", d.get("objects", 0), whole=True),
+            rejected=_number(label, "rejected", d.get("rejected", 0), whole=True),
+            ignored=_number(label, "ignored", d.get("ignored", 0), whole=True),
         )
 
 

@@ -176,10 +176,9 @@ class RiskScoreBatchOperator(BaseOperator):
         from seclake_ml.scoring.ledger import Ledger
         from seclake_ml.scoring.service import work_store
 
-        batch = _mapping(self.batch, "batch")
-        batch_id = batch.get("batch_id")
-        if not batch_id:
-            raise ValueError(f"batch: expected the scoring task's summary with a batch_id, got {str(batch)[:200]}")
+        from seclake_ml.handoff import ScoringBatch
+
+        batch_id = ScoringBatch.from_xcom(self.batch, "batch").batch_id
         cfg = load_runtime_config(self.config_overrides)
         site = backend_of(cfg, self.aws_conn_id).scoring_site()
         clients = site.clients

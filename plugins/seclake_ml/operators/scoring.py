@@ -17,7 +17,6 @@ use it. Every return value is a small JSON dict; heavy imports stay inside ``exe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,9 +38,9 @@ def _runtime_config(overrides: Any) -> "SeclakeConfig":
 
 
 def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    return {"batch_id": manifest["batch_id"], "origin": manifest.get("origin"),
-            "objects": len(manifest.get("objects", [])), "rejected": len(manifest.get("rejected", [])),
-            "ignored": len(manifest.get("ignored", []))}
+    from seclake_ml.handoff import ScoringBatch
+
+    return ScoringBatch.of_manifest(manifest).to_xcom()
 
 
 class NewLogBatchSensor(BaseSensorOperator):
@@ -270,11 +269,12 @@ class ScoreBatchOperator(BaseOperator):
         from seclake_ml.scoring.service import EndpointChanging, score_batch, work_store
         from seclake_ml.scoring.sites import NoActiveModel
 
-        batch = self.batch
-        if isinstance(batch, str):
-            batch = json.loads(batch)
-        if not isinstance(batch, Mapping) or not batch.get("batch_id"):
-            raise AirflowFailException(f"batch: expected a mapping with 'batch_id', got {batch!r:.200}")
+        from seclake_ml.handoff import ScoringBatch
+
+        try:
+            batch = ScoringBatch.from_xcom(self.batch, "batch").to_xcom()
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
         cfg = _runtime_config(self.config_overrides)
         site = backend_of(cfg, self.aws_conn_id).scoring_site()
         ledger = Ledger(work_store(cfg, site.clients))

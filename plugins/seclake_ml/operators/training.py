@@ -87,7 +87,7 @@ def _fail(message: str) -> None:
 class PrepareTrainingDataOperator(_ConfiguredOperator):
     """Combine the extracted pairs of all source views and split them in time (train / held out).
 
-    :param extraction: the extraction summary (``start``, ``end``, ``pairs``: view → output). Templated.
+    :param extraction: the extracted pairs (:class:`~seclake_ml.handoff.Extraction`). Templated.
     :param train_fraction: share of the window, from its start, used for training (default 0.7).
     """
 
@@ -101,15 +101,14 @@ class PrepareTrainingDataOperator(_ConfiguredOperator):
         self.train_fraction = train_fraction
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from seclake_ml.handoff import decode_mapping
-        from seclake_ml.interval import DataInterval
+        from seclake_ml.handoff import Extraction
 
-        ext = decode_mapping(self.extraction, "extraction")
-        window = DataInterval.from_xcom(ext, "extraction")
+        ext = Extraction.from_xcom(self.extraction, "extraction")
+        window = ext.window
         fraction = float(self.train_fraction)
         if not 0.05 <= fraction <= 0.95:
             raise ValueError(f"train_fraction: got {self.train_fraction!r}; allowed: 0.05 .. 0.95")
-        inputs = list(dict(ext.get("pairs") or {}).values())
+        inputs = list(ext.pairs.values())
         try:
             data = self.backend().prepare(window, inputs, fraction)
         except ValueError as exc:
