@@ -20,8 +20,12 @@ active model and writes explained findings:
    model (`seclake_cloudtrail_risk_training`; the unsupervised score when none is active) with
    their principals' history from the lake; events at or above `extra.risk.finding_min_risk` become
    Detection Findings under `ext/risk-cloudtrail/…`, severe ones are published like IP Insights'.
-   Progress per object is kept in `<work>/scoring/batches/<batch id>/risk.json`. Skipped on aws
-   (the risk engine reads the lake locally only for now).
+   Progress per object is kept in `<work>/scoring/batches/<batch id>/risk.json`.
+4. `drift_check`: the batch's drift figures (score PSI against the calibration set's known-normal
+   scores, unknown-entity rate, findings per 1,000 pairs; bounds `extra.scoring.drift_*`). A breach
+   updates the Asset `seclake_ml_ipinsights_drift`, which schedules `seclake_ipinsights_training`
+   with the reasons in the event, at most once per `extra.scoring.retrain_min_hours`; otherwise the
+   task is skipped and its log says why.
 
 A new model rolled out by `seclake_ipinsights_training` (Asset `seclake_ml_ipinsights_active_model`)
 is used from the next batch on.
@@ -47,6 +51,7 @@ from airflow.sdk import DAG, Asset
 
 from seclake_ml.airflow_support import default_task_args
 from seclake_ml.operators.scoring import SCORING_DAG_ID, NewLogBatchSensor, ScoreBatchOperator
+from seclake_ml.operators.drift import DriftRetrainOperator
 from seclake_ml.operators.risk import RiskScoreBatchOperator
 from seclake_ml.operators.training import ACTIVE_MODEL_ASSET
 
@@ -76,3 +81,4 @@ with DAG(
         execution_timeout=timedelta(hours=2),
     )
     RiskScoreBatchOperator(task_id="risk_score_batch", batch=scored.output, execution_timeout=timedelta(hours=1))
+    DriftRetrainOperator(task_id="drift_check", batch=scored.output)

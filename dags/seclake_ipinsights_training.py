@@ -7,6 +7,10 @@ enabled `source:view`; combine them and split in time (`train_fraction`, 0.7 by 
 part is held out); train IP Insights; calibrate a threshold on known-normal held-out pairs against
 injected abnormal ones; let the quality gate compare the candidate with the active model; roll out.
 
+**Drift**: a scored batch whose drift figures broke their bounds (the scoring DAG's `drift_check`)
+updates the Asset `seclake_ml_ipinsights_drift`, which also schedules this DAG; such a run's window
+ends at the hour it was triggered and `plan_extractions` logs the reasons.
+
 **Configuration** is read when tasks run, never while this file is parsed: the Airflow Variable
 `seclake_ml_config` (JSON), else the `SECLAKE_ML_CONFIG` environment variable, with single fields
 overridable as `SECLAKE_ML_<FIELD>` (e.g. `SECLAKE_ML_BACKEND=aws`). `backend` is `local` (DuckDB over a
@@ -55,9 +59,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, TaskGroup, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, Param, TaskGroup, task
 
 from seclake_ml.airflow_support import default_task_args
+from seclake_ml.operators.drift import DRIFT_ASSET
 from seclake_ml.operators.extract import SecurityLakePairsOperator
 from seclake_ml.operators.training import (
     ACTIVE_MODEL_ASSET,
@@ -77,7 +82,9 @@ with DAG(
     dag_id=DAG_ID,
     description="Weekly Security Lake pair extraction for IP Insights training",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("0 3 * * 1", timezone="UTC"),
+    # Weekly, and whenever a scored batch drifted past its bounds (rate-limited by the scoring DAG).
+    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("0 3 * * 1", timezone="UTC"),
+                                 assets=[Asset(DRIFT_ASSET)]),
     start_date=datetime(2022, 1, 3, tzinfo=timezone.utc),  # a Monday, before any Security Lake data
     catchup=False,
     max_active_runs=1,
@@ -126,7 +133,18 @@ with DAG(
             from seclake_ml.runs import plan_pair_extractions
 
             params = context["params"]
-            window = DataInterval.from_context(context).lookback(params["lookback_days"])
+            events = context.get("triggering_asset_events") or {}
+            reasons = [str((e.extra or {}).get("reason")) for evs in events.values() for e in evs
+                       if (e.extra or {}).get("reason")]
+            if reasons:
+                # A drift-triggered run: its window ends at the hour it was triggered.
+                log.warning("retraining triggered by drift: %s", " | ".join(reasons))
+                end = context["dag_run"].run_after
+                end = DataInterval.ending_at(end, 1).end.replace(minute=0, second=0, microsecond=0)
+            else:
+                end = context.get("data_interval_end")
+            window = DataInterval.ending_at(end, params["lookback_days"]) if end is not None else (
+                DataInterval.from_context(context).lookback(params["lookback_days"]))
             cfg = load_runtime_config()
             plan = plan_pair_extractions(cfg, window, params.get("sources"))
             log.info(

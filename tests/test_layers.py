@@ -34,11 +34,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "risk.findings", "lake.duck", "scoring.findings", "scoring.findings_parquet", "scoring.ocsf_validate",
                 "scoring.ledger", "scoring.stores",
                 "scoring.objects", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
-                "scoring.notifications", "scoring.model_record", "training_data", "model_store", "handoff"),
+                "scoring.notifications", "scoring.model_record", "scoring.drift", "feedback.__init__", "feedback.allowlist", "training_data", "model_store", "handoff"),
     "aws": ("aws.*", "lake.athena"),
-    "services": ("backends", "backends.*", "runs", "scoring.sites", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
-                 "calibration_runner"),
-    "airflow": ("operators.*", "airflow_support", "plugin", "links"),
+    "services": ("backends", "backends.*", "runs", "scoring.sites", "feedback.training", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",
+                 "calibration_runner", "workspace.__init__", "workspace.data"),
+    "airflow": ("operators.*", "airflow_support", "plugin", "links", "workspace.app", "workspace.page"),
     "entry": ("cli", "__main__", "ipinsights.cli", "risk.cli", "risk.labels_cli"),
 }
 ORDER = list(LAYERS)

@@ -54,6 +54,8 @@ def _save_combiner(res: Any, out: Path) -> None:
 def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr: float) -> dict[str, Any]:
     import json
 
+    from seclake_ml.scoring.drift import score_reference
+
     thr = res.threshold
     return {
         "auc": float(res.auc),
@@ -63,6 +65,8 @@ def _summary(res: Any, out: Path, report_html: str | None, mode: str, target_fpr
         "auc_by_kind": {k: float(v) for k, v in res.auc_by_kind.items()},
         "threshold": float(thr.value),
         "threshold_rule": json.loads(json.dumps(thr.to_dict(), default=float)),
+        # the known-normal scores' deciles: the reference scoring measures each batch's drift against
+        "score_reference": score_reference(res.normal_scores),
         "threshold_mode": mode,
         "target_fpr": target_fpr if mode == "target_fpr" else None,
         "precision": float(thr.precision or 0.0),
@@ -84,9 +88,31 @@ def _render(res: Any, out: Path, title: str, context: dict[str, Any] | None = No
     return str(paths["html"])
 
 
+def with_labelled(normal: Any, abnormal: Any, train_df: Any, benign: Any, malicious: Any) -> tuple[Any, Any, dict[str, int]]:
+    """The calibration sets with analysts' labelled findings added: ``benign`` pairs as known-normal,
+    ``malicious`` pairs as abnormal (kind ``labelled_malicious``). Only pairs of entities seen in
+    training join (the others have no vector to score)."""
+    import pandas as pd
+
+    known = set(train_df["entity"].unique())
+    counts = {"labelled_benign_used": 0, "labelled_malicious_used": 0}
+    if benign is not None and len(benign):
+        add = benign[benign["entity"].isin(known)][["entity", "ip"]]
+        normal = pd.concat([normal, add.assign(**{c: None for c in normal.columns if c not in ("entity", "ip")})],
+                           ignore_index=True)
+        counts["labelled_benign_used"] = int(len(add))
+    if malicious is not None and len(malicious):
+        add = malicious[malicious["entity"].isin(known)][["entity", "ip"]].assign(kind="labelled_malicious")
+        abnormal = pd.concat([abnormal, add], ignore_index=True)
+        counts["labelled_malicious_used"] = int(len(add))
+    return normal, abnormal, counts
+
+
 def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, mode: str = "target_fpr",
-                    target_fpr: float = 0.01, seed: int = 0) -> dict[str, Any]:
-    """Calibrate the model in ``model_dir`` on sets built from ``train``/``holdout`` pairs files."""
+                    target_fpr: float = 0.01, seed: int = 0, labelled_benign: str | None = None,
+                    labelled_malicious: str | None = None) -> dict[str, Any]:
+    """Calibrate the model in ``model_dir`` on sets built from ``train``/``holdout`` pairs files, with
+    analysts' labelled findings (Parquet files of ``entity, ip``) added to the sets when given."""
     from seclake_ml.ipinsights.calibration import build_calibration_sets, calibrate_combined
     from seclake_ml.ipinsights.scorer import IPInsightsScorer
     from seclake_ml.scoring.profile import PROFILE_FILE
@@ -95,6 +121,12 @@ def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, m
     out.mkdir(parents=True, exist_ok=True)
     train_df, hold_df = _read_pairs(train), _read_pairs(holdout)
     normal, abnormal = build_calibration_sets(train_df, hold_df, n_normal=MAX_NORMAL, seed=seed)
+    import pandas as pd
+
+    normal, abnormal, used = with_labelled(
+        normal, abnormal, train_df,
+        pd.read_parquet(labelled_benign) if labelled_benign and Path(labelled_benign).is_file() else None,
+        pd.read_parquet(labelled_malicious) if labelled_malicious and Path(labelled_malicious).is_file() else None)
     normal.to_parquet(out / "normal.parquet", index=False)
     abnormal.to_parquet(out / "abnormal.parquet", index=False)
     scorer = IPInsightsScorer.load(model_dir)
@@ -106,9 +138,11 @@ def calibrate_local(*, model_dir: str, train: str, holdout: str, out_dir: str, m
     _save_combiner(res, out)
     html = _render(res, out, title=f"IP Insights calibration: {Path(model_dir).name}",
                    context={"model_dir": str(model_dir), "train": train, "holdout": holdout, "seed": seed,
-                            "history": str(profile) if profile.is_file() else "training pairs"})
-    log.info("calibration sets: %d normal, %d abnormal; counts %s", len(normal), len(abnormal), res.counts)
-    return _summary(res, out, html, mode, target_fpr)
+                            "history": str(profile) if profile.is_file() else "training pairs",
+                            "labelled findings used (benign as normal, malicious as abnormal)": used})
+    log.info("calibration sets: %d normal, %d abnormal; counts %s; labelled findings %s", len(normal), len(abnormal),
+             res.counts, used)
+    return _summary(res, out, html, mode, target_fpr) | {"labelled": used}
 
 
 def auc_on_sets(scorer: Any, normal_path: str, abnormal_path: str, *, combiner: Any = None,

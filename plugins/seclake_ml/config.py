@@ -225,6 +225,18 @@ class ScoringSettings:
         "(default) flags them when their IP is outside their peer group's known networks, 'ignore' keeps the "
         "earlier handling (local: counted only; aws: the endpoint's score)",
         shape="vpc_flow, route53, cloudtrail_signin, cloudtrail_api, ...", choices=("peers", "ignore")))
+    drift_psi_max: float = _declared(Setting(
+        "number", 0.25, "drift bound: population stability index of a batch's scores against the calibration "
+        "set's known-normal scores (0.1 = moderate shift, 0.25 = large)", low=0.01, high=100))
+    drift_unknown_rate_max: float = _declared(Setting(
+        "number", 0.2, "drift bound: share of a batch's pairs whose entity the model never saw", low=0.0, high=1.0))
+    drift_findings_per_thousand_max: float = _declared(Setting(
+        "number", 25.0, "drift bound: findings per 1,000 scored pairs", low=0.0, high=1000.0))
+    drift_min_pairs: int = _declared(Setting(
+        "int", 1000, "batches with fewer scored pairs are measured but never judged", low=1, high=100_000_000))
+    retrain_min_hours: float = _declared(Setting(
+        "number", 24.0, "drift-triggered retraining happens at most once in this many hours", low=0.0,
+        high=24 * 366))
 
 
 @dataclass(frozen=True)

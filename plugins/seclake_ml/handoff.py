@@ -188,6 +188,7 @@ class Calibration(_Record):
     target_fpr: float | None = None
     components: dict[str, Any] = field(default_factory=dict)
     combiner: dict[str, Any] | None = None
+    score_reference: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -224,6 +225,7 @@ class Calibration(_Record):
             target_fpr=_number(label, "target_fpr", d.get("target_fpr"), optional=True),
             components=dict(d.get("components") or {}),
             combiner=dict(d["combiner"]) if isinstance(d.get("combiner"), Mapping) else None,
+            score_reference=dict(d["score_reference"]) if isinstance(d.get("score_reference"), Mapping) else None,
             details=dict(d.get("details") or {}),
         )
 

@@ -2,7 +2,9 @@
 
 Airflow (and MWAA, which unpacks ``plugins.zip`` into its plugins folder) puts the plugins folder on
 ``sys.path``, so DAGs import operators straight from ``seclake_ml.operators``; this plugin only adds
-what must be registered with Airflow itself: template macros for interval-keyed paths. Custom
+what must be registered with Airflow itself: template macros for interval-keyed paths, the operator
+link, and the analysts' workspace (a FastAPI app the api-server mounts at ``/seclake-ml``, with a
+navigation entry). Custom
 triggers will also live in this package, because Airflow 3 loads triggers from plugins, not from the
 DAG bundle.
 
@@ -17,6 +19,10 @@ from airflow.plugins_manager import AirflowPlugin
 
 from seclake_ml.interval import DataInterval, iso
 from seclake_ml.links import CalibrationReportLink
+from seclake_ml.workspace.app import create_app
+
+#: Where the api-server mounts the analysts' workspace (:mod:`seclake_ml.workspace.app`).
+WORKSPACE_PREFIX = "/seclake-ml"
 
 
 def interval_key(start: object, end: object) -> str:
@@ -30,3 +36,8 @@ class SeclakeMlPlugin(AirflowPlugin):
     name = "seclake_ml"
     macros = [interval_key, iso]
     operator_extra_links = [CalibrationReportLink()]
+    # The workspace: a FastAPI app mounted by the api-server (Airflow's auth on every route), shown in
+    # the UI's navigation as an embedded view (``url_route`` set: the UI frames ``href`` at /plugin/<url_route>).
+    fastapi_apps = [{"app": create_app(), "url_prefix": WORKSPACE_PREFIX, "name": "seclake-ml workspace"}]
+    external_views = [{"name": "Analyst workspace", "href": WORKSPACE_PREFIX + "/", "destination": "nav",
+                       "url_route": "seclake-ml", "category": "browse"}]

@@ -34,6 +34,7 @@ class SplitResult:
     train_entities: int
     inputs: int
     duplicates_removed: int
+    feedback_excluded: int = 0  # rows of the detector's findings (not labelled benign) left out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +48,7 @@ def split_time(start: datetime, end: datetime, train_fraction: float) -> datetim
 
 def combine_and_split(
     inputs: list[str], out_dir: str | Path, *, start: datetime, end: datetime,
-    train_fraction: float = 0.7, dedupe: bool = False, memory_limit: str = "4GB",
+    train_fraction: float = 0.7, dedupe: bool = False, memory_limit: str = "4GB", exclude: Any = None,
 ) -> SplitResult:
     """Write ``train.parquet`` and ``holdout.parquet`` under ``out_dir`` from the pairs files ``inputs``.
 
@@ -56,6 +57,8 @@ def combine_and_split(
     read literally (never as glob patterns).
 
     :param memory_limit: DuckDB memory limit (the configuration's ``duckdb_memory``).
+    :param exclude: ``(entity, ip)`` pairs (a DataFrame) left out of both parts: the detector's own
+        findings not labelled benign, and pairs labelled malicious (:mod:`seclake_ml.feedback.training`).
     """
     import duckdb
 
@@ -80,6 +83,12 @@ def combine_and_split(
                     "FROM read_parquet($files, union_by_name = true) WHERE event_time >= $start AND event_time < $end",
                     {"files": files, "start": start, "end": end},
                 )
+            excluded = 0
+            if exclude is not None and len(exclude):
+                con.register("feedback_exclude", exclude[["entity", "ip"]])
+                excluded = con.execute(
+                    "DELETE FROM pairs WHERE (entity, ip) IN (SELECT entity, ip FROM feedback_exclude)"
+                ).fetchone()[0]
             total = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
             qualify = "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1" if dedupe else ""
             parts = {"train": ("<", Path(tmp) / "train.parquet"), "holdout": (">=", Path(tmp) / "holdout.parquet")}
@@ -104,7 +113,7 @@ def combine_and_split(
     res = SplitResult(
         train=str(train_path), holdout=str(hold_path), split_time=cut.isoformat(),
         train_rows=int(train_rows), holdout_rows=int(hold_rows), train_entities=int(entities),
-        inputs=len(files), duplicates_removed=int(total - train_rows - hold_rows),
+        inputs=len(files), duplicates_removed=int(total - train_rows - hold_rows), feedback_excluded=int(excluded),
     )
     log.info(
         "combined %d pairs files: %d training rows (%d entities) before %s, %d held out, %d duplicates removed",

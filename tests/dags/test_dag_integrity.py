@@ -69,12 +69,18 @@ def test_every_dag_has_tags_docs_and_retries(dagbag) -> None:
 
 
 def test_training_dag_shape(dagbag) -> None:
-    from airflow.sdk import CronDataIntervalTimetable
+    from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable
 
     dag = dagbag.dags["seclake_ipinsights_training"]
-    assert isinstance(dag.timetable, CronDataIntervalTimetable)
-    assert dag.timetable.expression == "0 3 * * 1"
-    assert str(dag.timetable.timezone) in ("UTC", "Timezone('UTC')")
+
+    # weekly, and on the drift Asset the scoring DAG updates
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["seclake_ml_ipinsights_drift"]
+    assert isinstance(dag.timetable.asset_condition.objects[0], Asset)
+    weekly = dag.timetable.timetable
+    assert isinstance(weekly, CronDataIntervalTimetable)
+    assert weekly.expression == "0 3 * * 1"
+    assert str(weekly.timezone) in ("UTC", "Timezone('UTC')")
     assert dag.catchup is False and dag.max_active_runs == 1
     assert set(dag.task_ids) == {
         "extract.plan_extractions",

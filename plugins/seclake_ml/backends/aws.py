@@ -154,6 +154,8 @@ class Backend:
             "report": calibration.report_uri,
             "threshold_rule": calibration.threshold,
         }
+        if calibration.score_reference:
+            metadata["score_reference"] = calibration.score_reference
         if model.profile_uri:
             metadata["profile_uri"] = model.profile_uri
         if calibration.combiner:

@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 def calibration_record(window: DataInterval, version: str, summary: Mapping[str, Any]) -> Calibration:
     """The :class:`Calibration` of a calibration summary (:mod:`seclake_ml.calibration_runner`)."""
     main = {"auc", "threshold", "threshold_rule", "threshold_mode", "target_fpr", "normal_set", "abnormal_set",
-            "report_html", "components", "combiner"}
+            "report_html", "components", "combiner", "score_reference"}
     return Calibration(
         window=window, version=version, auc=float(summary["auc"]), threshold=dict(summary["threshold_rule"]),
         threshold_mode=str(summary["threshold_mode"]), normal_set=str(summary["normal_set"]),
         abnormal_set=str(summary["abnormal_set"]), report_uri=summary.get("report_html") or None,
         target_fpr=summary.get("target_fpr"), components=dict(summary.get("components") or {}),
-        combiner=summary.get("combiner"),
+        combiner=summary.get("combiner"), score_reference=summary.get("score_reference"),
         details=json.loads(json.dumps({k: v for k, v in summary.items() if k not in main}, default=str)),
     )
 
@@ -105,16 +105,27 @@ class Backend:
         return LocalModelStore(Path(ipinsights_store_dir(self.cfg)))
 
     def prepare(self, window: DataInterval, inputs: Sequence[str], train_fraction: float) -> PreparedData:
+        from seclake_ml.feedback.training import training_feedback
         from seclake_ml.training_data import combine_and_split
 
-        res = combine_and_split(list(inputs), training_dir(self.cfg, "data", window), start=window.start,
-                                end=window.end, train_fraction=float(train_fraction), dedupe=self.cfg.dedupe,
-                                memory_limit=self.cfg.duckdb_memory)
+        out_dir = Path(training_dir(self.cfg, "data", window))
+        feedback = training_feedback(self.cfg, window)
+        res = combine_and_split(list(inputs), out_dir, start=window.start, end=window.end,
+                                train_fraction=float(train_fraction), dedupe=self.cfg.dedupe,
+                                memory_limit=self.cfg.duckdb_memory, exclude=feedback.exclude)
+        # The labelled pairs join the calibration sets (calibrate reads them from here).
+        labelled = {}
+        for name in ("benign", "malicious"):
+            frame = getattr(feedback, name)
+            path = out_dir / f"labelled_{name}.parquet"
+            frame.to_parquet(path, index=False)
+            labelled[name] = str(path)
         return PreparedData(
             window=window, backend=self.name, train_uri=res.train, holdout_uri=res.holdout or None,
             train_rows=int(res.train_rows), holdout_rows=int(res.holdout_rows), split_time=res.split_time,
             details={"train_entities": res.train_entities, "inputs": res.inputs,
-                     "duplicates_removed": res.duplicates_removed},
+                     "duplicates_removed": res.duplicates_removed, "feedback": dict(feedback.counts),
+                     "feedback_excluded_rows": res.feedback_excluded, "labelled": labelled},
         )
 
     def train(self, window: DataInterval, data: PreparedData, hyperparameters: Mapping[str, Any],
@@ -155,9 +166,11 @@ class Backend:
         if not data.holdout_uri:
             raise ValueError(f"no held-out pairs for {data.window.label}: nothing at or after the split time "
                              f"{data.split_time}, so there is nothing to calibrate on")
+        labelled = data.details.get("labelled") or {}
         summary = calibrate_local(model_dir=model.model_uri, train=data.train_uri, holdout=data.holdout_uri,
                                   out_dir=training_dir(self.cfg, "calibration", model.window), mode=mode,
-                                  target_fpr=float(target_fpr), seed=int(seed))
+                                  target_fpr=float(target_fpr), seed=int(seed),
+                                  labelled_benign=labelled.get("benign"), labelled_malicious=labelled.get("malicious"))
         return calibration_record(model.window, model.version, summary)
 
     def calibrate_complete(self, model: TrainedModel, data: PreparedData, mode: str, target_fpr: float,
@@ -174,7 +187,8 @@ class Backend:
         return local_active_auc(active, calibration.normal_set, calibration.abnormal_set)
 
     def activate(self, model: TrainedModel, calibration: Calibration, deferrable: bool) -> Activation:
-        extra: dict[str, Any] = {"report": calibration.report_uri, "threshold_rule": calibration.threshold}
+        extra: dict[str, Any] = {"report": calibration.report_uri, "threshold_rule": calibration.threshold,
+                                 "score_reference": calibration.score_reference}
         if calibration.combiner:
             extra["combiner"] = compact_combiner(calibration.combiner)
         record = self._store().activate(

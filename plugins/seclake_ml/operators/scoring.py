@@ -288,7 +288,7 @@ class ScoreBatchOperator(BaseOperator):
         if summary.get("failed"):
             raise RuntimeError(f"{len(summary['failed'])} objects failed and stay pending for a retry: "
                                + "; ".join(f"{f['uri'][-120:]}: {f['reason']}" for f in summary["failed"][:5]))
-        small = {k: summary[k] for k in ("batch_id", "model_version", "totals", "seconds", "findings_location", "result")
+        small = {k: summary[k] for k in ("batch_id", "model_version", "totals", "seconds", "findings_location", "result", "drift")
                  if k in summary}
         small["files"] = sorted({f for o in summary["objects"] for f in o["files"]})[:200]
         return small

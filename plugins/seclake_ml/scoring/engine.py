@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from seclake_ml.pairs import DROP_REASONS
+from seclake_ml.scoring.drift import ScoreHistogram
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
@@ -72,6 +73,8 @@ class BatchResult:
     objects: list[ObjectOutcome] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     published: int = 0
+    score_counts: list[int] | None = None  # anomaly scores per bin of the model's score reference
+    psi: float | None = None  # their population stability index against the reference (drift)
 
     def totals(self) -> dict[str, Any]:
         t: dict[str, Any] = {"objects": len(self.objects)}
@@ -91,7 +94,7 @@ class BatchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "totals": self.totals(), "seconds": self.seconds,
-                "objects": [asdict(o) for o in self.objects]}
+                "objects": [asdict(o) for o in self.objects], "score_counts": self.score_counts, "psi": self.psi}
 
 
 def views_for(obj: LakeObject, source_views: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -228,6 +231,7 @@ def score_objects(
     from seclake_ml.scoring.peers import UnknownPolicy
 
     decision = model.decision
+    histogram = ScoreHistogram(model.score_reference) if model.score_reference else None
     history_once = _once(history_loader)
     anomaly_scorer = AnomalyScorer(model.combiner, history_once)
     unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),
@@ -264,6 +268,8 @@ def score_objects(
                                 scores = scorer.score(chunk.entity, chunk.ip)
                                 dots = scores.dot_product
                                 anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
+                                if histogram is not None:
+                                    histogram.add(anomaly)
                                 mask = decision.flag(anomaly)
                                 unknown = unknown_policy.unknown(source, scores.known_entity, chunk.entity)
                                 if unknown is not None:
@@ -337,4 +343,6 @@ def score_objects(
     finally:
         con.close()
     result.seconds = {k: round(v, 3) for k, v in secs.items()}
+    if histogram is not None:
+        result.score_counts, result.psi = [int(c) for c in histogram.counts], histogram.psi()
     return result

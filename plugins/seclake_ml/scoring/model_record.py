@@ -34,6 +34,7 @@ class ActiveModel:
     endpoint_config_name: str | None = None  # aws: the endpoint config the rollout put this model in
     combiner: dict[str, Any] | None = None  # the score combiner the threshold was calibrated with (None: -dot_product)
     threshold_rule: dict[str, Any] | None = None  # the calibration's Threshold (method, target FPR, metrics)
+    score_reference: dict[str, Any] | None = None  # deciles of the known-normal calibration scores (drift)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

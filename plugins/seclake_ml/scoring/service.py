@@ -35,6 +35,7 @@ from seclake_ml.config import ScoringSettings, SeclakeConfig
 from seclake_ml.display import escape
 from seclake_ml.interval import DataInterval
 from seclake_ml.locations import work_root
+from seclake_ml.scoring.drift import judge
 from seclake_ml.scoring.engine import BatchResult, score_objects
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
@@ -491,6 +492,9 @@ def score_batch(
     if manifest.get("repinned_from"):
         summary["repinned_from"] = manifest["repinned_from"]
     summary["stale_tmp_removed"] = swept
+    summary["drift"] = judge(summary["totals"], result.psi, cfg)
+    if summary["drift"]["breaches"]:
+        log.warning("batch %s drifted from model %s: %s", batch_id, model.version, "; ".join(summary["drift"]["breaches"]))
     summary.update(batch_id=batch_id, origin=manifest.get("origin"), objects_in_batch=len(objects),
                    already_done=len(objects) - len(todo), rejected=manifest.get("rejected", []),
                    ignored=len(manifest.get("ignored", [])), findings_location=findings_root,

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from seclake_ml.aws.clients import AwsClients
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.locations import ipinsights_store_dir, work_root
+from seclake_ml.scoring.drift import check_reference
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import InvalidLakeKey, LakeObject, parse_lake_key
 from seclake_ml.sources import get_source
@@ -121,7 +122,8 @@ def model_from_record(record: str | Mapping[str, Any], *, severity_scale: float)
     return ActiveModel(version=version, threshold=threshold, backend="aws", endpoint_name=endpoint,
                        profile_uri=profile_uri, severity_scale=scale,
                        endpoint_config_name=config_name if isinstance(config_name, str) else None,
-                       combiner=_combiner_of(record), threshold_rule=_rule_of(record))
+                       combiner=_combiner_of(record), threshold_rule=_rule_of(record),
+                       score_reference=check_reference(record.get("score_reference")))
 
 
 
@@ -239,7 +241,8 @@ class LocalSite:
         profile = model_dir / "profile.parquet"
         return ActiveModel(version=record["version"], threshold=record["threshold"], backend="local",
                            model_dir=str(model_dir), profile_uri=str(profile) if profile.is_file() else None,
-                           severity_scale=scale, combiner=_combiner_of(record), threshold_rule=_rule_of(record))
+                           severity_scale=scale, combiner=_combiner_of(record), threshold_rule=_rule_of(record),
+                           score_reference=check_reference(record.get("score_reference")))
 
     def lake_objects(self, days: set[str]) -> list[LakeObject]:
         """Objects of the enabled sources in the ``eventDay`` partitions ``days`` (YYYYMMDD)."""
