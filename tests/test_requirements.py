@@ -36,8 +36,10 @@ PROVIDER = "apache-airflow-providers-amazon"
 CONSTRAINTS_FILE = Path("include") / "mwaa" / "constraints-3.3.1-py3.12.txt"
 # Imported by the runtime package only on the local backend (the engine's trainer); never on MWAA.
 LOCAL_ONLY_IMPORTS = {"torch"}
-# Provided by the MWAA image: Airflow and its constraints' providers.
-IMAGE_IMPORTS = {"airflow"}
+# Provided by the MWAA image: Airflow and its constraints' providers, and the libraries Airflow core's
+# api-server is built on, which the workspace app (seclake_ml.workspace) uses through it.
+AIRFLOW_CORE_IMPORTS = {"fastapi", "jinja2", "pydantic"}
+IMAGE_IMPORTS = {"airflow"} | AIRFLOW_CORE_IMPORTS
 # Markers evaluated as on MWAA 3.3.1 (Amazon Linux, x86_64, CPython 3.12).
 MWAA_MARKER_ENV = {
     "python_version": "3.12", "python_full_version": "3.12.13", "sys_platform": "linux",
@@ -233,3 +235,9 @@ def test_dev_lock_matches_mwaa_airflow(dev_lock: dict[str, str], constraints: di
         f"dev lock pins {PROVIDER}=={dev_lock.get(PROVIDER)}, MWAA constraints have {constraints[PROVIDER]}"
     )
     assert "aiobotocore" in dev_lock, "dev lock must include aiobotocore (deferrable operators)"
+
+
+def test_image_imports_are_airflow_core_dependencies() -> None:
+    """The libraries taken from the image besides Airflow are requirements of ``apache-airflow-core`` itself."""
+    core = {canonicalize_name(Requirement(r).name) for r in importlib.metadata.requires("apache-airflow-core") or []}
+    assert AIRFLOW_CORE_IMPORTS <= core, f"not Airflow core dependencies: {sorted(AIRFLOW_CORE_IMPORTS - core)}"

@@ -789,3 +789,46 @@ def test_endpoint_client_sends_each_call_once(monkeypatch: pytest.MonkeyPatch) -
         runtime.invoke_endpoint(EndpointName="ep", Body=b"i-1,10.0.0.1\n", ContentType="text/csv")
     assert err.value.response["Error"]["Code"] == "ThrottlingException"
     assert len(sent) == 1
+
+
+def test_allow_listed_pair_is_suppressed_not_published(env: Env, site: dict[str, Any], reference_dir: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allow-list entry in WORK_LOCATION suppresses its finding (written, not published); cached per TTL."""
+    from seclake_ml.feedback.allowlist import AllowList, new_entry
+    from seclake_ml.scoring.ocsf_validate import load_ocsf_schema, validate_finding
+    from seclake_ml.scoring.stores import S3Store
+
+    a, b, c = site["keys"]
+    for key in site["keys"]:
+        env.put_object(key)
+    env.put_active()
+    # the strongest pair over the three objects: its finding is High, so it would be published
+    scored = [(float(-site["scorer"].dot_product([e], [ip])[0]), key, e, ip)
+              for key, pairs in site["expected"].items() for e, ip in sorted(pairs)]
+    _, top_key, entity, ip = max(scored)
+    allow = AllowList(S3Store(env.s3, WORK))
+    entry = new_entry("pair", entity=entity, cidr=ip, reason="<i>red team</i> box", created_by="ana")
+    assert allow.add(entry).stored
+    event = {"Records": [record(f"m-{i}", as_string(eventbridge_body(k))) for i, k in enumerate(site["keys"])]}
+    response, summary = invoke(event, capsys)
+    assert failures(response) == [] and summary["objects"]["scored"] == 3
+    assert summary["allowlist"] == {"entries": 1, "unreadable": 0}
+    assert summary["findings"] == N_FLAGGED and summary["suppressed"] == 1
+    records = env.findings()
+    [muted] = [r for r in records if r["status_id"] == 3]
+    assert (muted["unmapped"]["entity"], muted["unmapped"]["ip"]) == (entity, ip)
+    assert muted["status"] == "Suppressed" and muted["unmapped"]["allowlist_entry_id"] == entry.entry_id
+    assert muted["unmapped"]["allowlist_reason"] == "<i>red team</i> box" and muted["severity_id"] >= 4
+    assert validate_finding(muted, load_ocsf_schema(reference_dir / "ocsf-1.1.0-schema.json")) == []
+    alerts = env.alerts()
+    severe = {r["finding_info"]["uid"] for r in records if r["severity_id"] >= 4 and r["status_id"] == 1}
+    assert {x["uid"] for x in alerts} == severe and muted["finding_info"]["uid"] not in severe
+    assert summary["published"] == len(severe)
+    # the list is cached per container: a removal shows after ACTIVE_TTL_SECONDS
+    allow.remove(entry.entry_id, by="bob", reason="exercise over")
+    matcher, info = app.allowlist_matcher(app.load_settings(), env.s3)
+    assert info["entries"] == 1 and matcher.match([entity], [ip]) == [entry]
+    monkeypatch.setenv("ACTIVE_TTL_SECONDS", "0")
+    matcher, info = app.allowlist_matcher(app.load_settings(), env.s3)
+    assert info["entries"] == 0 and matcher.match([entity], [ip]) == [None]

@@ -23,7 +23,12 @@ One invocation:
 4. scores each object with :func:`seclake_ml.scoring.engine.score_objects`: chunked Parquet reads,
    the SageMaker endpoint (``text/csv`` in, IP Insights JSON out), the threshold, explanations from
    the training profile, findings Parquet under ``ext/ipinsights-<source>/…`` of
-   ``FINDINGS_LOCATION``, severe findings to SNS, then a ledger entry for the object;
+   ``FINDINGS_LOCATION``, severe findings to SNS, then a ledger entry for the object. Findings of
+   pairs on the analysts' allow-list (:mod:`seclake_ml.feedback.allowlist`, read from
+   ``WORK_LOCATION/feedback/allowlist/`` and cached per container for ``ACTIVE_TTL_SECONDS``, like
+   the active record) are written as Suppressed and not published; an entry stops matching when it
+   expires. An allow-list that cannot be read suppresses nothing (the last copy read is used while
+   there is one) and is reported in the summary (``allowlist``);
 5. returns ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, ...]}`` naming only the
    messages whose objects failed with a transient error (S3 or endpoint errors after retries, or no
    time left), so only those come back. An object that cannot be read as Parquet is quarantined in
@@ -78,6 +83,7 @@ from typing import Any
 from seclake_ml import __version__ as PACKAGE_VERSION
 from seclake_ml.aws.registry import RegistryError, read_active_record
 from seclake_ml.config import ConfigError, SeclakeConfig
+from seclake_ml.feedback.allowlist import AllowEntry, AllowList, Matcher
 from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.engine import ObjectOutcome, score_objects
 from seclake_ml.scoring.model_record import ActiveModel
@@ -236,6 +242,7 @@ _CLIENTS: dict[tuple[str, str], Any] = {}
 _ACTIVE: dict[str, tuple[float, ActiveModel]] = {}
 _PROFILE: dict[str, tuple[float, bytes]] = {}
 _HISTORY: dict[str, tuple[float, Any]] = {}
+_ALLOW: dict[str, tuple[float, list[AllowEntry], int]] = {}  # work location -> (read at, entries, unreadable)
 
 
 def reset_caches() -> None:
@@ -244,6 +251,7 @@ def reset_caches() -> None:
     _ACTIVE.clear()
     _PROFILE.clear()
     _HISTORY.clear()
+    _ALLOW.clear()
 
 
 def client(service: str, region: str) -> Any:
@@ -363,6 +371,31 @@ def history_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
     return load
 
 
+def allowlist_matcher(settings: Settings, s3: Any) -> tuple[Matcher | None, dict[str, Any]]:
+    """``(Matcher or None, summary)`` of the analysts' allow-list in ``WORK_LOCATION``, read once per
+    container and ``ACTIVE_TTL_SECONDS`` (entries that expire meanwhile stop matching at once).
+
+    A read that fails keeps the last copy read (reported ``stale``); with none, nothing is suppressed:
+    a broken allow-list never hides a detection and never stops scoring.
+    """
+    location = settings.work_location
+    now = time.monotonic()
+    hit = _ALLOW.get(location)
+    if hit is None or now - hit[0] >= settings.active_ttl:
+        allow = AllowList(S3Store(s3, location))
+        try:
+            entries = allow.entries()
+        except Exception as exc:  # noqa: BLE001 - see above
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if hit is None:
+                log.error("analyst allow-list cannot be read (%s): nothing is suppressed", reason)
+                return None, {"entries": 0, "unreadable": 0, "error": reason}
+            log.error("analyst allow-list cannot be read (%s): using the copy read %.0fs ago", reason, now - hit[0])
+            return Matcher(hit[1]), {"entries": len(hit[1]), "unreadable": hit[2], "error": reason, "stale": True}
+        _ALLOW[location] = hit = (now, entries, allow.unreadable)
+    return Matcher(hit[1]), {"entries": len(hit[1]), "unreadable": hit[2]}
+
+
 # ------------------------------------------------------------------------------ ledger
 def already_done(store: S3Store, uri: str) -> bool:
     """Whether the ledger holds ``uri``.
@@ -420,6 +453,7 @@ def _new_summary(context: Any, records: list[Any]) -> dict[str, Any]:
         "unknown_no_history": 0,
         "dropped": {r: 0 for r in DROP_REASONS},
         "findings": 0,
+        "suppressed": 0,
         "severity": {},
         "published": 0,
         "model_version": None,
@@ -529,6 +563,9 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
                  else LogPublisher(None))
     load_profile = profile_loader(model, s3, settings.active_ttl)
     load_history = history_loader(model, s3, settings.active_ttl)
+    t = time.perf_counter()
+    allowlist, summary["allowlist"] = allowlist_matcher(settings, s3)
+    secs["allowlist"] = round(time.perf_counter() - t, 3)
     batch_id = batch_id_for([o.uri for o in todo], origin="lambda")
 
     def open_object(obj: LakeObject) -> Any:
@@ -556,14 +593,14 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
             sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
             min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
             accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
-            unknown_entities=cfg.scoring.unknown_entities,
+            unknown_entities=cfg.scoring.unknown_entities, allowlist=allowlist,
         )
         stage.update(result.seconds)
         summary["published"] += result.published
         for out in result.objects:
             summary["objects"][out.status] = summary["objects"].get(out.status, 0) + 1
             for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
-                         "findings"):
+                         "findings", "suppressed"):
                 summary[name] += getattr(out, name)
             for reason, n in out.dropped.items():
                 summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n

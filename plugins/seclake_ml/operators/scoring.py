@@ -302,7 +302,8 @@ class ScoreBatchOperator(BaseOperator):
                       s.get("already_done", 0), t["rows"], t["pairs"], t["distinct_pairs"], t["unknown_entity"],
                       t.get("unknown_flagged", 0), t.get("unknown_no_history", 0))
         self.log.info("dropped by reason: %s", t["dropped"])
-        self.log.info("findings: %d by severity %s; published %d", t["findings"], t["severity"], t["published"])
+        self.log.info("findings: %d by severity %s; published %d; suppressed by the allow-list %d", t["findings"],
+                      t["severity"], t["published"], t.get("suppressed", 0))
         self.log.info("seconds per stage: %s", s["seconds"])
         self.log.info("findings under %s; batch result %s", s.get("findings_location"), s.get("result"))
         for o in s["objects"]:

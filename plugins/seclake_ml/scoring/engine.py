@@ -16,7 +16,10 @@ For each object of a batch and each enabled ``(source, view)`` whose lake source
    (:mod:`.findings`) and write them, one file per object and partition, named after the object
    (:func:`~.stores.object_stem`): scoring the same object again, in a retry, a duplicate message or
    a backfill, replaces that file and reuses the same deterministic ``finding_info.uid`` values;
-4. publish the severe ones.
+4. publish the severe ones. A flagged pair that an analyst allow-list entry matches
+   (``allowlist``, a :class:`~seclake_ml.feedback.allowlist.Matcher`) is still written, as a finding
+   with OCSF status Suppressed and the entry (:func:`~.findings.suppress_finding`), counted in
+   ``suppressed`` and never published.
 
 An object that cannot be read is **quarantined** (its reason kept in the result; it is not retried);
 an object that fails for another reason (S3 or endpoint errors after retries) is **failed**: the
@@ -31,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +45,9 @@ from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
 from seclake_ml.scoring.stores import object_stem
 from seclake_ml.sources import get_source
+
+if TYPE_CHECKING:
+    from seclake_ml.feedback.allowlist import Matcher
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,7 @@ class ObjectOutcome:
     unknown_no_history: int = 0  # pairs of unknown entities whose peer group has no history
     dropped: dict[str, int] = field(default_factory=lambda: {r: 0 for r in DROP_REASONS})
     findings: int = 0
+    suppressed: int = 0  # findings written with status Suppressed (an analyst allow-list entry matched)
     severity: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -81,7 +88,7 @@ class BatchResult:
         for status in ("scored", "quarantined", "failed"):
             t[status] = sum(o.status == status for o in self.objects)
         for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
-                     "findings"):
+                     "findings", "suppressed"):
             t[name] = sum(getattr(o, name) for o in self.objects)
         t["dropped"] = {r: sum(o.dropped.get(r, 0) for o in self.objects) for r in DROP_REASONS}
         sev: dict[str, int] = {}
@@ -200,6 +207,7 @@ def score_objects(
     on_object_done: Callable[[LakeObject, ObjectOutcome], None] | None = None,
     duckdb_memory: str = "1GB",
     unknown_entities: Mapping[str, str] | None = None,
+    allowlist: Matcher | None = None,
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -216,10 +224,12 @@ def score_objects(
     :param duckdb_memory: DuckDB memory limit (``extra.scoring.duckdb_memory``).
     :param unknown_entities: source -> ``peers`` | ``ignore`` (``extra.scoring.unknown_entities``;
         absent sources: ``peers``), see :mod:`.peers`. The peer groups come from ``history_loader``.
+    :param allowlist: the analysts' allow-list (:class:`~seclake_ml.feedback.allowlist.Matcher`, built
+        at batch start); findings of flagged pairs it matches are written as Suppressed and not published.
     """
     import duckdb
 
-    from seclake_ml.scoring.findings import Candidate, build_findings
+    from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
     from seclake_ml.scoring.profile import EntityProfile
 
@@ -313,6 +323,15 @@ def score_objects(
                 t3 = time.perf_counter()
                 records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
                                          created_time=created, product_version=product_version)
+                muted: set[int] = set()  # positions of records an allow-list entry suppresses
+                if allowlist is not None and candidates:
+                    hits = allowlist.match([c.entity for c in candidates], [c.ip for c in candidates])
+                    for i, (rec, hit) in enumerate(zip(records, hits)):
+                        if hit is not None:
+                            suppress_finding(rec, entry_id=hit.entry_id, kind=hit.kind, reason=hit.reason,
+                                             expires_at=hit.expires_at)
+                            muted.add(i)
+                out.suppressed = len(muted)
                 for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
                     out.files.append(sink.put_bytes(rel_key, data))
                 out.findings = len(records)
@@ -324,7 +343,8 @@ def score_objects(
                     # Published before the object is marked done: a crash in between re-publishes on the
                     # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
                     t4 = time.perf_counter()
-                    severe = [r for r in records if int(r.get("severity_id", 0)) >= min_severity_to_publish]
+                    severe = [r for i, r in enumerate(records)
+                              if i not in muted and int(r.get("severity_id", 0)) >= min_severity_to_publish]
                     result.published += publisher.publish(severe)
                     secs["publish"] += time.perf_counter() - t4
                 if on_object_done is not None:

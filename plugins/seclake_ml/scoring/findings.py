@@ -51,6 +51,7 @@ ACTIVITY_NAME = "Create"
 TYPE_UID = CLASS_UID * 100 + ACTIVITY_ID
 TYPE_NAME = f"{CLASS_NAME}: {ACTIVITY_NAME}"
 STATUS_ID_NEW = 1
+STATUS_ID_SUPPRESSED = 3  # OCSF 1.1.0 Detection Finding status_id 3 "Suppressed"
 ANALYTIC_TYPE_ID_ML = 4  # "Learning (ML/DL)"
 PROFILES = ["cloud", "datetime"]
 
@@ -417,6 +418,34 @@ def _build_one(
         "observables": observables,
         "unmapped": unmapped,
     }
+
+
+def suppress_finding(record: dict[str, Any], *, entry_id: str, kind: str, reason: str,
+                     expires_at: str | None = None) -> dict[str, Any]:
+    """Mark ``record`` (in place, and return it) as suppressed by an analyst allow-list entry.
+
+    ``status_id``/``status`` become 3 / ``Suppressed`` (the OCSF 1.1.0 enum), ``status_detail`` names the
+    entry, and ``unmapped`` gains ``allowlist_entry_id``, ``allowlist_kind``, ``allowlist_reason`` and,
+    when the entry expires, ``allowlist_expires_at``. The reason is the analyst's text, kept verbatim
+    (HTML included: whoever renders it escapes it). Everything else of the record is unchanged.
+
+    :param entry_id: the entry's id (:class:`seclake_ml.feedback.allowlist.AllowEntry`).
+    :param kind: the entry's kind (``entity`` | ``cidr`` | ``pair``).
+    :param reason: why the analyst accepts such pairs.
+    :param expires_at: when the entry expires (UTC ISO text), ``None`` for never.
+    """
+    for name, value in (("entry_id", entry_id), ("kind", kind), ("reason", reason)):
+        _require_str(value, name)
+    record["status_id"] = STATUS_ID_SUPPRESSED
+    record["status"] = "Suppressed"
+    record["status_detail"] = one_line(f"Suppressed by analyst allow-list entry {entry_id} ({kind})", 256)
+    unmapped = record.setdefault("unmapped", {})
+    unmapped["allowlist_entry_id"] = _storable(entry_id)
+    unmapped["allowlist_kind"] = _storable(kind)
+    unmapped["allowlist_reason"] = _storable(reason)
+    if expires_at is not None:
+        unmapped["allowlist_expires_at"] = _storable(_require_str(expires_at, "expires_at"))
+    return record
 
 
 def build_findings(

@@ -105,6 +105,7 @@ FINDINGS_SCHEMA = pa.schema(
         _f("severity", pa.string()),
         _f("status_id", pa.int32()),
         _f("status", pa.string()),
+        _f("status_detail", pa.string()),  # set on suppressed findings only (the allow-list entry)
         _f("time", pa.int64(), True),
         _f("time_dt", _TS_DT, ocsf="datetime_t"),
         _f("start_time", pa.int64()),

@@ -47,7 +47,8 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
         f"unknown       {t.get('unknown_entity', 0):,} pairs of entities the model never saw; flagged by the "
         f"unknown-entity policy {t.get('unknown_flagged', 0):,}, peer group without history {t.get('unknown_no_history', 0):,}",
         f"dropped       {', '.join(f'{k} {v:,}' for k, v in t['dropped'].items() if v) or 'none'}",
-        f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}",
+        f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}; "
+        f"suppressed by the allow-list {t.get('suppressed', 0)}",
         f"seconds       {json.dumps(batch.get('seconds', {}), sort_keys=True)}",
         f"findings at   {shown(batch.get('findings_location'))}/ext/…",
     ]

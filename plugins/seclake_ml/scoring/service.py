@@ -100,6 +100,30 @@ def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
     return store_for(work_root(cfg), clients.s3 if clients else None)
 
 
+def allowlist_matcher(store: Any) -> tuple[Any, dict[str, Any]]:
+    """``(Matcher or None, summary)`` of the analysts' allow-list in the work store ``store``.
+
+    Built once per batch (expired entries stop matching at match time). An allow-list that cannot
+    be read suppresses nothing: the batch is scored and alerts are published as without one (a broken
+    allow-list must never hide a detection nor stop scoring), and the error is logged and reported.
+    Unreadable event objects are skipped and counted (``unreadable``).
+
+    :param store: the work store (:func:`work_store`; the ledger's store).
+    """
+    from seclake_ml.feedback.allowlist import AllowList, Matcher
+
+    allow = AllowList(store)
+    try:
+        entries = allow.entries()
+    except Exception as exc:  # noqa: BLE001 - see above: scoring goes on without suppression
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.error("ALERT analyst allow-list under %s cannot be read (%s): nothing is suppressed", allow.prefix, reason)
+        return None, {"entries": 0, "unreadable": allow.unreadable, "error": reason}
+    if entries:
+        log.info("analyst allow-list: %d entries in force", len(entries))
+    return Matcher(entries), {"entries": len(entries), "unreadable": allow.unreadable}
+
+
 # ------------------------------------------------------------------------------ active model
 def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
     """The model pinned in a manifest, validated, and its local scorer (``None`` on aws).
@@ -400,6 +424,8 @@ def score_batch(
              len(objects) - len(todo), model.version, model.threshold)
 
     scorer, open_object, publisher = site.scoring_io(model, local_scorer, publisher)
+    # the allow-list lives in the work store, which is the ledger's (work_store(cfg, clients))
+    allowlist, allowlist_summary = allowlist_matcher(ledger.store)
 
     s3_profile: dict[str, Any] = {}  # the S3 profile's bytes (or why they are missing), fetched once per batch
 
@@ -468,7 +494,7 @@ def score_batch(
         min_severity_to_publish=int(setting(cfg, "publish_min_severity")),
         chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
         product_version=product_version, on_object_done=mark, duckdb_memory=setting(cfg, "duckdb_memory"),
-        unknown_entities=setting(cfg, "unknown_entities"),
+        unknown_entities=setting(cfg, "unknown_entities"), allowlist=allowlist,
     )
     by_uri = {o.uri: o for o in todo}
     failed_now = {out.uri: out.reason or "failed" for out in result.objects if out.status == "failed"}
@@ -489,6 +515,7 @@ def score_batch(
             ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version, reason=out.reason)
     failed = [o for o in result.objects if o.status == "failed"]
     summary = result.to_dict()
+    summary["allowlist"] = allowlist_summary
     if manifest.get("repinned_from"):
         summary["repinned_from"] = manifest["repinned_from"]
     summary["stale_tmp_removed"] = swept

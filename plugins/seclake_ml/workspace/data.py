@@ -12,19 +12,22 @@ The findings tree is the OCSF 2004 layout of :mod:`seclake_ml.scoring.findings_p
 
 1. **Files.** Partitions are pruned from the path before anything is read: the custom source by the
    ``source`` / ``detector`` filters (``ipinsights-*`` / ``risk-*``), ``accountId=`` by ``account``
-   (a 12-digit account's folder, else ``external``), ``eventDay=`` by ``since``/``until`` and by the
-   cursor's day. Locally the tree is walked (links are not followed; hidden files, files at other depths
+   (a 12-digit account's folder, else ``external``), ``eventDay=`` by ``since``/``until``. Locally the tree is walked (links are not followed; hidden files, files at other depths
    and names not ending in ``.parquet`` are ignored). On aws the same levels are listed with delimiter
    listings; object listing goes newest ``eventDay`` first and stops at ``max_files`` objects (default
    :data:`AWS_MAX_FILES`; the result then says ``"truncated": true`` and ``total`` counts the files
    read); objects over :data:`MAX_OBJECT_BYTES` are skipped. Objects are downloaded once into a
    process-wide cache folder (named by the SHA-256 of bucket, key and ETag, so a replaced object is
-   fetched again) and read from there.
-2. **Query.** One DuckDB ``read_parquet`` over the files (``filename = true``, joined to a small table
-   of each file's partition values) counts the matches, a second returns one page: ``ORDER BY time DESC,
-   uid ASC, key ASC LIMIT page_size + 1``. Paging is keyset paging: the opaque cursor carries the last
-   row's ``(time, uid, file key)`` and a digest of the filter (a cursor is refused with another filter),
-   never an offset, so a deep page costs what the first one does.
+   fetched again) and read from there; the folder (``<temp>/seclake_ml-workspace-<uid>``) is not pruned
+   by this module.
+2. **Query.** One DuckDB pass of ``read_parquet`` (``filename``, ``file_row_number``) over the files
+   reads only the filter's columns and the sort keys, and returns the page's keys together with the
+   total (``count(*) OVER ()``; the cursor condition is a ``QUALIFY``, so the total counts every match);
+   a second pass reads the page's columns from the (at most ``page_size + 1``) files holding its rows.
+   Order: ``time DESC, uid ASC``, then the file read (locally the findings root + key, so key order).
+   Paging is keyset paging: the opaque cursor carries the last row's ``(time, uid, file key)`` and a
+   digest of the filter (a cursor is refused with another filter), never an offset, so a deep page
+   costs what the first one does. Parquet footers are cached by a process-wide DuckDB database.
 3. **Bad files.** Empty files are skipped from their size; when DuckDB refuses the batch (a corrupt or
    truncated file, one of another schema), each file is checked alone, the bad ones are skipped, and
    remembered per ``(path, size, mtime)`` for the life of the process. The result reports
@@ -214,6 +217,11 @@ class _Listing:
     skipped: list[dict[str, str]]  # found while listing: empty, too large, not downloaded
     truncated: bool = False
     bad: list[dict[str, str]] = field(default_factory=list)  # refused by DuckDB (known or probed)
+    root: str | None = None  # the local findings root (None on S3)
+
+    def path_of(self, key: str) -> str:
+        """The path a key of this listing is read from (``""`` for an S3 object no longer listed)."""
+        return os.path.join(self.root, key) if self.root is not None else ""
 
 
 def findings_location(cfg: SeclakeConfig) -> str:
@@ -301,10 +309,9 @@ def _list_local(root: str, flt: FindingsFilter, last_day: str | None) -> _Listin
                             continue
                         files.append(_File(f.path, key, src.name, detector, region, account, day, st.st_size,
                                            str(st.st_mtime_ns)))
-    return _Listing(files, skipped)
+    return _Listing(files, skipped, root=root)
 
 
-_CACHE_LOCK = threading.Lock()
 
 
 def _cache_dir() -> Path:
@@ -413,6 +420,7 @@ def _list_files(cfg: SeclakeConfig, flt: FindingsFilter, s3_client: Any, last_da
 _BAD: dict[tuple[str, int, str], str] = {}
 _BAD_MAX = 10_000
 _READ = "read_parquet($files, filename = true)"
+_READ_ROWS = "read_parquet($files, filename = true, file_row_number = true)"
 _ROW_COLUMNS = """
     f.time AS time_ms, f.finding_info.uid AS uid, f.severity_id AS severity_id, f.severity AS severity,
     f.status AS status, f.unmapped['entity'] AS entity, f.unmapped['ip'] AS ip,
@@ -422,12 +430,23 @@ _ROW_COLUMNS = """
 """
 
 
-def _connect() -> Any:
-    import duckdb
+_DB: Any = None
+_DB_LOCK = threading.Lock()
 
-    con = duckdb.connect(":memory:")
-    con.execute("SET enable_progress_bar = false")
-    return con
+
+def _connect() -> Any:
+    """A connection to the process-wide in-memory DuckDB database (its Parquet footer cache, keyed by
+    file and modification time, spares re-reading the footers of unchanged files on every call)."""
+    global _DB
+    with _DB_LOCK:
+        if _DB is None:
+            import duckdb
+
+            db = duckdb.connect(":memory:")
+            db.execute("SET enable_progress_bar = false")
+            db.execute("SET parquet_metadata_cache = true")
+            _DB = db
+        return _DB.cursor()
 
 
 def _where(flt: FindingsFilter) -> tuple[list[str], dict[str, Any]]:
@@ -496,20 +515,15 @@ def _run(con: Any, listing: _Listing, work: Any) -> Any:
         return work(_good_files(con, listing, probe=True))
 
 
-def _meta_table(files: list[_File]) -> Any:
-    import pyarrow as pa
-
-    return pa.table({"path": [f.path for f in files], "key": [f.key for f in files],
-                     "source": [f.source for f in files], "detector": [f.detector for f in files]})
-
-
 def _finite(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def _row(r: tuple) -> dict[str, Any]:
+def _row(r: tuple, by_path: Mapping[str, _File]) -> dict[str, Any]:
     (time_ms, uid, sev_id, sev, status, entity, ip, operation, score, account, region, message, title,
-     our_source, view, key, source, detector) = r
+     our_source, view, path) = r
+    f = by_path[path]
+    key, source, detector = f.key, f.source, f.detector
     risk = detector == "risk"
     return {
         "uid": uid, "time": ms_to_rfc3339(time_ms), "time_ms": int(time_ms), "severity_id": sev_id,
@@ -523,7 +537,7 @@ def _row(r: tuple) -> dict[str, Any]:
 
 def list_findings(cfg: SeclakeConfig, flt: FindingsFilter | None = None, *, page_size: int = 50,
                   cursor: str | None = None, s3_client: Any = None, max_files: int = AWS_MAX_FILES) -> dict[str, Any]:
-    """One page of findings, newest first (``time`` desc, then ``uid`` asc, then file key asc).
+    """One page of findings, newest first (``time`` desc, then ``uid`` asc, then the file; see the module).
 
     :param cfg: the configuration (its findings location).
     :param flt: the filter (``None``: all findings).
@@ -543,51 +557,62 @@ def list_findings(cfg: SeclakeConfig, flt: FindingsFilter | None = None, *, page
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size: got {page_size!r}; expected an integer 1-{MAX_PAGE_SIZE}")
     after = _decode_cursor(cursor, flt) if cursor is not None else None
-    last_day = (_EPOCH + timedelta(milliseconds=after[0])).strftime("%Y%m%d") if after else None
-    total_listing = _list_files(cfg, flt, s3_client, None, max_files)
+    listing = _list_files(cfg, flt, s3_client, None, max_files)
+    by_key = {f.key: f for f in listing.files}
     conds, params = _where(flt)
     where = " AND ".join(conds) or "TRUE"
+    qualify, q_params = "TRUE", {}
+    if after is not None:
+        # the last tie-break is the path DuckDB reads: locally the findings root + the key (key order),
+        # on aws the cache file of the object's ETag
+        qualify = ("(time_ms < $c_time OR (time_ms = $c_time AND (uid > $c_uid "
+                   "OR (uid = $c_uid AND filename > $c_path))))")
+        q_params = {"c_time": after[0], "c_uid": after[1],
+                    "c_path": by_key[after[2]].path if after[2] in by_key else listing.path_of(after[2])}
     con = _connect()
     try:
-        def count(files: list[_File]) -> int:
+        def page(files: list[_File]) -> tuple[int, list[tuple]]:
             if not files:
-                return 0
-            return int(con.execute(f"SELECT count(*) FROM {_READ} f WHERE {where}",
-                                   {"files": [f.path for f in files], **params}).fetchone()[0])
+                return 0, []
+            # 1. the page's keys and the total in one pass over the filter's columns only
+            keys = con.execute(
+                f"SELECT f.time AS time_ms, f.finding_info.uid AS uid, f.filename AS filename, "
+                f"f.file_row_number AS rn, count(*) OVER () AS total FROM {_READ_ROWS} f WHERE {where} "
+                f"QUALIFY {qualify} ORDER BY time_ms DESC, uid ASC, filename ASC LIMIT {page_size + 1}",
+                {"files": [f.path for f in files], **params, **q_params}).fetchall()
+            if keys:
+                total = int(keys[0][4])
+            else:  # past the last row (the tree changed since the cursor was made): count alone
+                total = int(con.execute(f"SELECT count(*) FROM {_READ} f WHERE {where}",
+                                        {"files": [f.path for f in files], **params}).fetchone()[0])
+            if not keys:
+                return total, []
+            # 2. the page's columns, read from the files that hold its rows only
+            wanted = {(k[2], int(k[3])) for k in keys}
+            got = con.execute(
+                f"SELECT {_ROW_COLUMNS}, f.filename, f.file_row_number FROM {_READ_ROWS} f "
+                f"WHERE f.file_row_number IN (SELECT unnest($rns))",
+                {"files": sorted({k[2] for k in keys}), "rns": sorted({int(k[3]) for k in keys})}).fetchall()
+            full = {(r[-2], int(r[-1])): r[:-1] for r in got if (r[-2], int(r[-1])) in wanted}
+            if len(full) != len(wanted):
+                raise RuntimeError("findings files changed while the page was read")
+            return total, [full[(k[2], int(k[3]))] for k in keys]
 
-        total = _run(con, total_listing, count)
-        # the page reads only the partitions at or before the cursor's day, minus known-bad files
-        page_files = [f for f in total_listing.files if last_day is None or f.day <= last_day]
-        page_listing = _Listing(page_files, [])
-
-        def page(files: list[_File]) -> list[tuple]:
-            if not files:
-                return []
-            con.register("meta", _meta_table(files))
-            page_conds, page_params = list(conds), dict(params)
-            if after is not None:
-                page_conds.append("(f.time < $c_time OR (f.time = $c_time AND (f.finding_info.uid > $c_uid "
-                                  "OR (f.finding_info.uid = $c_uid AND m.key > $c_key))))")
-                page_params.update(c_time=after[0], c_uid=after[1], c_key=after[2])
-            sql = (f"SELECT {_ROW_COLUMNS}, m.key, m.source, m.detector FROM {_READ} f "
-                   f"JOIN meta m ON f.filename = m.path WHERE {' AND '.join(page_conds) or 'TRUE'} "
-                   f"ORDER BY f.time DESC, uid ASC, m.key ASC LIMIT {page_size + 1}")
-            return con.execute(sql, {"files": [f.path for f in files], **page_params}).fetchall()
-
-        raw = _run(con, page_listing, page)
+        total, raw = _run(con, listing, page)
     finally:
         con.close()
-    rows = [_row(r) for r in raw[:page_size]]
+    by_path = {f.path: f for f in listing.files}
+    rows = [_row(r, by_path) for r in raw[:page_size]]
     next_cursor = None
     if len(raw) > page_size and rows:
         last = rows[-1]
         next_cursor = _encode_cursor(flt, last["time_ms"], last["uid"], last["key"])
-    skipped = {s["key"]: s for s in total_listing.skipped + total_listing.bad + page_listing.bad}
+    skipped = {s["key"]: s for s in listing.skipped + listing.bad}
     return {
         "total": total, "rows": rows, "next_cursor": next_cursor,
-        "files": len(total_listing.files) - len(total_listing.bad),
+        "files": len(listing.files) - len(listing.bad),
         "skipped_files": len(skipped), "skipped": list(skipped.values())[:MAX_REPORTED],
-        "truncated": total_listing.truncated, "filter": flt.to_dict(),
+        "truncated": listing.truncated, "filter": flt.to_dict(),
     }
 
 
@@ -613,9 +638,7 @@ def finding_detail(cfg: SeclakeConfig, uid: str, *, s3_client: Any = None,
         def find(files: list[_File]) -> list[tuple]:
             if not files:
                 return []
-            con.register("meta", _meta_table(files))
-            return con.execute(f"SELECT m.path, m.key, m.detector FROM {_READ} f JOIN meta m ON f.filename = m.path "
-                               "WHERE f.finding_info.uid = $uid ORDER BY m.key DESC LIMIT 1",
+            return con.execute(f"SELECT DISTINCT f.filename FROM {_READ} f WHERE f.finding_info.uid = $uid",
                                {"files": [f.path for f in files], "uid": uid}).fetchall()
 
         hits = _run(con, listing, find)
@@ -623,7 +646,9 @@ def finding_detail(cfg: SeclakeConfig, uid: str, *, s3_client: Any = None,
         con.close()
     if not hits:
         return None
-    path, key, detector = hits[0]
+    by_path = {f.path: f for f in listing.files}
+    best = max((by_path[h[0]] for h in hits), key=lambda f: f.key)
+    path, key, detector = best.path, best.key, best.detector
     for rec in read_findings(path):
         if (rec.get("finding_info") or {}).get("uid") == uid:
             return dict(rec, _key=key, _detector=detector)

@@ -30,8 +30,8 @@ form.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:
 label{display:flex;flex-direction:column;font-size:12px;gap:2px}
 input,select,textarea{font:inherit;padding:3px 5px;border:1px solid #aab;border-radius:3px}
 button{font:inherit;cursor:pointer}
-table{border-collapse:collapse;width:100%;background:#fff}th,td{border:1px solid #dde;padding:3px 6px;text-align:left;vertical-align:top;font-size:13px;word-break:break-word}
-th{background:#eef0f5}tr.row:hover{background:#f0f5ff;cursor:pointer}tr.sel{background:#dde8ff}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{border:1px solid #dde;padding:3px 6px;text-align:left;vertical-align:top;font-size:13px;overflow-wrap:anywhere}
+th{background:#eef0f5;white-space:nowrap}tr.row:hover{background:#f0f5ff;cursor:pointer}tr.sel{background:#dde8ff}
 .split{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1em}
 .panel{background:#fff;border:1px solid #dde;padding:.75em;border-radius:4px}
 .panel h2{font-size:15px;margin:.2em 0 .5em}.panel h3{font-size:13px;margin:.8em 0 .3em}

@@ -1,0 +1,277 @@
+"""The workspace app behind Airflow's real auth wiring: SimpleAuthManager JWTs (made by the auth manager
+itself, ``generate_jwt``) checked by Airflow's ``get_user`` and ``is_authorized_dag``.
+
+The app is mounted under ``/seclake-ml`` in a bare FastAPI parent, as the api-server mounts it. The only
+stand-in is ``RevokedToken.is_revoked`` (a metadata-DB lookup); ``test_browser.py`` runs the whole
+api-server with its database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("airflow.api_fastapi.auth.managers.simple.simple_auth_manager")
+
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tests.workspace.seed import HOSTILE_ENTITY, seed_config, seed_findings  # noqa: E402
+
+SIMPLE = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+ORIGIN = "http://testserver"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE)
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "workspace-test-jwt-secret-" + "0123456789abcdef" * 3)
+    monkeypatch.setenv("AIRFLOW__API__SECRET_KEY", "workspace-test-api-secret")
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")
+    from airflow.api_fastapi import app as api_app
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.models.revoked_token import RevokedToken
+
+    monkeypatch.setattr(api_app._AuthManagerState, "instance", SimpleAuthManager())
+    monkeypatch.setattr(RevokedToken, "is_revoked", classmethod(lambda cls, jti, session=None: False))
+
+    from seclake_ml.config import load_config
+    from seclake_ml.workspace.app import create_app
+
+    cfg = load_config(seed_config(tmp_path), environ={})
+    records = seed_findings(cfg)
+    root = FastAPI()
+    root.mount("/seclake-ml", create_app(config_loader=lambda: cfg))
+    client = TestClient(root, base_url=ORIGIN)
+    return client, cfg, records
+
+
+def token(username: str, role: str) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role))
+
+
+def bearer(username: str, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(username, role)}"}
+
+
+def session(client: TestClient, headers: dict[str, str]) -> dict:
+    r = client.get("/seclake-ml/api/session", headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def editor_headers(client: TestClient, username: str = "ed", role: str = "user") -> dict[str, str]:
+    h = bearer(username, role)
+    s = session(client, h)
+    return {**h, s["csrf_header"]: s["csrf_token"], "Origin": ORIGIN}
+
+
+def uid_of(rec: dict) -> str:
+    return rec["finding_info"]["uid"]
+
+
+# ------------------------------------------------------------------------------- authentication
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/seclake-ml/"), ("GET", "/seclake-ml/api/findings"), ("GET", "/seclake-ml/api/models"),
+    ("GET", "/seclake-ml/api/allowlist"), ("POST", "/seclake-ml/api/labels"),
+    ("DELETE", "/seclake-ml/api/allowlist/abc"),
+])
+def test_unauthenticated_requests_are_refused(env, method: str, path: str) -> None:
+    client, *_ = env
+    r = client.request(method, path, json={} if method == "POST" else None)
+    assert r.status_code == 401
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_unauthenticated_page_offers_the_airflow_login(env) -> None:
+    client, *_ = env
+    r = client.get("/seclake-ml/")
+    assert r.status_code == 401 and r.headers["content-type"].startswith("text/html")
+    assert "/auth/login" in r.text and "script-src 'nonce-" in r.headers["content-security-policy"]
+
+
+def test_bad_token_is_refused(env) -> None:
+    client, *_ = env
+    assert client.get("/seclake-ml/api/findings", headers={"Authorization": "Bearer not.a.jwt"}).status_code == 403
+    client.cookies.set("_token", "garbage")
+    assert client.get("/seclake-ml/api/findings").status_code == 403
+
+
+def test_the_airflow_ui_cookie_authenticates(env) -> None:
+    client, *_ = env
+    client.cookies.set("_token", token("vera", "viewer"))
+    r = client.get("/seclake-ml/api/session")
+    assert r.status_code == 200 and r.json()["user"] == "vera" and r.json()["can_edit"] is False
+
+
+# ------------------------------------------------------------------------------------ the page
+def test_page_is_escaped_nonce_protected_and_not_cached(env) -> None:
+    client, *_ = env
+    r = client.get("/seclake-ml/", headers=bearer('<img src=x onerror="alert(1)">', "admin"))
+    assert r.status_code == 200
+    assert "<img src=x" not in r.text and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in r.text
+    csp = r.headers["content-security-policy"]
+    nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
+    assert f'<script nonce="{nonce}">' in r.text and "frame-ancestors 'self'" in csp
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-content-type-options"] == "nosniff"
+    assert "innerHTML" not in r.text and "http://" not in r.text and "https://" not in r.text  # no CDN
+    assert 'data-base="/seclake-ml"' in r.text
+
+
+# ---------------------------------------------------------------------------------------- reading
+def test_viewer_reads_findings_and_detail(env) -> None:
+    client, _, records = env
+    h = bearer("vera", "viewer")
+    r = client.get("/seclake-ml/api/findings", headers=h, params={"page_size": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == 3 and len(body["rows"]) == 2 and body["next_cursor"]
+    nxt = client.get("/seclake-ml/api/findings", headers=h, params={"page_size": 2, "cursor": body["next_cursor"]})
+    assert len(nxt.json()["rows"]) == 1
+    hostile = next(r for r in records if r["evidences"][0]["data"]["entity"] == HOSTILE_ENTITY)
+    d = client.get(f"/seclake-ml/api/findings/{uid_of(hostile)}", headers=h)
+    assert d.status_code == 200 and d.headers["content-type"] == "application/json"
+    detail = d.json()
+    assert detail["entity"] == HOSTILE_ENTITY and detail["explanation"] and detail["record"]["finding_info"]
+    assert client.get("/seclake-ml/api/findings/nope", headers=h).status_code == 404
+
+
+def test_bad_filter_is_422_with_one_line(env) -> None:
+    client, *_ = env
+    r = client.get("/seclake-ml/api/findings", headers=bearer("vera", "viewer"), params={"detector": "zzz"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("detector:") and "\n" not in r.json()["detail"]
+    r = client.get("/seclake-ml/api/findings", headers=bearer("vera", "viewer"), params={"min_severity_id": "x"})
+    assert r.status_code == 422 and "min_severity_id" in r.json()["detail"]
+
+
+def test_models_and_batches_answer(env) -> None:
+    client, *_ = env
+    h = bearer("vera", "viewer")
+    assert client.get("/seclake-ml/api/models", headers=h).status_code == 200
+    assert client.get("/seclake-ml/api/batches", headers=h).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------- writing
+def test_viewer_is_refused_a_label_even_with_a_valid_csrf_token(env) -> None:
+    client, _, records = env
+    h = bearer("vera", "viewer")
+    s = session(client, h)
+    r = client.post("/seclake-ml/api/labels", headers={**h, s["csrf_header"]: s["csrf_token"], "Origin": ORIGIN},
+                    json={"uid": uid_of(records[0]), "verdict": "benign", "risk_score": 5})
+    assert r.status_code == 403 and "edit access" in r.json()["detail"]
+
+
+def test_csrf_header_missing_or_forged_or_cross_site_is_refused(env) -> None:
+    client, _, records = env
+    body = {"uid": uid_of(records[0]), "verdict": "benign", "risk_score": 5}
+    h = editor_headers(client)
+    no_csrf = {k: v for k, v in h.items() if k != "X-Seclake-CSRF"}
+    assert client.post("/seclake-ml/api/labels", headers=no_csrf, json=body).status_code == 403
+    other = editor_headers(client, "mallory")  # a token minted for another user
+    forged = {**h, "X-Seclake-CSRF": other["X-Seclake-CSRF"]}
+    assert client.post("/seclake-ml/api/labels", headers=forged, json=body).status_code == 403
+    cross = {**h, "Origin": "https://evil.example"}
+    r = client.post("/seclake-ml/api/labels", headers=cross, json=body)
+    assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    ref = {k: v for k, v in h.items() if k != "Origin"} | {"Referer": "https://evil.example/x"}
+    assert client.post("/seclake-ml/api/labels", headers=ref, json=body).status_code == 403
+    assert client.delete("/seclake-ml/api/allowlist/" + "0" * 32, headers=no_csrf).status_code == 403
+
+
+def test_editor_labels_a_finding_idempotently_and_html_stays_text(env) -> None:
+    from seclake_ml.locations import work_root
+    from seclake_ml.risk.labels import label_store_for
+
+    client, cfg, records = env
+    h = editor_headers(client, "ed", "user")
+    note = '<script>alert("x")</script> & <b>bold</b>'
+    body = {"uid": uid_of(records[0]), "verdict": "malicious", "risk_score": 88, "note": note}
+    r = client.post("/seclake-ml/api/labels", headers=h, json=body)
+    assert r.status_code == 201, r.text
+    assert r.headers["content-type"] == "application/json"
+    label = r.json()["label"]
+    assert label["note"] == note and label["analyst"] == "ed" and label["source"] == "workspace"
+    assert label["target_kind"] == "finding" and label["risk_score"] == 88
+    again = client.post("/seclake-ml/api/labels", headers=h, json=body)
+    assert again.status_code == 200 and again.json() | {"label": None} == {"label": None, "stored": 0, "unchanged": 1}
+    stored = label_store_for(work_root(cfg)).records()
+    assert len(stored) == 1 and stored[0].note == note and stored[0].analyst == "ed"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"uid": "u1", "verdict": "malicious", "risk_score": 101}, "score"),
+    ({"uid": "u1", "verdict": "evil", "risk_score": 50}, "verdict"),
+    ({"uid": "u1", "verdict": "benign", "risk_score": 5, "note": "x" * 2001}, "note"),
+    ({"uid": "u1", "verdict": "benign", "risk_score": 5, "note": "bidi \u202e"}, "note"),
+    ({"verdict": "benign", "risk_score": 5}, "uid"),
+    ({"uid": "u1", "verdict": "benign", "risk_score": 5, "extra": 1}, "extra"),
+    ({"uid": "has space", "verdict": "benign", "risk_score": 5}, "uid"),
+])
+def test_malformed_label_is_422_with_a_one_line_message(env, body: dict, field: str) -> None:
+    client, *_ = env
+    r = client.post("/seclake-ml/api/labels", headers=editor_headers(client), json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and field in detail.lower()
+
+
+def test_malformed_json_is_422(env) -> None:
+    client, *_ = env
+    h = editor_headers(client) | {"Content-Type": "application/json"}
+    r = client.post("/seclake-ml/api/labels", headers=h, content=b"{not json")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+
+
+def test_oversized_body_is_refused(env) -> None:
+    client, *_ = env
+    h = editor_headers(client) | {"Content-Type": "application/json"}
+    r = client.post("/seclake-ml/api/labels", headers=h, content=json.dumps({"note": "x" * 70000}).encode())
+    assert r.status_code == 413
+
+
+def test_editor_allow_lists_and_removes(env) -> None:
+    client, *_ = env
+    h = editor_headers(client, "olga", "op")
+    r = client.post("/seclake-ml/api/allowlist", headers=h,
+                    json={"entity": HOSTILE_ENTITY, "cidr": "192.0.2.0/24", "reason": "<b>lab</b> scanner",
+                          "expires_at": "2999-01-01T00:00:00Z"})
+    assert r.status_code == 201, r.text
+    entry = r.json()["entry"]
+    assert entry["kind"] == "pair" and entry["entity"] == HOSTILE_ENTITY and entry["created_by"] == "olga"
+    assert entry["reason"] == "<b>lab</b> scanner"
+    listed = client.get("/seclake-ml/api/allowlist", headers=bearer("vera", "viewer")).json()["entries"]
+    assert [e["entry_id"] for e in listed] == [entry["entry_id"]]
+    viewer = bearer("vera", "viewer")
+    vs = session(client, viewer)
+    refused = client.delete(f"/seclake-ml/api/allowlist/{entry['entry_id']}",
+                            headers={**viewer, "X-Seclake-CSRF": vs["csrf_token"], "Origin": ORIGIN})
+    assert refused.status_code == 403
+    gone = client.delete(f"/seclake-ml/api/allowlist/{entry['entry_id']}", headers=h)
+    assert gone.status_code == 200 and gone.json()["removed"] is True
+    assert client.get("/seclake-ml/api/allowlist", headers=viewer).json()["entries"] == []
+    assert client.delete("/seclake-ml/api/allowlist/" + "0" * 32, headers=h).status_code == 404
+
+
+def test_malformed_allow_list_entry_is_422(env) -> None:
+    client, *_ = env
+    h = editor_headers(client)
+    r = client.post("/seclake-ml/api/allowlist", headers=h, json={"cidr": "not-a-net", "reason": "x"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("cidr")
+    r = client.post("/seclake-ml/api/allowlist", headers=h, json={"entity": "e1"})
+    assert r.status_code == 422 and "reason" in r.json()["detail"]
+
+
+def test_csrf_tokens_expire() -> None:
+    from seclake_ml.workspace.app import CSRF_MAX_AGE_S, csrf_token, csrf_valid
+
+    tok = csrf_token("ed", now=1_000_000)
+    assert csrf_valid("ed", tok, now=1_000_000 + 10)
+    assert not csrf_valid("ed", tok, now=1_000_000 + CSRF_MAX_AGE_S + 1)
+    assert not csrf_valid("eve", tok, now=1_000_000 + 10)
+    assert not csrf_valid("ed", None) and not csrf_valid("ed", "x.y")
