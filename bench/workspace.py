@@ -9,6 +9,12 @@ so one Parquet file per partition, as scoring writes them. Then times :func:`lis
 account, and a deep page reached through the cursor; and prints the file count.
 
     .venv/bin/python bench/workspace.py [--findings 100000] [--days 14] [--accounts 4] [--keep DIR]
+
+Figures from one run on a shared 2-core machine (noisy), defaults: 100,000 findings in 448 files
+(written in 36 s); first call of a process 297 ms (DuckDB import, no footer cache); then, median of 5:
+no filter 159 ms, entity exact 275 ms (31 matches), entity prefix 210 ms, severity >= 4 + account 50 ms
+(112 files after pruning), deep page 21 via cursor 127 ms, last 2 days 35 ms (64 files);
+finding_detail 139 ms.
 """
 
 from __future__ import annotations

@@ -275,3 +275,39 @@ def test_csrf_tokens_expire() -> None:
     assert not csrf_valid("ed", tok, now=1_000_000 + CSRF_MAX_AGE_S + 1)
     assert not csrf_valid("eve", tok, now=1_000_000 + 10)
     assert not csrf_valid("ed", None) and not csrf_valid("ed", "x.y")
+
+
+def test_labelling_a_risk_finding_labels_its_event_for_the_risk_model(env) -> None:
+    """The risk model trains on event labels: a risk finding's label is stored for its event too."""
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from seclake_ml.locations import work_root
+    from seclake_ml.risk.findings import build_record
+    from seclake_ml.risk.labels import label_store_for
+    from seclake_ml.scoring.findings_parquet import findings_parquet_parts
+
+    client, cfg, _ = env
+    when = datetime(2024, 3, 5, 9, 30, tzinfo=timezone.utc)
+    row = pd.Series({"uid": "evt-123", "time": pd.Timestamp(when), "principal": "arn:aws:iam::123456789012:user/eve",
+                     "source_ip": "198.51.100.7", "operation": "iam:CreateAccessKey", "account": "123456789012",
+                     "region": "us-east-1", "risk_score": 81.0, "probable_cause": "new operation for principal",
+                     "contributions": "[]", "result": "ok", "unsupervised_score": 70.0, "supervised_score": 81.0,
+                     "is_outlier": False, "sensitive_category": "credentials", "user_agent": "aws-cli/2"})
+    record = build_record(row, model_version="risk-v1", scope="aws/CLOUD_TRAIL_MGMT/1.0/x.parquet", min_risk=30,
+                          created=when, product_version="t")
+    for key, data in findings_parquet_parts([record], file_stem="risk-obj"):
+        path = Path(cfg.lake_root) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    r = client.post("/seclake-ml/api/labels", headers=editor_headers(client),
+                    json={"uid": uid_of(record), "verdict": "malicious", "risk_score": 95, "note": "confirmed"})
+    assert r.status_code == 201, r.text
+    latest = label_store_for(work_root(cfg)).latest()
+    assert latest[uid_of(record)].target_kind == "finding"
+    event = latest["evt-123"]
+    assert (event.target_kind, event.verdict, event.risk_score) == ("event", "malicious", 95)
+    assert (event.principal, event.operation, event.source_ip) == (
+        "arn:aws:iam::123456789012:user/eve", "iam:CreateAccessKey", "198.51.100.7")
+    assert event.event_time.startswith("2024-03-05T09:30")

@@ -445,7 +445,23 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
         except ValueError as exc:
             raise _unprocessable(exc) from None
         cfg, clients = runtime.context()
-        result = label_store_for(work_root(cfg), _s3(clients)).add([rec])
+        records = [rec]
+        # A risk finding is about one CloudTrail event: its label is also the event's label, which is
+        # what the risk model trains on (IP Insights findings are used by uid, kind "finding").
+        from seclake_ml.workspace.data import finding_detail
+
+        found = finding_detail(cfg, rec.target_uid, s3_client=_s3(clients))
+        fields = (found or {}).get("unmapped") or {}
+        if found and found.get("_detector") == "risk" and fields.get("event_uid"):
+            try:
+                records.append(new_label(
+                    fields["event_uid"], body.risk_score, verdict=body.verdict, analyst=user_name(user), note=body.note,
+                    source="workspace", kind="event", principal=fields.get("entity"),
+                    operation=fields.get("operation"), source_ip=fields.get("ip"),
+                    event_time=_event_time(found.get("time"))))
+            except ValueError as exc:
+                log.warning("finding %s: its event label could not be made (%s)", rec.target_uid, exc)
+        result = label_store_for(work_root(cfg), _s3(clients)).add(records)
         log.info("workspace label %s of finding %s by %s (stored %d)", rec.label_id, rec.target_uid,
                  rec.analyst, result.stored)
         return _json({"label": rec.to_dict(), "stored": result.stored, "unchanged": result.unchanged},
@@ -485,6 +501,16 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
         return _json({"removed": removed.removed, "entry_id": entry_id, "result": removed})
 
     return app
+
+
+def _event_time(ms: Any) -> str | None:
+    """ISO text of an OCSF ``time`` (epoch milliseconds), or ``None``."""
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def detail_view(rec: dict[str, Any]) -> dict[str, Any]:
