@@ -46,6 +46,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -314,9 +315,23 @@ def _list_local(root: str, flt: FindingsFilter, last_day: str | None) -> _Listin
 
 
 
+CACHE_MAX_AGE_SECONDS = 6 * 3600  # downloaded findings files not used for this long are removed
+_CACHE_SWEPT: list[float] = [0.0]
+
+
 def _cache_dir() -> Path:
     path = Path(tempfile.gettempdir()) / f"seclake_ml-workspace-{os.getuid() if hasattr(os, 'getuid') else 0}"
     path.mkdir(mode=0o700, exist_ok=True)
+    now = time.time()
+    if now - _CACHE_SWEPT[0] > 600:  # at most every 10 minutes: files unused for hours go
+        _CACHE_SWEPT[0] = now
+        for entry in _scandirs(str(path)):
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_file(follow_symlinks=False) and now - max(st.st_atime, st.st_mtime) > CACHE_MAX_AGE_SECONDS:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
     return path
 
 
