@@ -48,7 +48,7 @@ export SECLAKE_ML_RETRY_DELAY_SECONDS ?= 5
 now = $$(date +%s.%N)
 elapsed = $$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" $(1) $$(date +%s.%N))
 
-.PHONY: help venv run test lake db clean mwaa-bundle config-doc
+.PHONY: help venv run test lake db clean mwaa-bundle config-doc workspace
 
 help:
 	@echo "make run    create .venv if needed, migrate a local Airflow DB, generate a sample lake,"
@@ -60,6 +60,8 @@ help:
 	@echo "            write the Amazon MWAA bundle to dist/mwaa (dags/, plugins.zip, requirements.txt,"
 	@echo "            startup.sh); OFFLINE=1 puts the requirements' wheels into plugins.zip"
 	@echo "make config-doc  regenerate docs/configuration.md from the typed configuration"
+	@echo "make workspace   serve the Airflow UI with the analyst workspace on http://localhost:$(WORKSPACE_PORT)/"
+	@echo "                 (after make run; users admin (edit) and analyst (read-only), passwords printed)"
 
 venv: $(STAMP)
 
@@ -147,3 +149,14 @@ config-doc: venv
 
 clean:
 	rm -rf var
+
+# The Airflow api-server with the plugin's analyst workspace over make run's lake and work folder.
+WORKSPACE_PORT ?= 8080
+workspace: venv db
+	@echo "analyst workspace: http://localhost:$(WORKSPACE_PORT)/seclake-ml/ (also 'Analyst workspace' in the UI's menu)"
+	@echo "users: admin (Admin), analyst (Viewer); passwords: $(AIRFLOW_HOME)/simple_auth_manager_passwords.json"
+	AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,analyst:viewer" \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$(AIRFLOW_HOME)/simple_auth_manager_passwords.json" \
+	"$(VENV)/bin/airflow" api-server --port $(WORKSPACE_PORT)
+

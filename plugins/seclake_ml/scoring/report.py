@@ -49,6 +49,7 @@ def format_batch(batch: dict[str, Any], *, top: int = 10, truth: str | None = No
         f"dropped       {', '.join(f'{k} {v:,}' for k, v in t['dropped'].items() if v) or 'none'}",
         f"findings      {t['findings']} by severity {json.dumps(t['severity'], sort_keys=True)}; published {t['published']}; "
         f"suppressed by the allow-list {t.get('suppressed', 0)}",
+        *_drift_lines(batch.get("drift")),
         f"seconds       {json.dumps(batch.get('seconds', {}), sort_keys=True)}",
         f"findings at   {shown(batch.get('findings_location'))}/ext/…",
     ]
@@ -101,3 +102,18 @@ def adopt_existing(cfg: SeclakeConfig) -> int:
             n += 1
     ledger.mark_adopted(n)
     return n
+
+
+def _drift_lines(drift: Any) -> list[str]:
+    """The batch's drift figures against their bounds (nothing for results written before drift was kept)."""
+    if not isinstance(drift, dict):
+        return []
+    psi = drift.get("psi")
+    head = (f"drift         score PSI {psi:.3f} (bound {drift.get('bounds', {}).get('psi')})" if isinstance(psi, (int, float))
+            else "drift         score PSI not measured (the active record has no score reference)")
+    head += (f", unknown-entity rate {drift.get('unknown_rate', 0) or 0:.1%}, "
+             f"{drift.get('findings_per_1k', 0) or 0:.2f} findings per 1,000 pairs")
+    if not drift.get("judged"):
+        return [head + " (too few pairs to judge)"]
+    breaches = drift.get("breaches") or []
+    return [head + ("; within bounds" if not breaches else "; BREACHED: " + "; ".join(map(str, breaches)))]
