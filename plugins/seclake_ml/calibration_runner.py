@@ -367,6 +367,19 @@ def calibrate_aws(cfg: Any, *, model: TrainedModel, data: PreparedData, out_dir:
     holdout = read_channel_sample(data.holdout_uri, session=session, max_rows=MAX_HOLDOUT_ROWS,
                                   total_rows=data.holdout_rows, seed=seed + 1)
     normal, abnormal = build_calibration_sets(train, holdout, n_normal=MAX_NORMAL, seed=seed)
+    labelled = data.details.get("labelled") or {}
+
+    def read_labelled(name: str) -> Any:
+        uri = labelled.get(name)
+        if not uri:
+            return None
+        try:
+            return wr.s3.read_parquet(path=uri, boto3_session=session)
+        except wr.exceptions.NoFilesFound:
+            return None
+
+    normal, abnormal, used = with_labelled(normal, abnormal, train, read_labelled("benign"), read_labelled("malicious"))
+    log.info("labelled findings in the calibration sets: %s", used)
     normal_set, abnormal_set = f"{prefix}normal.parquet", f"{prefix}abnormal.parquet"
     wr.s3.to_parquet(normal, path=normal_set, index=False, boto3_session=session)
     wr.s3.to_parquet(abnormal, path=abnormal_set, index=False, boto3_session=session)

@@ -764,3 +764,51 @@ def test_rollout_deferrable_waits_in_the_triggerer_and_records_on_success(site: 
         VERSION, cal["threshold"]["value"], model["model_uri"], expected)
     assert (record["model_name"], record["training_job"]) == (cal["details"]["model_name"],
                                                               model["details"]["job_name"])
+
+
+# ------------------------------------------------------------------------------------ feedback
+def test_findings_are_left_out_of_the_channels_and_labels_join_the_sets(site: Site,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On aws too: the detector's findings in the window (read from the lake bucket) are not learnt as
+    normal unless labelled benign, and labelled findings join the calibration sets."""
+    from seclake_ml.risk.labels import label_store_for, new_label
+    from seclake_ml.scoring.findings import Candidate, build_findings
+    from seclake_ml.scoring.findings_parquet import findings_parquet_parts
+    from seclake_ml.scoring.model_record import ActiveModel
+
+    lake = "seclake-lake-bucket"
+    client("s3").create_bucket(Bucket=lake)
+    monkeypatch.setenv("SECLAKE_ML_CONFIG", json.dumps(config() | {"lake_bucket": lake}))
+    when = START + timedelta(days=1)
+    flagged = [("i-00000000000000000", "10.0.0.5"), ("i-00000000000000001", "10.1.0.6"),
+               ("i-00000000000000002", "10.2.0.7")]
+    records = build_findings(
+        [Candidate(source="vpc_flow", view="instance_peer", entity=e, ip=i, account="111122223333",
+                   region=DEFAULT_REGION, first_seen=when, last_seen=when, events=2, dot_product=-3.0, score=3.0)
+         for e, i in flagged],
+        model=ActiveModel(version="ipinsights-old", threshold=1.0, backend="aws"), scope="s3://lake/x.parquet",
+        explanations={}, created_time=when, product_version="t")
+    for key, data in findings_parquet_parts(records, file_stem="obj-1"):
+        client("s3").put_object(Bucket=lake, Key=key, Body=data)
+    uid = {r["unmapped"]["entity"]: r["finding_info"]["uid"] for r in records}
+    label_store_for(WORK, client("s3")).add([
+        new_label(uid[flagged[0][0]], 5, verdict="benign", analyst="ana", source="workspace", kind="finding"),
+        new_label(uid[flagged[1][0]], 95, verdict="malicious", analyst="ana", source="workspace", kind="finding"),
+    ])
+
+    data = prepare()
+    assert data["details"]["feedback"] == {"findings": 3, "excluded_pairs": 2, "labelled_benign": 1,
+                                           "labelled_malicious": 1, "unreadable_files": 0}
+    assert data["details"]["feedback_excluded"] == 24  # 12 events of each of the two pairs
+    channel = "".join(read_text(k) for k in keys(f"ml/training/data/{INTERVAL}/train/")
+                      + keys(f"ml/training/data/{INTERVAL}/validation/"))
+    assert "i-00000000000000001,10.1.0.6" not in channel and "i-00000000000000002,10.2.0.7" not in channel
+    assert "i-00000000000000000,10.0.0.5" in channel  # labelled benign: still normal training data
+
+    cal = calibrate(train(data), data)
+    base = f"ml/training/calibration/{INTERVAL}/"
+    abnormal = pq.read_table(io.BytesIO(client("s3").get_object(Bucket=BUCKET, Key=f"{base}abnormal.parquet")[
+        "Body"].read())).to_pandas()
+    mal = abnormal[abnormal["kind"] == "labelled_malicious"]
+    assert list(zip(mal["entity"], mal["ip"])) == [flagged[1]]
+    assert cal["auc"] > 0.9

@@ -56,6 +56,7 @@ def build_channels(
     seed: int = 0,
     chunk_rows: int = 500_000,
     aws_conn_id: str | None = "aws_default",
+    exclude: Any = None,
 ) -> dict[str, Any]:
     """Write the ``train`` and ``validation`` CSV channels from pairs Parquet under ``pairs_uris``.
 
@@ -68,6 +69,8 @@ def build_channels(
     :param seed: seed of the in-chunk shuffles; the same seed and inputs give the same files.
     :param chunk_rows: rows read per chunk (bounds the worker's memory).
     :param aws_conn_id: Airflow AWS connection.
+    :param exclude: ``(entity, ip)`` pairs (a DataFrame) left out of both channels: the detector's own
+        findings not labelled benign and pairs labelled malicious (counted as ``feedback_excluded``).
     :return: ``train_uri``, ``validation_uri`` (``None`` when no row is at or after ``split_time``),
         row counts per channel, rows read, drops by reason, files written, distinct training
         entities, the split time, the seed, and ``profile_uri`` with ``profile`` (entities, pairs,
@@ -110,11 +113,14 @@ def build_channels(
     files = {"train": 0, "validation": 0}
     dropped = dict.fromkeys(DROP_REASONS, 0)
     rows_read = 0
+    excluded = 0
     entity_hashes: list[Any] = []
+    excluded_keys = (set(pd.util.hash_pandas_object(exclude[["entity", "ip"]].astype("string"), index=False))
+                     if exclude is not None and len(exclude) else None)
 
     def prefix_chunks(p_idx: int, bucket: str, key: str) -> Any:
         """Write the channel files of one input prefix chunk by chunk; yield each chunk's training rows."""
-        nonlocal rows_read
+        nonlocal rows_read, excluded
         uri = f"s3://{bucket}/{key}"
         try:
             chunks = wr.s3.read_parquet(path=uri, columns=PAIR_COLUMNS, chunked=chunk_rows, boto3_session=session)
@@ -137,6 +143,11 @@ def build_channels(
             dropped["delimiter"] += int(bad.fillna(False).sum())
             dropped["no_event_time"] += int(no_time.sum())
             keep = (~missing & ~bad.fillna(False) & ~no_time).to_numpy(dtype=bool)
+            if excluded_keys is not None:
+                hashed = pd.util.hash_pandas_object(pd.DataFrame({"entity": entity, "ip": ip}), index=False)
+                out = keep & hashed.isin(excluded_keys).to_numpy(dtype=bool)
+                excluded += int(out.sum())
+                keep &= ~out
             pairs = pd.DataFrame({"entity": entity[keep].to_numpy(), "ip": ip[keep].to_numpy()})
             is_train = (times[keep] < pd.Timestamp(split)).to_numpy(dtype=bool)
             for channel, mask in (("train", is_train), ("validation", ~is_train)):
@@ -179,6 +190,7 @@ def build_channels(
         "validation_rows": rows["validation"],
         "rows_read": rows_read,
         "dropped": dropped,
+        "feedback_excluded": excluded,
         "train_files": files["train"],
         "validation_files": files["validation"],
         "train_entities": entities,

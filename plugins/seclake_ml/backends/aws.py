@@ -69,17 +69,32 @@ class Backend:
     # ------------------------------------------------------------------------------- training
     def prepare(self, window: DataInterval, inputs: Sequence[str], train_fraction: float) -> PreparedData:
         """Write the training job's channels (headerless ``entity,ip`` CSV) and the entity profile."""
+        import awswrangler as wr
+
         from seclake_ml.aws.channels import build_channels
+        from seclake_ml.aws.clients import s3_hook
+        from seclake_ml.feedback.training import training_feedback
 
         cut = window.split_at(float(train_fraction))
-        res = build_channels(self.cfg, pairs_uris=list(inputs), output_uri=training_dir(self.cfg, "data", window) + "/",
-                             split_time=cut, aws_conn_id=self.aws_conn_id)
+        out = training_dir(self.cfg, "data", window)
+        hook = s3_hook(self.cfg, self.aws_conn_id)
+        feedback = training_feedback(self.cfg, window, s3_client=hook.get_conn())
+        res = build_channels(self.cfg, pairs_uris=list(inputs), output_uri=out + "/", split_time=cut,
+                             aws_conn_id=self.aws_conn_id, exclude=feedback.exclude)
+        # The labelled pairs join the calibration sets (calibrate reads them from here).
+        session = hook.get_session(region_name=self.cfg.region)
+        labelled = {}
+        for name in ("benign", "malicious"):
+            uri = f"{out}/labelled_{name}.parquet"
+            wr.s3.to_parquet(getattr(feedback, name), path=uri, index=False, boto3_session=session)
+            labelled[name] = uri
         main = {"train_uri", "validation_uri", "train_rows", "validation_rows", "split_time", "profile_uri"}
         return PreparedData(
             window=window, backend=self.name, train_uri=res["train_uri"], holdout_uri=res.get("validation_uri"),
             train_rows=int(res["train_rows"]), holdout_rows=int(res.get("validation_rows") or 0),
             split_time=iso(cut), profile_uri=res.get("profile_uri"),
-            details=_json_safe({k: v for k, v in res.items() if k not in main}),
+            details=_json_safe({k: v for k, v in res.items() if k not in main}
+                               | {"feedback": dict(feedback.counts), "labelled": labelled}),
         )
 
     def _trained(self, window: DataInterval, data: PreparedData, hp: Mapping[str, Any],

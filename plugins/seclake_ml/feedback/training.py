@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _DAY_RE = re.compile(r"eventDay=(\d{8})")
 DETECTOR_GLOB = "ipinsights-*"
+_S3_KEY_RE = re.compile(r"ext/ipinsights-[^/]+/region=[^/]+/accountId=[^/]+/eventDay=(\d{8})/[^/]+\.parquet")
+MAX_S3_OBJECT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -53,6 +55,29 @@ def _finding_files(root: Path, window: DataInterval | None) -> list[str]:
     for path in sorted((root / "ext").glob(f"{DETECTOR_GLOB}/**/*.parquet")):
         found = _DAY_RE.search(str(path))
         if days is None or (found and found.group(1) in days):
+            out.append(str(path))
+    return out
+
+
+def _s3_finding_files(location: str, client: Any, window: DataInterval | None, tmp: str) -> list[str]:
+    """Local copies of the IP Insights findings objects of ``window``'s days under ``location``/ext/."""
+    from seclake_ml.uris import s3_prefix
+
+    bucket, prefix = s3_prefix(location, "findings location", allow_root=True)
+    days = {d.strftime("%Y%m%d") for d in window.days()} if window is not None else None
+    out: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}ext/ipinsights-"):
+        for item in page.get("Contents", []):
+            rel = item["Key"][len(prefix):]
+            found = _S3_KEY_RE.fullmatch(rel)
+            if not found or (days is not None and found.group(1) not in days):
+                continue
+            if int(item.get("Size") or 0) > MAX_S3_OBJECT_BYTES:
+                log.warning("findings object s3://%s/%s is over %d bytes; not read", bucket, item["Key"],
+                            MAX_S3_OBJECT_BYTES)
+                continue
+            path = Path(tmp) / f"{len(out):06d}.parquet"
+            path.write_bytes(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
             out.append(str(path))
     return out
 
@@ -84,21 +109,37 @@ def finding_pairs(files: list[str]) -> tuple[Any, int]:
 
 
 def training_feedback(cfg: SeclakeConfig, window: DataInterval | None = None, *, findings_root: str | None = None,
-                      labels: dict[str, str] | None = None) -> Feedback:
-    """The feedback for a model trained on ``window`` (locally: the findings tree under the lake root,
-    or ``extra.scoring.findings_location``).
+                      labels: dict[str, str] | None = None, s3_client: Any = None) -> Feedback:
+    """The feedback for a model trained on ``window``: the findings tree under ``findings_root``
+    (default ``extra.scoring.findings_location``, else the local lake root, or ``s3://<lake_bucket>``
+    with ``s3_client``).
 
     :param labels: finding uid → verdict (default: the label store of the work location, kind ``finding``).
+    :param s3_client: a boto3 S3 client, for findings and labels in S3 (the aws backend).
     """
-    from seclake_ml.locations import work_root
+    import tempfile
 
-    root = Path(findings_root or cfg.scoring.findings_location or cfg.lake_root).expanduser()
+    from seclake_ml.locations import work_root
+    from seclake_ml.uris import is_s3
+
+    location = findings_root or cfg.scoring.findings_location or (
+        f"s3://{cfg.lake_bucket}" if s3_client is not None and cfg.lake_bucket else cfg.lake_root)
     if labels is None:
         from seclake_ml.risk.labels import label_store_for
 
-        labels = {uid: rec.verdict for uid, rec in label_store_for(work_root(cfg)).latest("finding").items()}
-    files = _finding_files(root, window) if root.is_dir() else []
-    pairs, skipped = finding_pairs(files)
+        store = label_store_for(work_root(cfg), s3_client if is_s3(work_root(cfg)) else None)
+        labels = {uid: rec.verdict for uid, rec in store.latest("finding").items()}
+    with tempfile.TemporaryDirectory(prefix="seclake-feedback-") as tmp:
+        if not location:
+            files = []  # no findings location: nothing scored yet
+        elif is_s3(location):
+            if s3_client is None:
+                raise ValueError(f"findings location {location}: reading it needs an S3 client")
+            files = _s3_finding_files(location, s3_client, window, tmp)
+        else:
+            root = Path(location).expanduser()
+            files = _finding_files(root, window) if root.is_dir() else []
+        pairs, skipped = finding_pairs(files)
     if not len(pairs):
         empty = _empty()
         return Feedback(empty, empty, empty, {"findings": 0, "excluded_pairs": 0, "labelled_benign": 0,
