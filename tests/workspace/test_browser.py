@@ -213,6 +213,9 @@ def test_admin_labels_and_allow_lists_by_clicking(server, browser: Browser) -> N
     entries = AllowList(work_store(server["cfg"])).entries()
     assert [(e.kind, e.entity, e.cidr, e.created_by) for e in entries] == [
         ("pair", HOSTILE_ENTITY, "192.0.2.0/24", "admin")]
+    # the entry clicked into existence is what scoring suppresses with: the finding's pair matches it
+    matched = AllowList(work_store(server["cfg"])).matcher().match([HOSTILE_ENTITY, HOSTILE_ENTITY], ["192.0.2.1", "10.0.0.1"])
+    assert [m.entry_id if m else None for m in matched] == [entries[0].entry_id, None]
 
     for tab, shot in (("models", "05-models.png"), ("batches", "06-batches.png")):
         b.click(f"#tab-{tab}")
