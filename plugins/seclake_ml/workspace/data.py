@@ -226,16 +226,11 @@ class _Listing:
 
 
 def findings_location(cfg: SeclakeConfig) -> str:
-    """The root of the findings tree, as :meth:`~seclake_ml.scoring.sites.LocalSite.findings_location`
-    and :meth:`~seclake_ml.scoring.sites.AwsSite.findings_location` choose it."""
-    loc = cfg.scoring.findings_location
-    if loc:
-        return str(loc).rstrip("/")
-    if cfg.backend == "aws":
-        if not cfg.lake_bucket:
-            raise ValueError("the aws findings tree needs lake_bucket (or extra.scoring.findings_location)")
-        return f"s3://{cfg.lake_bucket}"
-    return str(Path(cfg.lake_root).expanduser().resolve())
+    """The root of the findings tree, as the backend's scoring site chooses it
+    (:meth:`seclake_ml.scoring.sites.LocalSite.findings_location`, :meth:`~seclake_ml.scoring.sites.AwsSite.findings_location`)."""
+    from seclake_ml.backends import backend_of
+
+    return backend_of(cfg).scoring_site().findings_location()
 
 
 def _detector_of(source: str) -> str | None:
