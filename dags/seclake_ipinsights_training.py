@@ -137,14 +137,17 @@ with DAG(
             reasons = [str((e.extra or {}).get("reason")) for evs in events.values() for e in evs
                        if (e.extra or {}).get("reason")]
             if reasons:
-                # A drift-triggered run: its window ends at the hour it was triggered.
                 log.warning("retraining triggered by drift: %s", " | ".join(reasons))
-                end = context["dag_run"].run_after
-                end = DataInterval.ending_at(end, 1).end.replace(minute=0, second=0, microsecond=0)
-            else:
-                end = context.get("data_interval_end")
-            window = DataInterval.ending_at(end, params["lookback_days"]) if end is not None else (
-                DataInterval.from_context(context).lookback(params["lookback_days"]))
+            end = context.get("data_interval_end")
+            if end is None or events:
+                # An asset-triggered run (drift, or an event made by hand) has no data interval: its
+                # window ends at the hour it was triggered.
+                run = context.get("dag_run")
+                after = getattr(run, "run_after", None) or getattr(run, "logical_date", None)
+                if after is None:
+                    raise ValueError("this run has neither a data interval nor a run_after time to end its window at")
+                end = DataInterval.ending_at(after, 1).end.replace(minute=0, second=0, microsecond=0)
+            window = DataInterval.ending_at(end, params["lookback_days"])
             cfg = load_runtime_config()
             plan = plan_pair_extractions(cfg, window, params.get("sources"))
             log.info(

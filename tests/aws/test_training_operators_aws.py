@@ -406,10 +406,14 @@ def test_train_deferred_finishes_in_execute_complete(site: Site, monkeypatch: py
     name = deferred.value.trigger.job_name
     sagemaker_backend().training_jobs[name].training_job_status = "Completed"
 
-    model = op.execute_complete(context(), {"status": "success", "job_name": name})
+    # the hyperparameters the job was started with travel with the deferral (JSON-safe, as XCom needs)
+    sent = deferred.value.kwargs["hyperparameters"]
+    assert json.loads(json.dumps(sent)) == sent and sent["epochs"] == 5
+    model = op.execute_complete(context(), {"status": "success", "job_name": name}, **deferred.value.kwargs)
     assert model["details"]["job_name"] == name and model["details"]["status"] == "Completed"
     assert model["version"] == VERSION and model["start"] == "2026-01-05T03:00:00Z"
     assert model["model_uri"].endswith(f"/{name}/output/model.tar.gz")
+    assert model["hyperparameters"] == sent
 
 
 # ----------------------------------------------------------------------------------- calibrate

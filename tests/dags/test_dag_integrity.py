@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -249,3 +250,25 @@ def test_mwaa_startup_script_takes_the_sagemaker_role_and_keeps_a_given_config()
     out = subprocess.run(["sh", "-c", show], capture_output=True, text=True, env={**base, "SECLAKE_ML_CONFIG": given},
                          check=True).stdout
     assert out == given
+
+
+@pytest.mark.parametrize("events,reason", [
+    ({"seclake_ml_ipinsights_drift": [SimpleNamespace(extra={"reason": "batch b: score PSI 0.6 is above 0.25"})]},
+     "drift"),
+    ({"seclake_ml_ipinsights_drift": [SimpleNamespace(extra={})]}, "an event made by hand, without a reason"),
+])
+def test_an_asset_triggered_training_run_plans_the_window_ending_at_its_trigger(dagbag, monkeypatch, events,
+                                                                                   reason) -> None:
+    """Asset-triggered runs have no data interval: the window ends at the hour the run was triggered."""
+    from datetime import datetime, timezone
+
+    from seclake_ml import airflow_support
+
+    monkeypatch.setattr(airflow_support, "read_config_variable", lambda key="seclake_ml_config": None)
+    monkeypatch.setenv("SECLAKE_ML_CONFIG", json.dumps({"sources": ["vpc_flow"]}))
+    plan = dagbag.dags["seclake_ipinsights_training"].get_task("extract.plan_extractions").python_callable
+    run = SimpleNamespace(run_after=datetime(2024, 3, 5, 14, 37, 12, tzinfo=timezone.utc), logical_date=None)
+    got = plan(params={"lookback_days": 7, "sources": None}, dag_run=run, data_interval_start=None,
+               data_interval_end=None, triggering_asset_events=events)
+    assert got == [{"source": "vpc_flow", "view": "instance_peer", "start": "2024-02-27T14:00:00Z",
+                    "end": "2024-03-05T14:00:00Z"}], reason

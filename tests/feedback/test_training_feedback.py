@@ -22,11 +22,11 @@ MODEL = ActiveModel(version="ipinsights-x", threshold=1.0, backend="local")
 SCOPE = "aws/VPC_FLOW/1.0/region=us-east-1/accountId=123456789012/eventDay=20240305/a.parquet"
 
 
-def _write_findings(root: Path, pairs: list[tuple[str, str]], day: datetime) -> list[dict]:
+def _write_findings(root: Path, pairs: list[tuple[str, str]], day: datetime, scope: str = SCOPE) -> list[dict]:
     cands = [Candidate(source="vpc_flow", view="instance_peer", entity=e, ip=ip, account="123456789012",
                        region="us-east-1", first_seen=day, last_seen=day + timedelta(minutes=5), events=3,
                        dot_product=-2.0, score=2.0) for e, ip in pairs]
-    records = build_findings(cands, model=MODEL, scope=SCOPE, explanations={}, created_time=day, product_version="t")
+    records = build_findings(cands, model=MODEL, scope=scope, explanations={}, created_time=day, product_version="t")
     for key, data in findings_parquet_parts(records, file_stem=f"obj-{day:%Y%m%d}"):
         path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,21 @@ def test_unlabelled_findings_are_left_out_and_labelled_ones_join_the_sets(site) 
     assert pairs(fb.benign) == {("i-1", "198.51.100.1")}
     assert pairs(fb.malicious) == {("i-2", "198.51.100.2")}
     assert fb.counts["findings"] == 3 and fb.counts["unreadable_files"] == 0  # February's finding: other window
+
+
+def test_verdicts_fold_per_pair_over_its_findings(site) -> None:
+    """The same pair flagged in another object is another finding: one benign label covers the pair,
+    and a malicious label on any of its findings wins."""
+    cfg, lake, uid = site
+    again = _write_findings(lake, [("i-1", "198.51.100.1"), ("i-2", "198.51.100.2")], datetime(2024, 3, 6, 9, tzinfo=UTC),
+                            scope=SCOPE.replace("a.parquet", "b.parquet"))
+    uid2 = {r["unmapped"]["entity"]: r["finding_info"]["uid"] for r in again}
+    assert uid2["i-1"] != uid["i-1"]
+    fb = training_feedback(cfg, WINDOW, labels={uid["i-1"]: "benign", uid["i-2"]: "benign", uid2["i-2"]: "malicious"})
+    pairs = lambda df: set(map(tuple, df[["entity", "ip"]].values.tolist()))  # noqa: E731
+    assert pairs(fb.benign) == {("i-1", "198.51.100.1")}  # its unlabelled second finding does not undo it
+    assert pairs(fb.malicious) == {("i-2", "198.51.100.2")}
+    assert pairs(fb.exclude) == {("i-2", "198.51.100.2"), ("i-3", "198.51.100.3")}
 
 
 def test_labels_come_from_the_label_store_and_a_damaged_file_is_counted(site) -> None:

@@ -45,14 +45,17 @@ def test_reference_needs_enough_finite_scores_and_checks_what_it_reads() -> None
 
 
 def test_judge_names_each_broken_bound_and_ignores_small_batches() -> None:
-    quiet = judge({"pairs": 10_000, "unknown_entity": 100, "findings": 20}, 0.05, BOUNDS)
+    # rates are over distinct pairs (rows repeat pairs), suppressed findings are not counted
+    quiet = judge({"pairs": 90_000, "distinct_pairs": 10_000, "unknown_entity": 100, "findings": 20}, 0.05, BOUNDS)
     assert quiet["judged"] and quiet["breaches"] == [] and quiet["findings_per_1k"] == 2.0
-    loud = judge({"pairs": 10_000, "unknown_entity": 3_000, "findings": 400}, 0.6, BOUNDS)
+    loud = judge({"distinct_pairs": 10_000, "unknown_entity": 3_000, "findings": 400}, 0.6, BOUNDS)
     assert len(loud["breaches"]) == 3
     assert any("PSI 0.600" in b for b in loud["breaches"]) and any("30.0%" in b for b in loud["breaches"])
-    small = judge({"pairs": 10, "unknown_entity": 10, "findings": 10}, 5.0, BOUNDS)
+    allowed = judge({"distinct_pairs": 10_000, "findings": 400, "suppressed": 390}, None, BOUNDS)
+    assert allowed["findings_per_1k"] == 1.0 and allowed["breaches"] == []
+    small = judge({"pairs": 50_000, "distinct_pairs": 10, "unknown_entity": 10, "findings": 10}, 5.0, BOUNDS)
     assert not small["judged"] and small["breaches"] == [] and small["unknown_rate"] == 1.0
-    empty = judge({"pairs": 0}, None, BOUNDS)
+    empty = judge({"distinct_pairs": 0}, None, BOUNDS)
     assert empty["unknown_rate"] is None and empty["psi"] is None
 
 
@@ -131,3 +134,19 @@ def test_an_unreadable_state_does_not_block_retraining(work) -> None:
     (work / STATE_KEY).write_text('{"triggered_at": "not a time"}')
     out, _ = _run(_batch("lake-e", ["x"]), datetime(2024, 3, 5, tzinfo=timezone.utc))
     assert out["triggered"]
+    (work / STATE_KEY).write_text('{"triggered_at": "2024-03-05T00:00:00Z", "batch_')  # truncated JSON
+    out, _ = _run(_batch("lake-f", ["x"]), datetime(2024, 3, 5, 1, tzinfo=timezone.utc))
+    assert out["triggered"]
+
+
+def test_a_retry_of_the_triggering_batch_emits_again(work) -> None:
+    """The state is written before the task succeeds; a retry of the same batch must not be rate-limited."""
+    from airflow.sdk import Asset
+
+    from seclake_ml.operators.drift import DRIFT_ASSET, STATE_KEY
+
+    t0 = datetime(2024, 3, 5, 12, tzinfo=timezone.utc)
+    _run(_batch("lake-g", ["x"]), t0)
+    out, ctx = _run(_batch("lake-g", ["x"]), t0 + timedelta(minutes=5))  # the retry
+    assert out["triggered"] and ctx["outlet_events"][Asset(DRIFT_ASSET)].extra["batch_id"] == "lake-g"
+    assert [h["batch_id"] for h in json.loads((work / STATE_KEY).read_text())["history"]] == ["lake-g"]

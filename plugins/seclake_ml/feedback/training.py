@@ -2,8 +2,10 @@
 the calibration sets.
 
 * Pairs of the detector's own findings in the window are never used as known-normal training data
-  unless an analyst labelled the finding ``benign``: the model must not learn its own alerts as normal.
-  Pairs of findings labelled ``malicious`` are left out whatever else happens.
+  unless an analyst labelled one of the pair's findings ``benign``: the model must not learn its own
+  alerts as normal. A pair with any finding labelled ``malicious`` is left out whatever else was
+  labelled. (Verdicts are folded per ``(entity, ip)``: the same pair is a new finding in every
+  object it is flagged in.)
 * Labelled findings join the calibration sets: ``benign`` pairs as known-normal, ``malicious`` pairs
   as abnormal (kind ``labelled_malicious``), so the threshold and the AUC answer to what analysts said.
 
@@ -144,10 +146,13 @@ def training_feedback(cfg: SeclakeConfig, window: DataInterval | None = None, *,
         empty = _empty()
         return Feedback(empty, empty, empty, {"findings": 0, "excluded_pairs": 0, "labelled_benign": 0,
                                               "labelled_malicious": 0, "unreadable_files": skipped})
-    verdict = pairs["uid"].map(labels).fillna("")
-    benign = pairs.loc[verdict == "benign", ["entity", "ip"]].drop_duplicates()
-    malicious = pairs.loc[verdict == "malicious", ["entity", "ip"]].drop_duplicates()
-    exclude = pairs.loc[verdict != "benign", ["entity", "ip"]].drop_duplicates()
+    # A pair is flagged again in every object it appears in (one finding uid each): its verdict is
+    # folded over its findings. Malicious on any finding wins; else benign on any finding; else none.
+    rank = pairs["uid"].map(labels).map({"malicious": 2, "benign": 1}).fillna(0)
+    folded = pairs.assign(rank=rank).groupby(["entity", "ip"], sort=True, as_index=False)["rank"].max()
+    benign = folded.loc[folded["rank"] == 1, ["entity", "ip"]]
+    malicious = folded.loc[folded["rank"] == 2, ["entity", "ip"]]
+    exclude = folded.loc[folded["rank"] != 1, ["entity", "ip"]]
     counts = {"findings": int(len(pairs)), "excluded_pairs": int(len(exclude)), "labelled_benign": int(len(benign)),
               "labelled_malicious": int(len(malicious)), "unreadable_files": skipped}
     log.info("feedback for %s: %s", window.label if window is not None else "all findings", counts)

@@ -70,10 +70,16 @@ class DriftRetrainOperator(BaseOperator):
         cfg = load_runtime_config(self.config_overrides)
         store = work_store(cfg, backend_of(cfg, self.aws_conn_id).scoring_site().clients)
         now = (self.now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        state = store.get_json(STATE_KEY) or {}
+        try:
+            state = store.get_json(STATE_KEY) or {}
+        except ValueError as exc:  # a damaged state object must not block retraining
+            self.log.warning("drift state %s is unreadable (%s); treated as empty", STATE_KEY, exc)
+            state = {}
         if not isinstance(state, Mapping):
             state = {}
-        last = state.get("triggered_at")
+        # A retry of the batch that set the state emits its event again (the first try may have died
+        # after writing the state, before the Asset event, which is only emitted on success).
+        last = state.get("triggered_at") if state.get("batch_id") != batch_id else None
         min_hours = float(cfg.scoring.retrain_min_hours)
         if last:
             try:
@@ -89,7 +95,8 @@ class DriftRetrainOperator(BaseOperator):
         reason = f"batch {batch_id} of model {batch.get('model_version')}: " + "; ".join(breaches)
         record = {"triggered_at": iso(now), "batch_id": batch_id, "model_version": batch.get("model_version"),
                   "reasons": breaches, "drift": dict(drift)}
-        history = [record] + [h for h in state.get("history") or [] if isinstance(h, Mapping)][: HISTORY - 1]
+        earlier = [h for h in state.get("history") or [] if isinstance(h, Mapping) and h.get("batch_id") != batch_id]
+        history = [record] + earlier[: HISTORY - 1]
         store.put_json(STATE_KEY, {**record, "history": history})
         context["outlet_events"][Asset(DRIFT_ASSET)].extra = {"reason": reason[:1000], "batch_id": batch_id,
                                                              "model_version": batch.get("model_version")}

@@ -169,16 +169,20 @@ class IPInsightsTrainingOperator(_ConfiguredOperator):
                       data.window.label, cfg.backend, json.dumps(hp, sort_keys=True))
         out = self.backend(cfg).train(data.window, data, hp, int(self.seed), self.deferrable)
         if isinstance(out, Wait):
-            self.defer_on(out)
+            # the hyperparameters the job runs with travel with the deferral (the configuration may
+            # change while the job runs)
+            self.defer_on(Wait(out.trigger, out.timeout_seconds, out.method_name, {**out.kwargs, "hyperparameters": hp}))
         self.log.info("trained %s: %s", out.version, json.dumps(out.details, default=str)[:400])
         return out.to_xcom()
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
+                         hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
         from seclake_ml.handoff import PreparedData
 
         cfg = self.runtime_config()
         data = PreparedData.from_xcom(self.data, "data")
-        model = self.backend(cfg).train_complete(data.window, data, self._hyperparameters(cfg), event)
+        hp = dict(hyperparameters) if hyperparameters else self._hyperparameters(cfg)
+        model = self.backend(cfg).train_complete(data.window, data, hp, event)
         self.log.info("trained %s: %s", model.version, json.dumps(model.details, default=str)[:400])
         return model.to_xcom()
 

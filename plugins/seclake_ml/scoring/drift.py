@@ -7,12 +7,15 @@ Three figures per batch, each with a configured bound (``extra.scoring.drift_*``
   with the threshold in the active record). ``PSI = Σ (p_i − q_i) · ln(p_i / q_i)``, with ``q`` the
   reference shares and ``p`` the batch's; empty bins count as a share of 1e-4 so one empty bin does not
   make it infinite. Below 0.1 is usually read as no shift, 0.1-0.25 as moderate, above as large.
-* **unknown-entity rate**: the share of scored pairs whose entity the model never saw (new instances,
+* **unknown-entity rate**: the share of distinct scored pairs whose entity the model never saw (new instances,
   new principals). A model that knows fewer and fewer of the entities it scores is stale.
-* **findings rate**: findings per 1,000 scored pairs. A sudden flood is either an incident or a
+* **findings rate**: findings per 1,000 distinct scored pairs (suppressed findings left out: an
+  allow-listed pair is accepted, not drift). A sudden flood is either an incident or a
   model that no longer fits; either way someone should look, and a retrained model settles which.
 
-Batches with fewer pairs than ``drift_min_pairs`` are measured but never judged. NumPy only.
+Rates count *distinct* pairs (per object and chunk), the unit findings and unknown entities are
+counted in; batches with fewer distinct pairs than ``drift_min_pairs`` are measured but never
+judged. NumPy only.
 """
 
 from __future__ import annotations
@@ -94,15 +97,16 @@ class ScoreHistogram:
 def judge(totals: Mapping[str, Any], psi: float | None, cfg: Any) -> dict[str, Any]:
     """The drift figures of one batch and the bounds they broke.
 
-    :param totals: the batch totals (``pairs``, ``unknown_entity``, ``findings``).
+    :param totals: the batch totals (``distinct_pairs``, ``unknown_entity``, ``findings``, ``suppressed``).
     :param psi: the batch's score PSI (``None``: not measured).
     :param cfg: the configuration (its ``extra.scoring`` ``drift_*`` bounds and ``drift_min_pairs``).
     :return: ``psi``, ``unknown_rate``, ``findings_per_1k``, ``pairs``, ``judged`` and ``breaches``
         (one line per broken bound; empty when the batch is within bounds or too small to judge).
     """
-    pairs = int(totals.get("pairs") or 0)
-    unknown_rate = (int(totals.get("unknown_entity") or 0) / pairs) if pairs else None
-    per_1k = (1000.0 * int(totals.get("findings") or 0) / pairs) if pairs else None
+    pairs = int(totals.get("distinct_pairs") or 0)
+    unknown_rate = min(1.0, int(totals.get("unknown_entity") or 0) / pairs) if pairs else None
+    raised = int(totals.get("findings") or 0) - int(totals.get("suppressed") or 0)
+    per_1k = (1000.0 * max(raised, 0) / pairs) if pairs else None
     psi_max, unknown_max = cfg.scoring.drift_psi_max, cfg.scoring.drift_unknown_rate_max
     findings_max, min_pairs = cfg.scoring.drift_findings_per_thousand_max, cfg.scoring.drift_min_pairs
     judged = pairs >= int(min_pairs)
