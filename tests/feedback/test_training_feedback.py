@@ -72,6 +72,24 @@ def test_verdicts_fold_per_pair_over_its_findings(site) -> None:
     assert pairs(fb.exclude) == {("i-2", "198.51.100.2"), ("i-3", "198.51.100.3")}
 
 
+def test_an_allow_listed_finding_counts_as_benign(site, tmp_path: Path) -> None:
+    from seclake_ml.scoring.findings import suppress_finding
+
+    cfg, lake, uid = site
+    cands = [Candidate(source="vpc_flow", view="instance_peer", entity="i-7", ip="198.51.100.7", account="123456789012",
+                       region="us-east-1", first_seen=datetime(2024, 3, 5, tzinfo=UTC),
+                       last_seen=datetime(2024, 3, 5, 0, 5, tzinfo=UTC), events=1, dot_product=-2.0, score=2.0)]
+    rec = build_findings(cands, model=MODEL, scope=SCOPE.replace("a.parquet", "c.parquet"), explanations={},
+                         created_time=datetime(2024, 3, 5, tzinfo=UTC), product_version="t")[0]
+    suppress_finding(rec, entry_id="e" * 32, kind="pair", reason="partner network")
+    for key, data in findings_parquet_parts([rec], file_stem="obj-suppressed"):
+        (lake / key).parent.mkdir(parents=True, exist_ok=True)
+        (lake / key).write_bytes(data)
+    fb = training_feedback(cfg, WINDOW, labels={})
+    assert ("i-7", "198.51.100.7") in set(map(tuple, fb.benign[["entity", "ip"]].values.tolist()))
+    assert ("i-7", "198.51.100.7") not in set(map(tuple, fb.exclude[["entity", "ip"]].values.tolist()))
+
+
 def test_labels_come_from_the_label_store_and_a_damaged_file_is_counted(site) -> None:
     from seclake_ml.risk.labels import label_store_for, new_label
 

@@ -3,7 +3,8 @@ the calibration sets.
 
 * Pairs of the detector's own findings in the window are never used as known-normal training data
   unless an analyst labelled one of the pair's findings ``benign``: the model must not learn its own
-  alerts as normal. A pair with any finding labelled ``malicious`` is left out whatever else was
+  alerts as normal. A finding an allow-list entry suppressed counts as labelled benign (an analyst
+  accepted the pair). A pair with any finding labelled ``malicious`` is left out whatever else was
   labelled. (Verdicts are folded per ``(entity, ip)``: the same pair is a new finding in every
   object it is flagged in.)
 * Labelled findings join the calibration sets: ``benign`` pairs as known-normal, ``malicious`` pairs
@@ -21,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from seclake_ml.scoring.findings import STATUS_ID_SUPPRESSED
 
 if TYPE_CHECKING:
     from seclake_ml.config import SeclakeConfig
@@ -92,21 +95,22 @@ def finding_pairs(files: list[str]) -> tuple[Any, int]:
     frames, skipped = [], 0
     for path in files:
         try:
-            table = pq.read_table(path, columns=["finding_info", "unmapped"])
+            table = pq.read_table(path, columns=["finding_info", "unmapped", "status_id"])
         except Exception as exc:  # noqa: BLE001 - a damaged findings file must not stop training
             log.warning("findings file %s is unreadable (%s); its pairs are not left out", path, str(exc)[:200])
             skipped += 1
             continue
         info = table.column("finding_info").to_pylist()
         unmapped = table.column("unmapped").to_pylist()
+        status = table.column("status_id").to_pylist()
         rows = []
-        for fi, um in zip(info, unmapped):
+        for fi, um, st in zip(info, unmapped, status):
             fields = dict(um or [])
             if fi and fields.get("entity") and fields.get("ip"):
-                rows.append((fi["uid"], fields["entity"], fields["ip"]))
-        frames.append(pd.DataFrame(rows, columns=["uid", "entity", "ip"]))
+                rows.append((fi["uid"], fields["entity"], fields["ip"], st == STATUS_ID_SUPPRESSED))
+        frames.append(pd.DataFrame(rows, columns=["uid", "entity", "ip", "suppressed"]))
     if not frames:
-        return pd.DataFrame(columns=["uid", "entity", "ip"]), skipped
+        return pd.DataFrame(columns=["uid", "entity", "ip", "suppressed"]), skipped
     return pd.concat(frames, ignore_index=True), skipped
 
 
@@ -148,7 +152,9 @@ def training_feedback(cfg: SeclakeConfig, window: DataInterval | None = None, *,
                                               "labelled_malicious": 0, "unreadable_files": skipped})
     # A pair is flagged again in every object it appears in (one finding uid each): its verdict is
     # folded over its findings. Malicious on any finding wins; else benign on any finding; else none.
+    # A finding suppressed by an allow-list entry was accepted by an analyst: it counts as benign.
     rank = pairs["uid"].map(labels).map({"malicious": 2, "benign": 1}).fillna(0)
+    rank = rank.where(rank == 2, rank.where(~pairs["suppressed"].astype(bool), 1))
     folded = pairs.assign(rank=rank).groupby(["entity", "ip"], sort=True, as_index=False)["rank"].max()
     benign = folded.loc[folded["rank"] == 1, ["entity", "ip"]]
     malicious = folded.loc[folded["rank"] == 2, ["entity", "ip"]]

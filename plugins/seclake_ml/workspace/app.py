@@ -30,7 +30,14 @@ state-changing request (POST, DELETE) must carry ``X-Seclake-CSRF``: a token the
 ``[api] secret_key`` (shared by all api-server workers, as Airflow requires), valid for
 :data:`CSRF_MAX_AGE_S`. A custom header cannot be sent cross-origin without a CORS preflight, and the
 token ties the request to the user the page was rendered for. An ``Origin`` (else ``Referer``) header,
-when present, must also name this host. Failures give 403.
+when present, must also name this host (the request's own base URL, or ``[api] base_url`` of the
+api-server's configuration: set it to the public URL when the api-server runs behind a proxy that
+rewrites the Host header; default ports, :80 for http and :443 for https, compare equal to none).
+Failures give 403.
+
+**Bodies** are limited to :data:`MAX_BODY_BYTES`: a larger ``Content-Length`` is refused at once, and
+a body sent without one (chunked) is counted as it arrives and refused (413) as soon as it passes the
+limit, before any route (or authentication) sees it.
 
 Every response carries ``Cache-Control: no-store``; the page a strict Content-Security-Policy
 (nothing but its own nonce'd inline script and style, ``connect-src 'self'``, ``frame-ancestors 'self'``
@@ -179,22 +186,38 @@ def csrf_token(name: str, now: float | None = None) -> str:
 
 
 def csrf_valid(name: str, token: str | None, now: float | None = None) -> bool:
-    if not token or "." not in token or len(token) > 200:
+    """Whether ``token`` is a valid, unexpired token for ``name``; any malformed token is invalid."""
+    try:
+        if not isinstance(token, str) or not token or len(token) > 200 or not token.isascii() or "." not in token:
+            return False
+        issued, _, _mac = token.partition(".")
+        if not issued or len(issued) > 20 or not all("0" <= c <= "9" for c in issued):
+            return False
+        age = (time.time() if now is None else now) - int(issued)
+        if age < -300 or age > CSRF_MAX_AGE_S:
+            return False
+        return hmac.compare_digest(csrf_token(name, now=int(issued)).encode("ascii"), token.encode("ascii"))
+    except (ValueError, TypeError, OverflowError, UnicodeError):
         return False
-    issued, _, _mac = token.partition(".")
-    if not issued.isdigit():
-        return False
-    age = (time.time() if now is None else now) - int(issued)
-    if age < -300 or age > CSRF_MAX_AGE_S:
-        return False
-    return hmac.compare_digest(csrf_token(name, now=int(issued)), token)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _origin_of(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+    """``scheme://host[:port]`` of ``url``, lower-case, without the scheme's default port; ``None`` when
+    it has no scheme or host (or a malformed port)."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except (ValueError, AttributeError):
         return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    if not scheme or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def _allowed_origins(request: Request) -> set[str]:
@@ -275,6 +298,7 @@ class LabelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uid: str
+    key: Optional[str] = None  # the finding's file under the findings location (a listing row's ``key``)
     verdict: Optional[str] = None
     risk_score: Any = None
     note: Optional[str] = ""
@@ -322,17 +346,14 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable) -> Response:
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = JSONResponse({"detail": "request body too large"}, status_code=413)
-        else:
-            response = await call_next(request)
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
+        response = await call_next(request)
+        for name, value in _SECURITY_HEADERS.items():
+            response.headers[name] = value
         response.headers.setdefault("Content-Security-Policy", API_CSP)
         return response
+
+    # added last, so outermost: bodies are counted before anything (authentication included) reads them
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -394,14 +415,16 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
         return _json(result)
 
     @app.get("/api/findings/{uid}")
-    def finding(uid: str, user: Any = Depends(reader)) -> JSONResponse:
+    def finding(uid: str, key: Optional[str] = None, user: Any = Depends(reader)) -> JSONResponse:
         from seclake_ml.workspace import data
 
         cfg, clients = runtime.context()
         try:
-            detail = data.finding_detail(cfg, uid, s3_client=_s3(clients))
+            detail = data.finding_detail(cfg, uid, s3_client=_s3(clients), key=key or None)
         except KeyError:
             detail = None
+        except data.FindingsUnavailable as exc:
+            raise HTTPException(503, _one_line(exc)) from None
         except ValueError as exc:
             raise _unprocessable(exc) from None
         if detail is None:
@@ -448,9 +471,14 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
         records = [rec]
         # A risk finding is about one CloudTrail event: its label is also the event's label, which is
         # what the risk model trains on (IP Insights findings are used by uid, kind "finding").
-        from seclake_ml.workspace.data import finding_detail
+        from seclake_ml.workspace.data import FindingsUnavailable, finding_detail
 
-        found = finding_detail(cfg, rec.target_uid, s3_client=_s3(clients))
+        try:
+            found = finding_detail(cfg, rec.target_uid, s3_client=_s3(clients), key=body.key or None)
+        except FindingsUnavailable as exc:
+            raise HTTPException(503, _one_line(exc)) from None
+        except ValueError as exc:
+            raise _unprocessable(exc) from None
         fields = (found or {}).get("unmapped") or {}
         if found and found.get("_detector") == "risk" and fields.get("event_uid"):
             try:
@@ -501,6 +529,73 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
         return _json({"removed": removed.removed, "entry_id": entry_id, "result": removed})
 
     return app
+
+
+_SECURITY_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Content-Type-Options": "nosniff",
+                     "Referrer-Policy": "same-origin"}
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuses (413) a request whose body passes ``limit`` bytes.
+
+    A ``Content-Length`` over the limit (or not a number) is refused before the app runs; otherwise the
+    bytes are counted as the app receives them, whatever the headers say (a chunked body has none), and
+    the first read past the limit raises :class:`_BodyTooLarge`, which the app answers as a 413 (or, when
+    raised outside the app's handlers, this middleware does, if no response has started).
+    """
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        response = JSONResponse({"detail": "request body too large"}, status_code=413,
+                                headers={**_SECURITY_HEADERS, "Content-Security-Policy": API_CSP, "Connection": "close"})
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"content-length":
+                text = value.decode("latin-1").strip()
+                if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) > self.limit:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+        over = False
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen, over
+            if over:
+                raise _BodyTooLarge()
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body") or b"")
+                if seen > self.limit:
+                    over = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
 
 
 def _event_time(ms: Any) -> str | None:
