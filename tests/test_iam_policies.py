@@ -172,3 +172,67 @@ def test_lambda_ipcheck_role_scopes() -> None:
         "sagemaker:InvokeEndpoint", "ssm:GetParameter", "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sns:Publish",
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "logs:CreateLogStream", "logs:PutLogEvents"}
     assert all(r.endswith("log-group:/aws/lambda/${ResourcePrefix}-ipcheck:*") for r in grants["logs:PutLogEvents"])
+
+
+def _iam_like(pattern: str, value: str) -> bool:
+    """IAM ``StringLike``: ``*`` any run of characters, ``?`` one character."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, flags=re.S) is not None
+
+
+class _RecordingLake:
+    """A stand-in S3 client over a few keys that records every listing prefix (``list_objects_v2`` semantics)."""
+
+    KEYS = (
+        "ext/ipinsights-vpc-flow/region=us-east-1/accountId=111111111111/eventDay=20240105/a.parquet",
+        "ext/ipinsights-cloudtrail-api/region=us-east-1/accountId=external/eventDay=20240104/b.parquet",
+        "ext/risk-cloudtrail/region=eu-west-1/accountId=111111111111/eventDay=20240105/c.parquet",
+        "ext/other-source/region=eu-west-1/accountId=111111111111/eventDay=20240105/d.parquet",
+    )
+
+    def __init__(self) -> None:
+        self.prefixes: list[str] = []
+
+    def get_paginator(self, name: str) -> "_RecordingLake":
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str = "", Delimiter: str | None = None):  # noqa: N803 - boto3's names
+        self.prefixes.append(Prefix)
+        contents, common = [], set()
+        for key in self.KEYS:
+            if not key.startswith(Prefix):
+                continue
+            rest = key[len(Prefix):]
+            if Delimiter and Delimiter in rest:
+                common.add(Prefix + rest[: rest.index(Delimiter) + 1])
+            else:
+                contents.append({"Key": key, "Size": 0, "ETag": '"x"'})  # empty: skipped, never downloaded
+        yield {"Contents": contents, "CommonPrefixes": [{"Prefix": p} for p in sorted(common)]}
+
+
+@pytest.mark.parametrize("flt", [{}, {"detector": "risk"}, {"detector": "ipinsights"},
+                                 {"source": "ipinsights-vpc-flow"}, {"source": "risk-cloudtrail"},
+                                 {"source": "other-source"}], ids=str)
+def test_workspace_lists_only_prefixes_the_mwaa_role_may_list(flt: dict) -> None:
+    """The analyst workspace (in the api-server, as the MWAA execution role) lists the findings tree
+    with only the ``s3:prefix`` values ``ListSecurityLakeSources`` allows."""
+    pytest.importorskip("duckdb")
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.workspace import data
+
+    (listing,) = [s for s in load(IAM / "mwaa-execution-role-policy.json")["Statement"]
+                  if s["Resource"] == "arn:${Partition}:s3:::${LakeBucket}" and "s3:ListBucket" in as_list(s["Action"])]
+    allowed = [PLACEHOLDER.sub(lambda m: SAMPLE[m.group(1)], p) for p in listing["Condition"]["StringLike"]["s3:prefix"]]
+    assert SAMPLE["CustomSourcePrefix"] + "-" in data.AWS_SOURCE_PREFIXES
+    lake = _RecordingLake()
+    cfg = SeclakeConfig(backend="aws", lake_bucket="lake-bucket", work_location="s3://lake-bucket/w")
+    res = data.list_findings(cfg, data.FindingsFilter(**flt), s3_client=lake)
+    assert res["error"] is None and (lake.prefixes or flt == {"source": "other-source"})
+    denied = [p for p in lake.prefixes if not any(_iam_like(a, p) for a in allowed)]
+    assert not denied, f"listed outside the role's s3:prefix condition: {denied}"
+    wanted = {k for k in _RecordingLake.KEYS if "/other-source/" not in k
+              and (not flt.get("source") or f"/{flt['source']}/" in k)
+              and (flt.get("detector") != "risk" or "/risk-" in k)
+              and (flt.get("detector") != "ipinsights" or "/ipinsights-" in k)}
+    assert {s["key"] for s in res["skipped"]} == wanted  # every allowed source was found (empty files here)

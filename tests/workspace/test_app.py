@@ -235,6 +235,106 @@ def test_oversized_body_is_refused(env) -> None:
     assert r.status_code == 413
 
 
+def _chunks(total: int, size: int = 8192):
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        sent += n
+        yield b" " * n
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_chunked_oversized_body_is_refused_before_authentication(env, auth: bool) -> None:
+    """A body without Content-Length (chunked) is counted as it arrives: 413, not read whole, not authenticated."""
+    client, *_ = env
+    h = (editor_headers(client) if auth else {}) | {"Content-Type": "application/json"}
+    r = client.post("/seclake-ml/api/labels", headers=h, content=_chunks(200_000))
+    assert r.status_code == 413, r.text
+    assert r.json() == {"detail": "request body too large"} and r.headers["cache-control"] == "no-store"
+    # a small chunked body still goes through (the limit counts bytes, not headers)
+    ok = client.post("/seclake-ml/api/labels", headers=editor_headers(client) | {"Content-Type": "application/json"},
+                     content=(c for c in [b'{"uid": "u1", "verdict": "benign", ', b'"risk_score": 5}']))
+    assert ok.status_code in (200, 201), ok.text
+
+
+def test_non_ascii_or_malformed_csrf_token_is_403_not_500(env) -> None:
+    client, *_ = env
+    h = editor_headers(client)
+    good = h["X-Seclake-CSRF"]
+    body = {"uid": "u1", "verdict": "benign", "risk_score": 5}
+    for bad in ("\u00b9." + good.split(".", 1)[1], "1\u00b2." + "a" * 64, "9" * 400 + ".x", "1." + "\u00e9" * 64):
+        r = client.post("/seclake-ml/api/labels", headers={**h, "X-Seclake-CSRF": bad.encode("latin-1")}, json=body)
+        assert r.status_code == 403, (bad, r.status_code, r.text)
+
+
+def test_csrf_valid_refuses_malformed_tokens() -> None:
+    from seclake_ml.workspace.app import csrf_token, csrf_valid
+
+    tok = csrf_token("ed", now=1_000_000)
+    mac = tok.split(".", 1)[1]
+    for bad in ("\u00b9." + mac, "\u0661\u0662." + mac, "1000000." + mac[:-1] + "\u00e9", "." + mac, "1e6." + mac,
+                "1000000.", 12345, b"1.2"):
+        assert csrf_valid("ed", bad, now=1_000_000) is False, bad
+
+
+def test_origin_with_the_default_port_is_the_same_origin(env) -> None:
+    client, *_ = env
+    h = editor_headers(client)
+    body = {"uid": "u1", "verdict": "benign", "risk_score": 5}
+    r = client.post("/seclake-ml/api/labels", headers={**h, "Origin": "http://TestServer:80"}, json=body)
+    assert r.status_code in (200, 201), r.text
+    for other in ("http://testserver:8080", "https://testserver", "http://testserver:80@evil.example"):
+        assert client.post("/seclake-ml/api/labels", headers={**h, "Origin": other}, json=body).status_code == 403
+
+
+def test_origin_of_normalises_default_ports() -> None:
+    from seclake_ml.workspace.app import _origin_of
+
+    assert _origin_of("https://Example.COM:443/x") == _origin_of("https://example.com") == "https://example.com"
+    assert _origin_of("http://example.com:80") == "http://example.com"
+    assert _origin_of("https://example.com:8443") == "https://example.com:8443"
+    assert _origin_of("http://[::1]:80/") == "http://[::1]"
+    assert _origin_of("http://example.com:99999") is None and _origin_of("null") is None
+
+
+def test_detail_and_label_by_key_read_only_that_file(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seclake_ml.workspace import data
+
+    client, cfg, records = env
+    h = bearer("vera", "viewer")
+    rows = client.get("/seclake-ml/api/findings", headers=h).json()["rows"]
+    row = rows[0]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the whole tree was listed")
+
+    monkeypatch.setattr(data, "_list_files", no_scan)
+    d = client.get(f"/seclake-ml/api/findings/{row['uid']}", headers=h, params={"key": row["key"]})
+    assert d.status_code == 200, d.text
+    assert d.json()["uid"] == row["uid"] and d.json()["record"]["_key"] == row["key"]
+    for bad in ("../etc/passwd", "ext/x/../y.parquet", row["key"].replace(".parquet", ".txt"), "/" + row["key"]):
+        r = client.get(f"/seclake-ml/api/findings/{row['uid']}", headers=h, params={"key": bad})
+        assert r.status_code == 422 and r.json()["detail"].startswith("key"), (bad, r.text)
+    missing = row["key"].rsplit("/", 1)[0] + "/nothing-here.parquet"
+    assert client.get(f"/seclake-ml/api/findings/{row['uid']}", headers=h, params={"key": missing}).status_code == 404
+    r = client.post("/seclake-ml/api/labels", headers=editor_headers(client),
+                    json={"uid": row["uid"], "key": row["key"], "verdict": "benign", "risk_score": 5})
+    assert r.status_code == 201, r.text
+    r = client.post("/seclake-ml/api/labels", headers=editor_headers(client),
+                    json={"uid": row["uid"], "key": "../x.parquet", "verdict": "benign", "risk_score": 5})
+    assert r.status_code == 422 and "key" in r.json()["detail"]
+
+
+def test_page_sends_the_row_key_and_only_the_allow_kind_fields(env) -> None:
+    client, *_ = env
+    html = client.get("/seclake-ml/", headers=bearer("vera", "viewer")).text
+    assert '<option value="pair" selected>' in html and '<input type="hidden" name="key">' in html
+    assert '"?key=" + encodeURIComponent(key)' in html and "body.key = f.elements.key.value" in html
+    assert 'if (kind === "entity" || kind === "pair") body.entity' in html
+    assert 'if (kind === "cidr" || kind === "pair") body.cidr' in html
+    assert '"/128" : "/32"' in html and "innerHTML" not in html.split("<script", 1)[1]
+
+
 def test_editor_allow_lists_and_removes(env) -> None:
     client, *_ = env
     h = editor_headers(client, "olga", "op")

@@ -523,3 +523,164 @@ def test_s3_findings_models_and_batches(tmp_path: Path, monkeypatch: pytest.Monk
         assert models["risk"]["versions"][0]["report"].startswith("s3://work-bucket/w/risk/models/versions/")
         batches = data.batches_overview(cfg, s3_client=s3)
         assert len(batches) == 3 and batches[0]["drift"]["status"] == "drifting"
+
+
+# ------------------------------------------------------------------------------- review fixes
+def test_finding_detail_by_key_reads_only_that_file(tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seclake_ml.workspace import data
+
+    rows = data.list_findings(tree["cfg"], page_size=500)["rows"]
+    row = rows[-1]
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the whole tree was listed")
+
+    monkeypatch.setattr(data, "_list_files", no_scan)
+    got = data.finding_detail(tree["cfg"], row["uid"], key=row["key"])
+    assert got["finding_info"]["uid"] == row["uid"] and got["_key"] == row["key"]
+    other = next(r for r in rows if r["key"] != row["key"])
+    assert data.finding_detail(tree["cfg"], row["uid"], key=other["key"]) is None  # not in that file
+    for bad in ("../x.parquet", "ext/ipinsights-a/region=us-east-1/accountId=111111111111/eventDay=2024010/x.parquet",
+                "ext/ipinsights-a/region=us-east-1/accountId=1/eventDay=20240105/x.parquet",
+                "ext/ipinsights-a/region=us-east-1/accountId=111111111111/eventDay=20240105/..parquet",
+                "ext/ipinsights-a/region=us-east-1/accountId=111111111111/eventDay=20240105/a/b.parquet",
+                "/ext/ipinsights-a/region=us-east-1/accountId=111111111111/eventDay=20240105/x.parquet"):
+        with pytest.raises(ValueError, match="^key"):
+            data.finding_detail(tree["cfg"], row["uid"], key=bad)
+    # a link is not followed
+    real = Path(tree["cfg"].lake_root) / row["key"]
+    linked = real.with_name("linked.parquet")
+    linked.symlink_to(real)
+    assert data.finding_detail(tree["cfg"], row["uid"], key=str(Path(row["key"]).with_name("linked.parquet"))) is None
+
+
+def test_deeply_nested_cursor_is_a_bad_cursor(tree) -> None:
+    import base64
+
+    from seclake_ml.workspace.data import list_findings
+
+    cursor = base64.urlsafe_b64encode(b"[" * 100_000).decode().rstrip("=")
+    with pytest.raises(ValueError, match="^cursor"):
+        list_findings(tree["cfg"], cursor=cursor)
+
+
+def test_missing_files_are_not_remembered_as_bad(tmp_path: Path) -> None:
+    from seclake_ml.workspace import data
+
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1 not parquet PAR1")
+    st = garbage.stat()
+    bad = data._File(str(garbage), "ext/g", "ipinsights-x", "ipinsights", "r", "a", "20240101", st.st_size,
+                     str(st.st_mtime_ns))
+    gone = data._File(str(tmp_path / "gone.parquet"), "ext/gone", "ipinsights-x", "ipinsights", "r", "a", "20240101",
+                      10, "1")
+    listing = data._Listing([bad, gone], [])
+    con = data._connect()
+    try:
+        assert data._good_files(con, listing, probe=True) == []
+    finally:
+        con.close()
+    reasons = {b["key"]: b["reason"] for b in listing.bad}
+    assert reasons == {"ext/g": "not a readable findings file", "ext/gone": "could not be read now"}
+    assert (bad.path, bad.size, bad.stamp) in data._BAD and (gone.path, gone.size, gone.stamp) not in data._BAD
+    assert str(tmp_path) not in json.dumps(listing.bad)  # no paths or DuckDB messages for the client
+
+
+def _moto_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str = ""):
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.workspace import data
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(data.tempfile, "gettempdir", lambda: str(tmp_path))
+    local = tmp_path / "local"
+    _write(_cfg(local), _ipinsights_records() + _risk_records(), "s3-a")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake-bucket")
+    for path in (local / "lake").rglob("*.parquet"):
+        s3.put_object(Bucket="lake-bucket", Key=f"{base}{path.relative_to(local / 'lake').as_posix()}",
+                      Body=path.read_bytes())
+    location = "s3://lake-bucket/" + base.rstrip("/")
+    cfg = SeclakeConfig(backend="aws", lake_bucket="lake-bucket", work_location="s3://lake-bucket/w",
+                        extra={"scoring": {"findings_location": location.rstrip("/")}})
+    return s3, cfg
+
+
+def test_s3_byte_budget_cache_folder_and_keyed_detail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    moto = pytest.importorskip("moto")
+    from seclake_ml.workspace import data
+
+    assert data.AWS_MAX_FILES == 500
+    with moto.mock_aws():
+        s3, cfg = _moto_lake(tmp_path, monkeypatch)
+        everything = data.list_findings(cfg, page_size=500, s3_client=s3)
+        assert not everything["truncated"] and everything["error"] is None
+        sizes = sorted(o["Size"] for o in s3.list_objects_v2(Bucket="lake-bucket")["Contents"])
+        monkeypatch.setattr(data, "AWS_MAX_BYTES", sizes[0] + sizes[1])
+        bounded = data.list_findings(cfg, page_size=500, s3_client=s3)
+        assert bounded["truncated"] and 1 <= bounded["files"] <= 2 and bounded["total"] < everything["total"]
+        # an old finding beyond the bounds is found by its key, reading that object only
+        old = everything["rows"][-1]
+        assert data.finding_detail(cfg, old["uid"], s3_client=s3, key=old["key"])["finding_info"]["uid"] == old["uid"]
+        missing = old["key"].rsplit("/", 1)[0] + "/none.parquet"
+        assert data.finding_detail(cfg, old["uid"], s3_client=s3, key=missing) is None
+        # downloads are streamed to disk (download_fileobj into the cache file)
+        monkeypatch.setattr(data, "AWS_MAX_BYTES", 1 << 40)
+        for f in data._cache_dir().iterdir():
+            f.unlink()
+        calls = []
+        real = s3.download_fileobj
+        monkeypatch.setattr(s3, "download_fileobj", lambda *a, **kw: (calls.append(a[1]), real(*a, **kw))[1])
+        assert data.list_findings(cfg, page_size=500, s3_client=s3)["total"] == everything["total"]
+        assert calls
+        # a cached file that is a link is not followed (replaced by a fresh download)
+        cached = next(data._cache_dir().glob("*.parquet"))
+        cached.unlink()
+        (tmp_path / "elsewhere.parquet").write_bytes(b"junk")
+        cached.symlink_to(tmp_path / "elsewhere.parquet")
+        assert data.list_findings(cfg, page_size=500, s3_client=s3)["total"] == everything["total"]
+        assert not cached.is_symlink()
+
+
+def test_s3_cache_folder_must_be_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from seclake_ml.workspace import data
+
+    monkeypatch.setattr(data.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(data, "_PRIVATE_CACHE", [])
+    shared = tmp_path / f"seclake_ml-workspace-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    got = data._cache_dir()
+    assert got != shared and (got.stat().st_mode & 0o777) == 0o700
+    assert data._cache_dir() == got  # one private folder per process
+    shared.rmdir()
+    shared.symlink_to(tmp_path / "target", target_is_directory=True)
+    (tmp_path / "target").mkdir(mode=0o700)
+    monkeypatch.setattr(data, "_PRIVATE_CACHE", [])
+    assert data._cache_dir() not in (shared, tmp_path / "target")
+
+
+def test_s3_listing_refused_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    botocore = pytest.importorskip("botocore.exceptions")
+    from seclake_ml.config import SeclakeConfig
+    from seclake_ml.workspace import data
+
+    class Refusing:
+        def get_paginator(self, name):
+            return self
+
+        def paginate(self, **kwargs):
+            raise botocore.ClientError({"Error": {"Code": "AccessDenied", "Message": "secret internals arn:..."}},
+                                       "ListObjectsV2")
+
+    cfg = SeclakeConfig(backend="aws", lake_bucket="lake-bucket", work_location="s3://lake-bucket/w")
+    res = data.list_findings(cfg, s3_client=Refusing())
+    assert res["total"] == 0 and res["rows"] == [] and "AccessDenied" in res["error"]
+    assert "secret internals" not in res["error"]
+    with pytest.raises(data.FindingsUnavailable, match="AccessDenied"):
+        data.finding_detail(cfg, "u" * 32, s3_client=Refusing())

@@ -65,6 +65,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import MutableHeaders
 
 log = logging.getLogger(__name__)
 
@@ -344,15 +345,9 @@ def create_app(config_loader: Callable[[], Any] | None = None) -> FastAPI:
     runtime = Runtime(config_loader)
     app.state.runtime = runtime
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Callable) -> Response:
-        response = await call_next(request)
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers[name] = value
-        response.headers.setdefault("Content-Security-Policy", API_CSP)
-        return response
-
-    # added last, so outermost: bodies are counted before anything (authentication included) reads them
+    # pure ASGI (no BaseHTTPMiddleware, which would wrap the body-limit error in an exception group):
+    # bodies are counted before anything (authentication included) reads them; every response gets the
+    # security headers
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
@@ -541,7 +536,9 @@ class _BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """Pure ASGI middleware: refuses (413) a request whose body passes ``limit`` bytes.
+    """Pure ASGI middleware: refuses (413) a request whose body passes ``limit`` bytes, and gives every
+    response the security headers (``Cache-Control: no-store`` ..., and :data:`API_CSP` unless the response
+    has its own Content-Security-Policy).
 
     A ``Content-Length`` over the limit (or not a number) is refused before the app runs; otherwise the
     bytes are counted as the app receives them, whatever the headers say (a chunked body has none), and
@@ -588,6 +585,12 @@ class BodyLimit:
             nonlocal started
             if message.get("type") == "http.response.start":
                 started = True
+                message = dict(message, headers=list(message.get("headers") or ()))
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS.items():
+                    headers[name] = value
+                if "content-security-policy" not in headers:
+                    headers["Content-Security-Policy"] = API_CSP
             await send(message)
 
         try:

@@ -14,12 +14,18 @@ The findings tree is the OCSF 2004 layout of :mod:`seclake_ml.scoring.findings_p
    ``source`` / ``detector`` filters (``ipinsights-*`` / ``risk-*``), ``accountId=`` by ``account``
    (a 12-digit account's folder, else ``external``), ``eventDay=`` by ``since``/``until``. Locally the tree is walked (links are not followed; hidden files, files at other depths
    and names not ending in ``.parquet`` are ignored). On aws the same levels are listed with delimiter
-   listings; object listing goes newest ``eventDay`` first and stops at ``max_files`` objects (default
-   :data:`AWS_MAX_FILES`; the result then says ``"truncated": true`` and ``total`` counts the files
-   read); objects over :data:`MAX_OBJECT_BYTES` are skipped. Objects are downloaded once into a
+   listings, under the prefixes the MWAA execution role may list (``ListSecurityLakeSources`` of
+   ``include/iam/mwaa-execution-role-policy.json``: ``ext/ipinsights-*`` and ``ext/risk-cloudtrail/*``,
+   see :data:`AWS_SOURCE_PREFIXES` / :data:`AWS_FIXED_SOURCES`; never ``ext/`` itself); an S3 error while
+   listing gives an empty result with ``error`` set. Object listing goes newest ``eventDay`` first and
+   stops at ``max_files`` objects (default :data:`AWS_MAX_FILES`) or once the listed objects' sizes
+   pass :data:`AWS_MAX_BYTES` (the result then says ``"truncated": true`` and ``total`` counts the
+   files read); objects over :data:`MAX_OBJECT_BYTES` are skipped. Objects are streamed once into a
    process-wide cache folder (named by the SHA-256 of bucket, key and ETag, so a replaced object is
-   fetched again) and read from there; the folder (``<temp>/seclake_ml-workspace-<uid>``) is not pruned
-   by this module.
+   fetched again) and read from there; the folder (``<temp>/seclake_ml-workspace-<uid>``, used only
+   when it is a real directory owned by this user with mode 0700, else a private ``mkdtemp`` folder)
+   is swept of files unused for :data:`CACHE_MAX_AGE_SECONDS`.
+   :func:`finding_detail` given the row's ``key`` reads that one file only.
 2. **Query.** One DuckDB pass of ``read_parquet`` (``filename``, ``file_row_number``) over the files
    reads only the filter's columns and the sort keys, and returns the page's keys together with the
    total (``count(*) OVER ()``; the cursor condition is a ``QUALIFY``, so the total counts every match);
@@ -30,7 +36,9 @@ The findings tree is the OCSF 2004 layout of :mod:`seclake_ml.scoring.findings_p
    costs what the first one does. Parquet footers are cached by a process-wide DuckDB database.
 3. **Bad files.** Empty files are skipped from their size; when DuckDB refuses the batch (a corrupt or
    truncated file, one of another schema), each file is checked alone, the bad ones are skipped, and
-   remembered per ``(path, size, mtime)`` for the life of the process. The result reports
+   remembered per ``(path, size, mtime)`` for the life of the process when the refusal is about the
+   content (a file that vanished or could not be read is skipped for this call only). Reasons given
+   to the caller are short and generic; DuckDB's messages and paths go to the log. The result reports
    ``skipped_files`` (a count) and ``skipped`` (up to :data:`MAX_REPORTED` ``{"key", "reason"}``).
 
 Models (:func:`models_overview`) and batches (:func:`batches_overview`) read the JSON documents the
@@ -42,9 +50,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import stat
 import tempfile
 import time
 import threading
@@ -61,11 +71,18 @@ from seclake_ml.locations import ipinsights_store_dir, work_root
 from seclake_ml.scoring.findings import SEVERITY_NAMES, ms_to_rfc3339
 from seclake_ml.uris import is_s3, join_location, split_s3_uri
 
+log = logging.getLogger(__name__)
+
 DETECTORS = {"ipinsights": "ipinsights-", "risk": "risk-"}  # filter value -> custom source prefix
+#: aws: custom sources are found by listing ``ext/<prefix>`` (delimiter ``/``) for these prefixes, and the
+#: fixed sources are listed by name: exactly what the MWAA role's ``s3:prefix`` condition allows.
+AWS_SOURCE_PREFIXES = ("ipinsights-",)
+AWS_FIXED_SOURCES = ("risk-cloudtrail",)
 STATUSES = ("New", "Suppressed")
 ENTITY_MATCHES = ("exact", "prefix")
 MAX_PAGE_SIZE = 500
-AWS_MAX_FILES = 2000
+AWS_MAX_FILES = 500
+AWS_MAX_BYTES = 512 * 1024 * 1024  # aws: most bytes (listed object sizes) one call downloads
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 MAX_REPORTED = 20
 _SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -74,6 +91,25 @@ _DAY_RE = re.compile(r"\d{8}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CURSOR_VERSION = 1
+#: a finding file's key under the findings location (what a listing row's ``key`` holds)
+_KEY_RE = re.compile(r"ext/(?P<source>[a-z0-9][a-z0-9-]{0,63})/region=(?P<region>[a-z0-9-]{1,32})/"
+                     r"accountId=(?P<account>\d{12}|external)/eventDay=(?P<day>\d{8})/"
+                     r"(?P<name>[A-Za-z0-9][A-Za-z0-9._=-]{0,199}\.parquet)")
+
+
+class FindingsUnavailable(RuntimeError):
+    """The findings could not be read at all (S3 refused the listing); the message is safe to show."""
+
+
+def _s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ``ClientError`` (``AccessDenied`` ...), else ``None``."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        if isinstance(code, str) and re.fullmatch(r"[A-Za-z0-9.]{1,64}", code):
+            return code
+        return "error"
+    return None
 
 
 # =============================================================================== filter
@@ -188,7 +224,7 @@ def _decode_cursor(cursor: str, flt: FindingsFilter) -> tuple[int, str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         version, digest, time_ms, uid, key = json.loads(raw.decode("utf-8", "surrogatepass"))
-    except (ValueError, TypeError, UnicodeDecodeError):
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
         raise ValueError("cursor: not a cursor of this listing") from None
     if version != _CURSOR_VERSION or isinstance(time_ms, bool) or not isinstance(time_ms, int) \
             or not isinstance(uid, str) or not isinstance(key, str):
@@ -219,10 +255,12 @@ class _Listing:
     truncated: bool = False
     bad: list[dict[str, str]] = field(default_factory=list)  # refused by DuckDB (known or probed)
     root: str | None = None  # the local findings root (None on S3)
+    error: str | None = None  # the findings could not be listed (a short reason, safe to show)
 
     def path_of(self, key: str) -> str:
-        """The path a key of this listing is read from (``""`` for an S3 object no longer listed)."""
-        return os.path.join(self.root, key) if self.root is not None else ""
+        """The path a key of this listing is read from (for an S3 object no longer listed, the key itself:
+        the cursor then compares against it, so rows are not repeated)."""
+        return os.path.join(self.root, key) if self.root is not None else key
 
 
 def findings_location(cfg: SeclakeConfig) -> str:
@@ -314,9 +352,36 @@ CACHE_MAX_AGE_SECONDS = 6 * 3600  # downloaded findings files not used for this 
 _CACHE_SWEPT: list[float] = [0.0]
 
 
+_PRIVATE_CACHE: list[Path] = []
+_CACHE_LOCK = threading.Lock()
+
+
+def _is_private_dir(path: Path) -> bool:
+    """``path`` is a real directory (not a link) owned by this user, with mode 0700."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o700:
+        return False
+    return not hasattr(os, "getuid") or st.st_uid == os.getuid()
+
+
 def _cache_dir() -> Path:
     path = Path(tempfile.gettempdir()) / f"seclake_ml-workspace-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    path.mkdir(mode=0o700, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        pass
+    if not _is_private_dir(path):
+        with _CACHE_LOCK:
+            if not _PRIVATE_CACHE or not _is_private_dir(_PRIVATE_CACHE[0]):
+                log.warning("%s is not a private folder of this user; downloads go to a private temporary folder",
+                            path)
+                _PRIVATE_CACHE[:] = [Path(tempfile.mkdtemp(prefix="seclake_ml-workspace-"))]
+            path = _PRIVATE_CACHE[0]
     now = time.time()
     if now - _CACHE_SWEPT[0] > 600:  # at most every 10 minutes: files unused for hours go
         _CACHE_SWEPT[0] = now
@@ -330,17 +395,39 @@ def _cache_dir() -> Path:
     return path
 
 
-def _fetch(client: Any, bucket: str, key: str, etag: str) -> str:
-    """A local copy of ``s3://bucket/key`` at ``etag`` (downloaded once per process-wide cache)."""
+def _fetch(client: Any, bucket: str, key: str, etag: str, size: int | None = None) -> str:
+    """A local copy of ``s3://bucket/key`` at ``etag`` (streamed to disk once per process-wide cache).
+
+    A cached file is used only when it is a regular file (links are not followed) of the expected size.
+    """
     name = hashlib.sha256(json.dumps([bucket, key, etag]).encode("utf-8", "surrogatepass")).hexdigest()
     path = _cache_dir() / f"{name}.parquet"
-    if path.is_file():
-        return str(path)
-    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size):
+            return str(path)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(body)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            client.download_fileobj(bucket, key, fh)
+            fh.flush()
+            written = os.fstat(fh.fileno()).st_size
+        if written > MAX_OBJECT_BYTES or (size is not None and written != size):
+            raise ValueError(f"s3://{bucket}/{key}: got {written} bytes, expected {size}")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return str(path)
 
 
@@ -353,7 +440,32 @@ def _list_s3(location: str, client: Any, flt: FindingsFilter, last_day: str | No
     if last_day is not None and (last is None or last_day < last):
         last = last_day
     paginator = client.get_paginator("list_objects_v2")
+    try:
+        return _list_s3_objects(client, paginator, bucket, base, flt, first, last, max_files)
+    except Exception as exc:  # noqa: BLE001 - a botocore ClientError (access denied, no such bucket ...)
+        code = _s3_error_code(exc)
+        if code is None:
+            raise
+        log.warning("listing findings under s3://%s/%sext/ failed: %s", bucket, base, exc)
+        return _Listing([], [], error=f"S3 refused listing the findings ({code}); check the role's "
+                                      "s3:ListBucket permission on the findings location")
 
+
+def _aws_sources(children: Any, base: str, flt: FindingsFilter) -> list[str]:
+    """The custom sources to read on S3, listing only the prefixes the MWAA role may list."""
+    if flt.source is not None:
+        allowed = flt.source in AWS_FIXED_SOURCES or flt.source.startswith(AWS_SOURCE_PREFIXES)
+        return [flt.source] if allowed and _keep_source(flt.source, flt) else []
+    found = set(AWS_FIXED_SOURCES)
+    for prefix in AWS_SOURCE_PREFIXES:
+        if flt.detector is not None and not prefix.startswith(DETECTORS[flt.detector]):
+            continue
+        found.update(prefix + rest for rest in children(f"{base}ext/{prefix}"))
+    return sorted(s for s in found if _keep_source(s, flt))
+
+
+def _list_s3_objects(client: Any, paginator: Any, bucket: str, base: str, flt: FindingsFilter, first: str | None,
+                     last: str | None, max_files: int) -> _Listing:
     def children(prefix: str) -> list[str]:
         out = []
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
@@ -361,9 +473,7 @@ def _list_s3(location: str, client: Any, flt: FindingsFilter, last_day: str | No
         return sorted(out)
 
     parts = []  # (day, source, region part, account part)
-    for source in children(f"{base}ext/"):
-        if not _keep_source(source, flt):
-            continue
+    for source in _aws_sources(children, base, flt):
         for reg in children(f"{base}ext/{source}/"):
             if _part_value(reg, "region=") is None:
                 continue
@@ -379,6 +489,7 @@ def _list_s3(location: str, client: Any, flt: FindingsFilter, last_day: str | No
     wanted: list[tuple[dict, tuple]] = []
     skipped: list[dict[str, str]] = []
     truncated = False
+    budget = 0
     for day, source, reg, acc in parts:
         prefix = f"{base}ext/{source}/{reg}/{acc}/eventDay={day}/"
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -391,9 +502,10 @@ def _list_s3(location: str, client: Any, flt: FindingsFilter, last_day: str | No
                 if size == 0 or size > MAX_OBJECT_BYTES:
                     skipped.append({"key": key, "reason": "empty file" if size == 0 else f"larger than {MAX_OBJECT_BYTES} bytes"})
                     continue
-                if len(wanted) >= max_files:
+                if len(wanted) >= max_files or budget + size > AWS_MAX_BYTES:
                     truncated = True
                     break
+                budget += size
                 wanted.append((item, (day, source, reg, acc, key, size)))
             if truncated:
                 break
@@ -404,9 +516,10 @@ def _list_s3(location: str, client: Any, flt: FindingsFilter, last_day: str | No
         item, (day, source, reg, acc, key, size) = entry
         etag = str(item.get("ETag", "")).strip('"')
         try:
-            path = _fetch(client, bucket, item["Key"], etag)
+            path = _fetch(client, bucket, item["Key"], etag, size)
         except Exception as exc:  # noqa: BLE001 - reported as a skipped file
-            return {"key": key, "reason": f"download failed: {str(exc)[:200]}"}
+            log.warning("downloading s3://%s/%s failed: %s", bucket, item["Key"], exc)
+            return {"key": key, "reason": "download failed"}
         return _File(path, key, source, _detector_of(source) or "other", reg[len("region="):], acc[len("accountId="):],
                      day, size, etag)
 
@@ -483,14 +596,37 @@ def _where(flt: FindingsFilter) -> tuple[list[str], dict[str, Any]]:
     return conds, params
 
 
-def _check_file(con: Any, path: str) -> str | None:
-    """Why DuckDB cannot read ``path`` as a findings file (every column a listing reads), or ``None``."""
+_TRANSIENT_MARKERS = ("no such file", "no files found", "cannot open", "could not open", "permission denied",
+                      "i/o error", "io error", "input/output error", "interrupted")
+
+
+def _check_file(con: Any, path: str) -> tuple[str, bool] | None:
+    """``None`` when DuckDB reads ``path`` as a findings file (every column a listing reads), else
+    ``(reason, lasting)``: a short reason for the caller, and whether the refusal is about the file's
+    content (so worth remembering) rather than the file missing or not readable now. The DuckDB message
+    goes to the log."""
     try:
         con.execute(f"SELECT {_ROW_COLUMNS} FROM {_READ} f", {"files": [path]}).fetchall()
     except Exception as exc:  # noqa: BLE001 - any refusal makes the file unusable here
-        text = str(exc).strip()
-        return text.splitlines()[0][:300] if text else type(exc).__name__
+        text = " ".join(str(exc).split())[:500]
+        log.warning("findings file %s refused: %s: %s", path, type(exc).__name__, text)
+        kind = type(exc).__name__.lower()
+        transient = "ioexception" in kind or "interrupt" in kind or any(m in text.lower() for m in _TRANSIENT_MARKERS)
+        if transient:
+            return "could not be read now", False
+        return "not a readable findings file", True
     return None
+
+
+def _unchanged(f: _File) -> bool:
+    """``f`` still exists as the listing saw it (a regular file of its size; locally, its mtime)."""
+    try:
+        st = os.lstat(f.path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
+        return False
+    return not f.stamp.isdigit() or str(st.st_mtime_ns) == f.stamp
 
 
 def _good_files(con: Any, listing: _Listing, probe: bool) -> list[_File]:
@@ -502,11 +638,13 @@ def _good_files(con: Any, listing: _Listing, probe: bool) -> list[_File]:
         mark = (f.path, f.size, f.stamp)
         reason = _BAD.get(mark)
         if reason is None and probe:
-            reason = _check_file(con, f.path)
-            if reason is not None:
-                if len(_BAD) >= _BAD_MAX:
-                    _BAD.clear()
-                _BAD[mark] = reason
+            checked = _check_file(con, f.path)
+            if checked is not None:
+                reason, lasting = checked
+                if lasting and _unchanged(f):  # a file that vanished or changed is not remembered
+                    if len(_BAD) >= _BAD_MAX:
+                        _BAD.clear()
+                    _BAD[mark] = reason
         if reason is None:
             good.append(f)
         else:
@@ -555,7 +693,8 @@ def list_findings(cfg: SeclakeConfig, flt: FindingsFilter | None = None, *, page
     :param cursor: ``next_cursor`` of the previous page of the same filter (``None``: the first page).
     :param s3_client: the site's boto3 S3 client (an ``s3://`` findings location).
     :param max_files: aws: most objects read (newest eventDay first); see the module's docstring.
-    :returns: ``{"total", "rows", "next_cursor", "files", "skipped_files", "skipped", "truncated", "filter"}``;
+    :returns: ``{"total", "rows", "next_cursor", "files", "skipped_files", "skipped", "truncated", "filter",
+        "error"}`` (``error``: ``None``, or why the findings could not be listed at all);
         ``total`` counts every match of the filter (not only those after the cursor); each row holds
         ``uid, time (RFC 3339), time_ms, severity_id, severity, status, detector, source, entity, ip,
         principal, operation, view, account, region, score, message, title, key`` (``principal`` and
@@ -622,12 +761,71 @@ def list_findings(cfg: SeclakeConfig, flt: FindingsFilter | None = None, *, page
         "total": total, "rows": rows, "next_cursor": next_cursor,
         "files": len(listing.files) - len(listing.bad),
         "skipped_files": len(skipped), "skipped": list(skipped.values())[:MAX_REPORTED],
-        "truncated": listing.truncated, "filter": flt.to_dict(),
+        "truncated": listing.truncated, "filter": flt.to_dict(), "error": listing.error,
     }
 
 
+def parse_finding_key(key: str) -> dict[str, str]:
+    """The parts of a finding file's key (``source, region, account, day, name``), checked strictly:
+    ``ext/<source>/region=<r>/accountId=<a>/eventDay=<YYYYMMDD>/<name>.parquet``, no ``..``.
+
+    :raises ValueError: (message starting ``key:``) anything else.
+    """
+    if not isinstance(key, str) or len(key) > 512 or ".." in key or not _KEY_RE.fullmatch(key):
+        raise ValueError("key: expected a findings file key, "
+                         "ext/<source>/region=<r>/accountId=<a>/eventDay=<YYYYMMDD>/<name>.parquet")
+    return _KEY_RE.fullmatch(key).groupdict()
+
+
+def _file_of_key(cfg: SeclakeConfig, key: str, s3_client: Any) -> _File | None:
+    """The one findings file ``key`` names (downloaded on aws), or ``None`` when there is no such file."""
+    parts = parse_finding_key(key)
+    source, detector = parts["source"], _detector_of(parts["source"]) or "other"
+    location = findings_location(cfg)
+    if not is_s3(location):
+        path = os.path.join(location, key)
+        # no link is followed: every folder below the findings root and the file itself must be real
+        check = location
+        for part in key.split("/"):
+            check = os.path.join(check, part)
+            try:
+                st = os.lstat(check)
+            except OSError:
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return None
+        return _File(path, key, source, detector, parts["region"], parts["account"], parts["day"], st.st_size,
+                     str(st.st_mtime_ns))
+    if s3_client is None:
+        raise ValueError(f"{location}: reading findings on S3 needs the site's S3 client (s3_client=...)")
+    bucket, base = split_s3_uri(location.rstrip("/") + "/")
+    base = base.rstrip("/") + "/" if base.strip("/") else ""
+    try:
+        head = s3_client.head_object(Bucket=bucket, Key=base + key)
+    except Exception as exc:  # noqa: BLE001 - a botocore ClientError: 404, or refused
+        code = _s3_error_code(exc)
+        if code is None:
+            raise
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return None
+        log.warning("reading s3://%s/%s%s failed: %s", bucket, base, key, exc)
+        raise FindingsUnavailable(f"S3 refused reading the finding's file ({code})") from None
+    size = int(head.get("ContentLength") or 0)
+    if size == 0 or size > MAX_OBJECT_BYTES:
+        return None
+    etag = str(head.get("ETag", "")).strip('"')
+    try:
+        path = _fetch(s3_client, bucket, base + key, etag, size)
+    except Exception as exc:  # noqa: BLE001 - logged; the caller gets a short reason
+        log.warning("downloading s3://%s/%s%s failed: %s", bucket, base, key, exc)
+        raise FindingsUnavailable("the finding's file could not be downloaded") from None
+    return _File(path, key, source, detector, parts["region"], parts["account"], parts["day"], size, etag)
+
+
 def finding_detail(cfg: SeclakeConfig, uid: str, *, s3_client: Any = None,
-                   max_files: int = AWS_MAX_FILES) -> dict[str, Any] | None:
+                   max_files: int = AWS_MAX_FILES, key: str | None = None) -> dict[str, Any] | None:
     """The whole record of the finding ``uid`` as stored, or ``None`` when no file holds it.
 
     The record is what :func:`seclake_ml.scoring.findings_parquet.read_findings` gives back (equal to the
@@ -636,13 +834,33 @@ def finding_detail(cfg: SeclakeConfig, uid: str, *, s3_client: Any = None,
     a risk finding), ``observables`` and ``unmapped``. Two keys are added: ``_key`` (the file under the
     findings location) and ``_detector``. When several files hold the uid, the newest file (by key) wins.
 
-    :raises ValueError: ``uid`` is not a non-empty string of at most 256 characters.
+    :param key: the file that holds the finding (a listing row's ``key``): only that file is read (on
+        aws, only that object downloaded), so an old finding beyond the listing's bounds is found too.
+        Without it, every file of the findings tree (on aws, within ``max_files``) is searched.
+    :raises ValueError: ``uid`` is not a non-empty string of at most 256 characters, or ``key`` is not a
+        findings file key (:func:`parse_finding_key`).
+    :raises FindingsUnavailable: S3 refused the listing (or the keyed object's reading).
     """
     if not isinstance(uid, str) or not uid or len(uid) > 256:
         raise ValueError("uid: expected a finding uid (a non-empty string of at most 256 characters)")
     from seclake_ml.scoring.findings_parquet import read_findings
 
+    if key is not None:
+        one = _file_of_key(cfg, key, s3_client)
+        if one is None:
+            return None
+        try:
+            records = read_findings(one.path)
+        except Exception as exc:  # noqa: BLE001 - a damaged file holds no finding we can show
+            log.warning("findings file %s unreadable: %s", one.path, exc)
+            return None
+        for rec in records:
+            if (rec.get("finding_info") or {}).get("uid") == uid:
+                return dict(rec, _key=one.key, _detector=one.detector)
+        return None
     listing = _list_files(cfg, FindingsFilter(), s3_client, None, max_files)
+    if listing.error:
+        raise FindingsUnavailable(listing.error)
     con = _connect()
     try:
         def find(files: list[_File]) -> list[tuple]:
@@ -678,8 +896,9 @@ def _get_json(store: Any, key: str) -> tuple[Any, str | None]:
     """``(document, error)``: ``(None, None)`` when absent, ``(None, why)`` when unreadable."""
     try:
         data = store.get_bytes(key)
-    except Exception as exc:  # noqa: BLE001 - shown to the analyst, not raised
-        return None, f"{key}: {str(exc)[:200]}"
+    except Exception as exc:  # noqa: BLE001 - shown to the analyst (shortly), not raised
+        log.warning("reading %s from the work location failed: %s", key, exc)
+        return None, f"{key}: could not be read"
     if data is None:
         return None, None
     try:
@@ -760,7 +979,8 @@ def _ipinsights_overview(cfg: SeclakeConfig, work: str, s3_client: Any, ssm_clie
                 name = parameter_names(aws_setting(cfg, "ssm_path"), endpoint)[ACTIVE]
                 active = read_active_record(ssm_client, name)
             except Exception as exc:  # noqa: BLE001 - NoActiveRecord, unreadable record, access denied
-                active_error = str(exc)[:300]
+                log.warning("reading the active IP Insights record failed: %s", exc)
+                active_error = f"the active model record could not be read ({type(exc).__name__})"
         else:
             active_error = "the active record is in the SSM registry; pass ssm_client to read it"
         location = "SageMaker (versions from the calibrations under " + store.uri("training/calibration") + ")"
@@ -773,7 +993,9 @@ def _ipinsights_overview(cfg: SeclakeConfig, work: str, s3_client: Any, ssm_clie
         try:
             active = local.active()
         except ModelStoreError as exc:
-            active_error = str(exc)[:300]
+            log.warning("reading the active IP Insights model failed: %s", exc)
+            # the store's folder is shown as "store" already; the message is kept relative to it
+            active_error = " ".join(str(exc).replace(str(local.root) + os.sep, "").split())[:300]
     active_version = active.get("version") if active else None
     if active_version and active_version not in versions:
         versions.append(active_version)

@@ -71,7 +71,7 @@ form.act{display:grid;gap:.4em;max-width:32em}
 <h3>Contributions</h3><div id="detail-contrib"></div>
 <h3>Label this finding</h3>
 <form class="act" id="label-form">
-<input type="hidden" name="uid">
+<input type="hidden" name="uid"><input type="hidden" name="key">
 <label>Verdict<select name="verdict" required><option value="malicious">malicious</option><option value="benign">benign</option><option value="unsure" selected>unsure</option></select></label>
 <label>Risk (0-100)<input type="number" name="risk_score" min="0" max="100" step="1" value="50" required></label>
 <label>Note<textarea name="note" rows="3" maxlength="2000"></textarea></label>
@@ -86,7 +86,7 @@ form.act{display:grid;gap:.4em;max-width:32em}
 <div class="split"><div><h2>Entries in force</h2><label class="muted"><span><input type="checkbox" id="al-expired"> include expired</span></label><div id="al-msg"></div><div id="al-table"></div></div>
 <div class="panel"><h2>Add to the allow-list</h2>
 <form class="act" id="allow-form">
-<label>Kind<select name="kind"><option value="entity">entity</option><option value="cidr">CIDR</option><option value="pair">entity + CIDR</option></select></label>
+<label>Kind<select name="kind"><option value="pair" selected>entity + CIDR</option><option value="entity">entity</option><option value="cidr">CIDR</option></select></label>
 <label>Entity<input name="entity"></label>
 <label>CIDR<input name="cidr" placeholder="203.0.113.0/24"></label>
 <label>Reason<input name="reason" required maxlength="500"></label>
@@ -188,9 +188,9 @@ form.act{display:grid;gap:.4em;max-width:32em}
   $("next").addEventListener("click", function () { pageIdx += 1; loadFindings(); });
   $("prev").addEventListener("click", function () { if (pageIdx > 0) { pageIdx -= 1; loadFindings(); } });
   function openFinding(row) {
-    var uid = row.uid || row.finding_uid;
+    var uid = row.uid || row.finding_uid, key = typeof row.key === "string" ? row.key : "";
     $("detail-hint").textContent = "Loading…"; $("detail-body").hidden = true;
-    api("GET", "/api/findings/" + encodeURIComponent(uid)).then(function (d) {
+    api("GET", "/api/findings/" + encodeURIComponent(uid) + (key ? "?key=" + encodeURIComponent(key) : "")).then(function (d) {
       $("detail-hint").textContent = ""; $("detail-body").hidden = false;
       var summary = {}, skip = ["explanation", "probable_cause", "contributions", "record"];
       Object.keys(d || {}).forEach(function (k) { if (skip.indexOf(k) < 0 && (d[k] === null || typeof d[k] !== "object")) summary[k] = d[k]; });
@@ -203,13 +203,15 @@ form.act{display:grid;gap:.4em;max-width:32em}
       else if (contrib && typeof contrib === "object" && Object.keys(contrib).length) c.appendChild(kv(contrib));
       else c.appendChild(el("p", "None.", "muted"));
       $("detail-raw").textContent = JSON.stringify(d.record || d, null, 2);
-      var f = $("label-form"); f.elements.uid.value = d.uid || uid; show($("label-result"), "");
+      var f = $("label-form"); f.elements.uid.value = d.uid || uid; f.elements.key.value = key; show($("label-result"), "");
       var a = $("allow-form"); if (d.entity) a.elements.entity.value = d.entity;
+      if (typeof d.ip === "string" && d.ip && d.ip.indexOf("/") < 0) a.elements.cidr.value = d.ip + (d.ip.indexOf(":") >= 0 ? "/128" : "/32");
     }).catch(function (e) { $("detail-hint").textContent = e.message; });
   }
   $("label-form").addEventListener("submit", function (ev) {
     ev.preventDefault(); var f = ev.target;
     var body = { uid: f.elements.uid.value, verdict: f.elements.verdict.value, risk_score: Number(f.elements.risk_score.value), note: f.elements.note.value };
+    if (f.elements.key.value) body.key = f.elements.key.value;
     api("POST", "/api/labels", body).then(function (d) {
       var l = d.label || {};
       show($("label-result"), (d.stored ? "Saved" : "Already in force") + ": " + l.verdict + ", risk " + l.risk_score + " by " + l.analyst + (l.note ? " — note: " + l.note : ""), true);
@@ -240,8 +242,11 @@ form.act{display:grid;gap:.4em;max-width:32em}
   $("al-expired").addEventListener("change", loadAllow);
   $("allow-form").addEventListener("submit", function (ev) {
     ev.preventDefault(); var f = ev.target;
-    var body = { kind: f.elements.kind.value, entity: f.elements.entity.value.trim() || null, cidr: f.elements.cidr.value.trim() || null,
-                 reason: f.elements.reason.value, expires_at: isoOf(f.elements.expires_at.value) || null };
+    var kind = f.elements.kind.value || "pair";
+    var body = { kind: kind, reason: f.elements.reason.value, expires_at: isoOf(f.elements.expires_at.value) || null };
+    // only the fields the kind uses: a stale entity or CIDR left in the form is not sent
+    if (kind === "entity" || kind === "pair") body.entity = f.elements.entity.value.trim() || null;
+    if (kind === "cidr" || kind === "pair") body.cidr = f.elements.cidr.value.trim() || null;
     api("POST", "/api/allowlist", body).then(function (d) {
       var e = d.entry || {};
       show($("allow-result"), "Added " + (e.entry_id || e.id || "") + ": " + [e.entity, e.cidr].filter(Boolean).join(" / ") + " — " + (e.reason || ""), true);
