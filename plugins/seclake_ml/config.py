@@ -229,11 +229,12 @@ class ScoringSettings:
         "number", 0.25, "drift bound: population stability index of a batch's scores against the calibration "
         "set's known-normal scores (0.1 = moderate shift, 0.25 = large)", low=0.01, high=100))
     drift_unknown_rate_max: float = _declared(Setting(
-        "number", 0.2, "drift bound: share of a batch's pairs whose entity the model never saw", low=0.0, high=1.0))
+        "number", 0.2, "drift bound: share of a batch's distinct pairs whose entity the model never saw", low=0.0, high=1.0))
     drift_findings_per_thousand_max: float = _declared(Setting(
-        "number", 25.0, "drift bound: findings per 1,000 scored pairs", low=0.0, high=1000.0))
+        "number", 50.0, "drift bound: findings (not suppressed) per 1,000 distinct scored pairs; 50 = one "
+        "pair in twenty flagged, a flood rather than an incident", low=0.0, high=1000.0))
     drift_min_pairs: int = _declared(Setting(
-        "int", 1000, "batches with fewer scored pairs are measured but never judged", low=1, high=100_000_000))
+        "int", 1000, "batches with fewer distinct scored pairs are measured but never judged", low=1, high=100_000_000))
     retrain_min_hours: float = _declared(Setting(
         "number", 24.0, "drift-triggered retraining happens at most once in this many hours", low=0.0,
         high=24 * 366))
