@@ -266,3 +266,26 @@ def test_matcher_agrees_with_ipaddress_and_is_fast_on_a_chunk() -> None:
                      or (e.kind == "pair" and e.entity == entities[row] and addr in nets[i])), -1)
         assert got[row] == want, (entities[row], ips[row])
     assert (got >= 0).sum() > 1000
+
+
+def test_a_read_fetches_only_the_event_objects_it_has_not_seen(tmp_path: Path) -> None:
+    """Event objects are immutable: later reads (a scoring batch, a workspace request, another
+    AllowList on the same store) list the folder and fetch only new objects."""
+
+    class Counting(LocalStore):
+        gets = 0
+
+        def get_bytes(self, key: str) -> bytes | None:
+            Counting.gets += 1
+            return super().get_bytes(key)
+
+    writer = AllowList(LocalStore(tmp_path / "w"))
+    writer.add(new_entry("entity", entity="i-1", reason="r", created_by="ana"))
+    writer.add(new_entry("cidr", cidr="198.51.100.0/24", reason="r", created_by="ana"))
+    reader = AllowList(Counting(tmp_path / "w"))
+    assert len(reader.entries()) == 2 and Counting.gets <= 2  # (the writer's own reads may have cached some)
+    seen = Counting.gets
+    assert len(AllowList(Counting(tmp_path / "w")).entries()) == 2 and Counting.gets == seen  # nothing new
+    writer.remove(reader.entries()[0].entry_id, by="bo", reason="gone")
+    assert len(reader.entries()) == 1
+    assert Counting.gets <= seen + 1  # at most the removal event is fetched (none if the writer cached it)

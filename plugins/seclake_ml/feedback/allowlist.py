@@ -40,6 +40,9 @@ until it expires). Adding an entry equal to one in force writes nothing; re-addi
 puts it back. An object that cannot be read or does not validate is skipped, logged and counted
 (:attr:`AllowList.unreadable`); it never stops reading. Any store with ``put_bytes``/``get_bytes``/
 ``list`` will do (:class:`~seclake_ml.scoring.stores.LocalStore`, :class:`~seclake_ml.scoring.stores.S3Store`).
+Event objects are never rewritten, so each process keeps the ones it has parsed: a read lists the
+folder and fetches only objects it has not seen (an event file edited by hand in place is not re-read
+until the process restarts).
 
 Matching cost (:class:`Matcher`)
 --------------------------------
@@ -359,6 +362,17 @@ def allowlist_for(work_location: str, client: Any = None) -> AllowList:
 
 
 # ----------------------------------------------------------------------------- the store
+# Event objects are written once under unique keys and never rewritten, so a parsed event can be kept
+# for the life of the process: each read lists the folder and fetches only the keys it has not seen.
+_EVENT_CACHE: dict[tuple[str, str], AllowEvent] = {}
+_EVENT_CACHE_MAX = 200_000
+
+
+def _store_id(store: Any) -> str:
+    base = getattr(store, "base_uri", None)
+    return str(base()) if callable(base) else f"{type(store).__name__}:{id(store)}"
+
+
 class AllowList:
     """Append-only allow-list events under ``<store>/<prefix>/`` (layout in the module docstring).
 
@@ -376,8 +390,13 @@ class AllowList:
         """Every readable event, oldest first (``(at, key)`` order): the audit trail."""
         events: list[AllowEvent] = []
         unreadable = 0
+        sid = _store_id(self.store)
         for key in self.store.list(self.prefix):
             if not key.endswith(".json"):
+                continue
+            cached = _EVENT_CACHE.get((sid, key))
+            if cached is not None:
+                events.append(cached)
                 continue
             data = self.store.get_bytes(key)
             if data is None:  # removed since listed
@@ -385,7 +404,10 @@ class AllowList:
             try:
                 if len(data) > MAX_EVENT_BYTES:
                     raise ValueError(f"{len(data)} bytes; an event has at most {MAX_EVENT_BYTES}")
-                events.append(_event_from(json.loads(data.decode("utf-8")), key))
+                event = _event_from(json.loads(data.decode("utf-8")), key)
+                events.append(event)
+                if len(_EVENT_CACHE) < _EVENT_CACHE_MAX:
+                    _EVENT_CACHE[(sid, key)] = event
             except (ValueError, TypeError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
                 unreadable += 1
                 log.warning("allow-list object %s unreadable, skipped: %s", key[-200:], str(exc)[:200])
