@@ -38,7 +38,7 @@ CONSTRAINTS_FILE = Path("include") / "mwaa" / "constraints-3.3.1-py3.12.txt"
 LOCAL_ONLY_IMPORTS = {"torch"}
 # Provided by the MWAA image: Airflow and its constraints' providers, and the libraries Airflow core's
 # api-server is built on, which the workspace app (seclake_ml.workspace) uses through it.
-AIRFLOW_CORE_IMPORTS = {"fastapi", "jinja2", "pydantic"}
+AIRFLOW_CORE_IMPORTS = {"fastapi", "jinja2", "pydantic", "starlette"}
 IMAGE_IMPORTS = {"airflow"} | AIRFLOW_CORE_IMPORTS
 # Markers evaluated as on MWAA 3.3.1 (Amazon Linux, x86_64, CPython 3.12).
 MWAA_MARKER_ENV = {

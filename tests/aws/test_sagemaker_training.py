@@ -425,6 +425,7 @@ def test_build_channels_splits_filters_and_streams(pairs: dict[str, Any]) -> Non
         "validation_rows": 3,
         "rows_read": 12,
         "dropped": {"null": 2, "delimiter": 1, "no_event_time": 1},
+        "feedback_excluded": 0,
         "train_files": len(train),
         "validation_files": len(validation),
         "train_entities": 3,
