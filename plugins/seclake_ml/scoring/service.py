@@ -47,7 +47,6 @@ from seclake_ml.scoring.sites import (
     LocalSite,
     enabled_lake_sources,
     iter_local_objects,
-    model_store,
 )
 from seclake_ml.uris import is_s3
 
@@ -125,8 +124,9 @@ def allowlist_matcher(store: Any) -> tuple[Any, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ active model
-def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
-    """The model pinned in a manifest, validated, and its local scorer (``None`` on aws).
+def pinned_model(cfg: SeclakeConfig, pinned: Any, site: Site | None = None) -> tuple[ActiveModel, Any]:
+    """The model pinned in a manifest, validated, and its in-process scorer (``None`` when an endpoint
+    serves it), as the scoring site loads it (:meth:`LocalSite.load`, :meth:`AwsSite.load`).
 
     Nothing is trusted from the manifest but the version name and the threshold: the version must be
     a valid name, the threshold a finite number, and locally the model folder is the store's folder of
@@ -140,17 +140,7 @@ def pinned_model(cfg: SeclakeConfig, pinned: Any) -> tuple[ActiveModel, Any]:
         model = ActiveModel.from_dict(pinned)
         check_version(model.version, "pinned model")
         model.threshold = check_threshold(model.threshold, f"pinned model {model.version}")
-        if model.backend not in ("local", "aws"):
-            raise ValueError(f"pinned model {model.version}: unknown backend {str(model.backend)[:40]!r}")
-        if model.backend == "aws":
-            return model, None
-        from seclake_ml.scoring.scorers import LocalScorer
-
-        model_dir = model_store(cfg).version_dir(model.version)
-        model.model_dir = str(model_dir)
-        profile = model_dir / "profile.parquet"
-        model.profile_uri = str(profile) if profile.is_file() else None
-        return model, LocalScorer(str(model_dir))
+        return (site or site_of(cfg)).load(model)
     except Exception as exc:  # noqa: BLE001 - any failure to load means the same: this model cannot score
         raise PinnedModelUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from None
 
@@ -173,7 +163,7 @@ def _repin_unloadable(cfg: SeclakeConfig, ledger: Ledger, manifest: dict[str, An
                                      f"(attempt {attempts} of {limit}): {reason}")
     active = site.active_model()
     try:
-        model, scorer = pinned_model(cfg, active.to_dict())
+        model, scorer = pinned_model(cfg, active.to_dict(), site)
     except PinnedModelUnavailable as exc:
         raise PinnedModelUnavailable(f"batch {bid}: pinned model {version} cannot be loaded ({reason}) and "
                                      f"neither can the active model {active.version} ({exc}); fix or roll out "
@@ -409,7 +399,7 @@ def score_batch(
     if not manifest.get("model"):
         manifest = ledger.pin_model(manifest, site.active_model().to_dict())
     try:
-        model, local_scorer = pinned_model(cfg, manifest["model"])
+        model, local_scorer = pinned_model(cfg, manifest["model"], site)
     except PinnedModelUnavailable as exc:
         # A model that never loads must not hold this batch (and every later one) pending for ever.
         manifest, model, local_scorer = _repin_unloadable(cfg, ledger, manifest, str(exc), site)
@@ -418,7 +408,7 @@ def score_batch(
         todo = [o for o in objects if (ledger.entry(o.uri) or {}).get("batch_id") != batch_id]
     else:
         todo = [o for o in objects if not ledger.done_for(o)]
-    if model.backend == "aws" and model.endpoint_config_name and todo:
+    if model.endpoint_config_name and todo:  # served by an endpoint a rollout may have changed
         manifest, model, todo = _follow_endpoint(cfg, ledger, manifest, model, objects, todo, site)
     log.info("batch %s: %d objects (%d already done), model %s, threshold %.4f", batch_id, len(objects),
              len(objects) - len(todo), model.version, model.threshold)

@@ -256,6 +256,20 @@ class LocalSite:
     def serving(self, endpoint: str) -> tuple[str, str | None] | None:
         return None  # no endpoint: the model is served from its folder
 
+    def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
+        """``(model, its scorer)``: the store's folder of the model's version (never a path from the
+        record), with its entity profile when present. A model of another site is refused."""
+        from seclake_ml.scoring.scorers import LocalScorer
+
+        if model.backend != self.name:
+            raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
+                             f"{self.name!r} models")
+        model_dir = model_store(self.cfg).version_dir(model.version)
+        model.model_dir = str(model_dir)
+        profile = model_dir / "profile.parquet"
+        model.profile_uri = str(profile) if profile.is_file() else None
+        return model, LocalScorer(str(model_dir))
+
     def notification_queue(self) -> str | None:
         """``None``: new objects are found by listing the lake folder, not announced on a queue."""
         return None
@@ -327,6 +341,13 @@ class AwsSite:
             raise NoActiveModel(f"unusable active model record: {exc}") from None
         model = model_from_record(record, severity_scale=scale)
         return model if model.endpoint_name else dc_replace(model, endpoint_name=endpoint)
+
+    def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
+        """``(model, None)``: its endpoint scores it. A model of another site is refused."""
+        if model.backend != self.name:
+            raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
+                             f"{self.name!r} models")
+        return model, None
 
     def lake_objects(self, days: set[str]) -> list[LakeObject]:
         """Objects of the enabled sources in the ``eventDay`` partitions ``days`` of the lake bucket."""
