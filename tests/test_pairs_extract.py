@@ -314,3 +314,69 @@ def test_unsafe_sql_values_are_refused() -> None:
     with pytest.raises(UnsafeSqlError):
         sqlsafe.render("duckdb/pairs_counts.sql", stage="pairs_stage; DROP TABLE x")  # plain str refused
     assert sqlsafe.qualified("db", "tbl") == '"db"."tbl"'
+
+
+def _every_reason_lake(root: Path, reference_dir: Path) -> None:
+    """Good rows and every drop reason, in files DuckDB can read (so the direct path can run)."""
+    schema = pq.read_schema(reference_dir / "securitylake-parquet" / "vpc_flow_example0.gz.parquet")
+    part = _partition(root, "VPC_FLOW", "us-east-1", "123456789012", DAY)
+    _write_rows(part / "b-good.parquet", _vpc_rows(reference_dir, 300), schema)
+    rows = _vpc_rows(reference_dir, 6)
+    for ip in [None, "", "-", "2001:db8::1", "999.1.1.1", "01.2.3.4", "ec2.amazonaws.com", "1.2.3.4\x00", "1" * 5000,
+               "0.1.2.3", "255.255.255.255", "127.0.0.1", "169.254.169.254", "224.0.0.5", "239.1.1.1", "\u202e1.2.3.4"]:
+        r = _vpc_rows(reference_dir, 1)[0]
+        r["src_endpoint"]["ip"] = ip
+        rows.append(r)
+    for entity in ["-", "", "i-0abc\r\nINJECTED", "i-" + "a" * 600]:
+        r = _vpc_rows(reference_dir, 1)[0]
+        r["dst_endpoint"]["instance_uid"] = entity
+        rows.append(r)
+    _write_rows(part / "a-mixed.parquet", rows, schema)
+
+
+def test_direct_and_staged_extraction_write_the_same_rows_in_the_same_order(
+    tmp_path: Path, reference_dir: Path, monkeypatch, caplog
+) -> None:
+    from seclake_ml.lake.duck import DuckDBLake
+
+    root = tmp_path / "lake"
+    _every_reason_lake(root, reference_dir)
+    start, end = datetime(2022, 4, 12, tzinfo=timezone.utc), datetime(2022, 4, 13, tzinfo=timezone.utc)
+    outs = {}
+    for name, listed in (("direct", 256), ("staged", -1)):
+        monkeypatch.setattr(DuckDBLake, "MAX_LISTED_VALUES", listed)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="seclake_ml.lake.duck"):
+            res = extract_pairs(_cfg(root), "vpc_flow", "instance_peer", start, end, str(tmp_path / f"{name}.parquet"))
+        declined = any("direct extraction declined" in r.message for r in caplog.records)
+        assert declined == (name == "staged"), name
+        outs[name] = (res, pq.read_table(tmp_path / f"{name}.parquet"))
+    (direct, d_tbl), (staged, s_tbl) = outs["direct"], outs["staged"]
+    assert direct.dropped == staged.dropped
+    assert direct.dropped == {"null": 3, "dash": 2, "hostile": 5, "ipv6": 1, "not_ip": 3, "unspecified": 1,
+                              "broadcast": 1, "loopback": 1, "link_local": 1, "multicast": 2}
+    assert direct.rows_read == staged.rows_read == 300 + 6 + 16 + 4
+    assert direct.pairs_written == staged.pairs_written == 306
+    # same columns and types, same rows in the same order (the lake's: files by path, rows as stored)
+    assert [(f.name, f.type) for f in d_tbl.schema] == [(f.name, f.type) for f in s_tbl.schema]
+    assert d_tbl.to_pylist() == s_tbl.to_pylist()
+    times = d_tbl.column("event_time").to_pylist()
+    assert times[:6] == sorted(times[:6]) and times[6] < times[5]  # a-mixed first, then b-good
+
+
+def test_direct_extraction_is_the_same_file_on_one_thread_and_two(tmp_path: Path, reference_dir: Path) -> None:
+    from seclake_ml.lake.duck import DuckDBLake
+
+    root = tmp_path / "lake"
+    _every_reason_lake(root, reference_dir)
+    for day in ("20220413", "20220414"):  # more files, so two threads interleave
+        part = _partition(root, "VPC_FLOW", "eu-west-1", "210987654321", day)
+        schema = pq.read_schema(reference_dir / "securitylake-parquet" / "vpc_flow_example0.gz.parquet")
+        _write_rows(part / "f.parquet", _vpc_rows(reference_dir, 5000), schema)
+    start, end = datetime(2022, 4, 1, tzinfo=timezone.utc), datetime(2022, 4, 20, tzinfo=timezone.utc)
+    tables = []
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}.parquet"
+        DuckDBLake(_cfg(root), threads=threads).extract("vpc_flow", "instance_peer", start, end, str(out))
+        tables.append(pq.read_table(out))
+    assert tables[0].num_rows > 300 and tables[0].equals(tables[1])

@@ -14,6 +14,15 @@ Steps for one extraction:
    file with invalid UTF-8 inside a page), the batch is split in halves until the offending files are
    isolated and quarantined, and every other file is still staged;
 4. count rows by reason and write the good pairs with ``COPY … TO`` (zstd Parquet), atomically.
+
+Steps 3 and 4 are done without staging when they can (no deduplication, every file readable): one
+pass profiles the distinct ``(entity, ip)`` candidates (their row counts and drop reasons, the regular
+expressions evaluated once per distinct pair), and a second pass writes the kept rows straight from
+the lake with a filter that is cheap per row (null checks, ``:``, and the few bad values the profile
+listed). The filter is checked against every profiled pair's reason before it is used, and the rows
+written against the profile's ``ok`` count; either disagreement falls back to the staged path. Both
+paths write the rows in the lake's order (files by path, rows as stored); a deduplicated file is
+ordered by event time, entity and IP.
 """
 
 from __future__ import annotations
@@ -160,7 +169,7 @@ def find_files(
             elif not allowed and key != "eventday" or m["value"] in allowed:
                 keep.append(d)
         dirs[:] = keep
-    return files, skipped
+    return sorted(files), skipped  # sorted: the pairs file keeps the lake's order, the same on every run
 
 
 def probe_files(files: list[Path], time_column: str) -> LakeFiles:
@@ -201,6 +210,9 @@ class DuckDBLake:
     """Query layer over a local Security Lake tree with DuckDB."""
 
     STAGE = "pairs_stage"
+    PROFILE = "pairs_profile"
+    #: Most distinct bad entity/IP values the direct path's row filter lists (beyond: staged path).
+    MAX_LISTED_VALUES = 256
 
     def __init__(self, cfg: SeclakeConfig, *, threads: int | None = None, memory_limit: str | None = None):
         self.cfg = cfg
@@ -247,35 +259,15 @@ class DuckDBLake:
         out_path = Path(out)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="seclake-duck-") as tmp:
+            tmp_out = Path(tmp) / "pairs.parquet"
             con = self._connect(tmp)
             try:
-                con.execute(
-                    f"CREATE TEMP TABLE {self.STAGE} (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, "
-                    "source VARCHAR, account VARCHAR, region VARCHAR, reason VARCHAR)"
-                )
-                if probed.good:
-                    stage_sql = self._stage_sql(pv.unnest, version, rendered)
-                    params = self._params(source, version, start, end)
-                    self._stage(con, stage_sql, params, probed.good, res)
-                counts = dict(con.execute(sqlsafe.render("duckdb/pairs_counts.sql", stage=sqlsafe.ident(self.STAGE))).fetchall())
-                res.rows_read = int(sum(counts.values()))
-                res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}
-                tmp_out = Path(tmp) / "pairs.parquet"
-                con.execute(
-                    sqlsafe.render(
-                        "duckdb/pairs_write.sql",
-                        stage=sqlsafe.ident(self.STAGE),
-                        qualify=sqlsafe.trusted(
-                            "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1"
-                            if self.cfg.dedupe else ""
-                        ),
-                        out_path=sqlsafe.string_literal(str(tmp_out), _SAFE_PATH_RE),
-                    )
-                )
-                written = con.execute("SELECT count(*) FROM read_parquet($p)",
-                                      {"p": literal_path(str(tmp_out))}).fetchone()[0]
-                res.pairs_written = int(written)
-                res.duplicates_removed = int(counts.get("ok", 0)) - res.pairs_written
+                params = self._params(source, version, start, end)
+                done = False
+                if probed.good and not self.cfg.dedupe:
+                    done = self._extract_direct(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
+                if not done:
+                    self._extract_staged(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
             finally:
                 con.close()
             _atomic_move(tmp_out, out_path)
@@ -289,6 +281,93 @@ class DuckDBLake:
         return res
 
     # ------------------------------------------------------------------ helpers
+    def _extract_direct(self, con: Any, unnest: tuple[str, str] | None, version: int, rendered: dict[str, str],
+                        params: dict[str, Any], files: list[str], res: ExtractionResult, tmp_out: Path) -> bool:
+        """Two passes over the lake and no staged copy of it: profile the distinct pairs (drop counts,
+        the values to keep out), then write the kept rows straight from the lake with a filter that is
+        cheap per row. Returns ``False``, having written nothing that counts, when the staged path must
+        do it: a file DuckDB cannot read (the staged path isolates it), more bad values than
+        :attr:`MAX_LISTED_VALUES`, or a filter that does not agree with the classification.
+        """
+        import duckdb
+
+        candidates = candidates_sql(unnest, version, rendered)
+        bound = {**params, "files": [literal_path(f) for f in files]}
+        source_params = {k: v for k, v in bound.items() if k != "source"}
+        try:
+            con.execute(sqlsafe.render("duckdb/pairs_profile.sql", profile=sqlsafe.ident(self.PROFILE),
+                                       reason_expr=sqlsafe.trusted(reason_sql()),
+                                       candidates=sqlsafe.trusted(candidates)), source_params)
+        except duckdb.Error as exc:
+            log.info("direct extraction declined (%s); staging file by file", str(exc).splitlines()[0][:200])
+            return False
+        bad = con.execute(sqlsafe.render("duckdb/pairs_bad_values.sql", profile=sqlsafe.ident(self.PROFILE),
+                                         **_check_params())).fetchall()
+        if len(bad) > self.MAX_LISTED_VALUES:
+            log.info("direct extraction declined: %d distinct bad entity/IP values; staging instead", len(bad))
+            return False
+        lists = {"bad_entities": sorted(v for side, v in bad if side == "entity"),
+                 "bad_ips": sorted(v for side, v in bad if side == "ip")}
+        ok_filter = ok_filter_sql(**{k: bool(v) for k, v in lists.items()})
+        list_params = {k: v for k, v in lists.items() if v}
+        disagree, ok_rows = con.execute(
+            f"SELECT count(*) FILTER (WHERE (reason = 'ok') IS DISTINCT FROM coalesce({ok_filter}, FALSE)), "
+            f"coalesce(sum(n) FILTER (WHERE reason = 'ok'), 0) FROM {sqlsafe.ident(self.PROFILE)}",
+            list_params,
+        ).fetchone()
+        if disagree:
+            log.warning("direct extraction declined: its row filter disagrees with the drop reasons on %d pairs", disagree)
+            return False
+        counts = dict(con.execute(f"SELECT reason, sum(n) FROM {sqlsafe.ident(self.PROFILE)} GROUP BY reason").fetchall())
+        try:
+            con.execute(
+                sqlsafe.render("duckdb/pairs_copy.sql", candidates=sqlsafe.trusted(candidates),
+                               ok_filter=sqlsafe.trusted(ok_filter),
+                               out_path=sqlsafe.string_literal(str(tmp_out), _SAFE_PATH_RE)),
+                {**bound, **list_params},
+            )
+        except duckdb.Error as exc:
+            log.info("direct extraction declined (%s); staging file by file", str(exc).splitlines()[0][:200])
+            return False
+        written = _parquet_rows(con, tmp_out)
+        if written != ok_rows:
+            log.warning("direct extraction wrote %d rows where %d pass; staging instead", written, ok_rows)
+            return False
+        res.rows_read = int(sum(counts.values()))
+        res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}
+        res.pairs_written = int(written)
+        res.duplicates_removed = 0
+        return True
+
+    def _extract_staged(self, con: Any, unnest: tuple[str, str] | None, version: int, rendered: dict[str, str],
+                        params: dict[str, Any], files: list[str], res: ExtractionResult, tmp_out: Path) -> None:
+        """Stage every classified row (file batches halved until failing files are isolated), count
+        the reasons, write the kept rows: the path for deduplication and for lakes with damaged files."""
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {self.STAGE} (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, "
+            "source VARCHAR, account VARCHAR, region VARCHAR, reason VARCHAR)"
+        )
+        if files:
+            self._stage(con, self._stage_sql(unnest, version, rendered), params, files, res)
+        counts = dict(con.execute(sqlsafe.render("duckdb/pairs_counts.sql", stage=sqlsafe.ident(self.STAGE))).fetchall())
+        res.rows_read = int(sum(counts.values()))
+        res.dropped = {r: int(counts.get(r, 0)) for r in DROP_REASONS}
+        dedupe = self.cfg.dedupe
+        con.execute(
+            sqlsafe.render(
+                "duckdb/pairs_write.sql",
+                stage=sqlsafe.ident(self.STAGE),
+                qualify=sqlsafe.trusted(
+                    "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1" if dedupe else ""
+                ),
+                # a window loses the stage's order: a deduplicated file is ordered by time instead
+                order_by=sqlsafe.trusted("ORDER BY event_time, entity, ip" if dedupe else ""),
+                out_path=sqlsafe.string_literal(str(tmp_out), _SAFE_PATH_RE),
+            )
+        )
+        res.pairs_written = _parquet_rows(con, tmp_out)
+        res.duplicates_removed = int(counts.get("ok", 0)) - res.pairs_written
+
     def _stage_sql(self, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
                    relation: str = READ_FILES, time_filter: str | None = None) -> str:
         return stage_sql(self.STAGE, unnest, version, r, relation=relation, time_filter=time_filter)
@@ -317,9 +396,9 @@ class DuckDBLake:
 
 
 
-def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
-              relation: str = READ_FILES, time_filter: str | None = None) -> str:
-    """The classified-pairs staging statement of one view (``r`` from :func:`render_view_sql`).
+def candidates_sql(unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
+                   relation: str = READ_FILES, time_filter: str | None = None) -> str:
+    """The unclassified candidate rows of one view (``r`` from :func:`render_view_sql`).
 
     ``relation`` is what rows are read from: ``read_parquet($files, …)`` for an extraction, or the
     name of a registered chunk when scoring one object. ``time_filter`` replaces the interval filter
@@ -331,8 +410,7 @@ def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[
     if unnest:
         unnest_clause = f"CROSS JOIN unnest(t.{sqlsafe.ident(unnest[0])}) AS u({sqlsafe.ident(unnest[1])})"
     return sqlsafe.render(
-        "duckdb/pairs_stage.sql",
-        stage=sqlsafe.ident(stage),
+        "duckdb/pairs_candidates.sql",
         entity_expr=sqlsafe.trusted(r["entity"]),
         ip_expr=sqlsafe.trusted(r["ip"]),
         event_time_expr=sqlsafe.trusted(event_time),
@@ -341,11 +419,50 @@ def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[
         view_filter=sqlsafe.trusted(r["view_filter"]),
         time_filter=sqlsafe.trusted(tf if time_filter is None else time_filter),
         relation=sqlsafe.trusted(relation),
-        max_entity_len=sqlsafe.int_literal(MAX_ENTITY_LEN),
-        max_ip_len=sqlsafe.int_literal(MAX_IP_LEN),
-        control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
-        ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
     )
+
+
+def _check_params() -> dict[str, sqlsafe.Sql]:
+    return {
+        "max_entity_len": sqlsafe.int_literal(MAX_ENTITY_LEN),
+        "max_ip_len": sqlsafe.int_literal(MAX_IP_LEN),
+        "control_chars_re": sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
+        "ipv4_re": sqlsafe.trusted(f"'{IPV4_RE}'"),
+    }
+
+
+def reason_sql() -> str:
+    """The drop-reason ``CASE`` over columns ``entity`` and ``ip`` (``'ok'`` when the pair is kept)."""
+    return sqlsafe.render("duckdb/pairs_reason.sql", **_check_params())
+
+
+def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
+              relation: str = READ_FILES, time_filter: str | None = None) -> str:
+    """The classified-pairs staging statement of one view (``r`` from :func:`render_view_sql`);
+    ``relation`` and ``time_filter`` as in :func:`candidates_sql`."""
+    return sqlsafe.render(
+        "duckdb/pairs_stage.sql",
+        stage=sqlsafe.ident(stage),
+        reason_expr=sqlsafe.trusted(reason_sql()),
+        candidates=sqlsafe.trusted(candidates_sql(unnest, version, r, relation=relation, time_filter=time_filter)),
+    )
+
+
+def ok_filter_sql(*, bad_entities: bool, bad_ips: bool) -> str:
+    """The per-row filter of the direct path: true exactly for 'ok' pairs once the values of
+    ``pairs_bad_values.sql`` are bound as ``$bad_entities``/``$bad_ips`` (each clause only when listed)."""
+    parts = ["entity IS NOT NULL", "ip IS NOT NULL", "strpos(ip, ':') = 0"]
+    # list_position, not list_contains: DuckDB may rewrite a long list_contains into a hash join,
+    # which gives up the lake's row order
+    if bad_entities:
+        parts.append("list_position($bad_entities, entity) IS NULL")
+    if bad_ips:
+        parts.append("list_position($bad_ips, ip) IS NULL")
+    return " AND ".join(parts)
+
+
+def _parquet_rows(con: Any, path: Path) -> int:
+    return int(con.execute("SELECT count(*) FROM read_parquet($p)", {"p": literal_path(str(path))}).fetchone()[0])
 
 
 def window_filter(time_expr: str, version: int) -> str:
