@@ -3,11 +3,11 @@
 A new object is scored on its own: it is opened with pyarrow, its footer tells which of the view's
 columns exist (absent ones read as ``NULL``, as in extraction), and it is read ``chunk_rows`` rows
 at a time, only the columns the view needs. Each chunk gets the object's partition values
-(``region``, ``accountid``, ``eventday``) as constant columns, is registered in DuckDB and goes
-through the same staging statement as :mod:`seclake_ml.lake.duck` (same entity/IP expressions, same
-drop reasons). What comes back per chunk is small: drop counts and the distinct ``(entity, ip,
-account, region)`` pairs with their event count and first/last time. Memory is bounded by the chunk,
-not by the object.
+(``region``, ``accountid``, ``eventday``) as constant columns, is registered in DuckDB and read with
+the same candidate expressions and drop reasons as :mod:`seclake_ml.lake.duck`, grouped by
+``(entity, ip, account, region)`` before the reasons are evaluated (once per group, not per row).
+What comes back per chunk is small: drop counts and the distinct ok pairs with their event count and
+first/last time. Memory is bounded by the chunk, not by the object.
 
 An object that cannot be read (bad footer, no rows, no time column, undecodable pages) raises
 :class:`UnreadableObject`; the caller quarantines it and goes on with the others.
@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from seclake_ml.lake.duck import _schema_paths, column_resolver, stage_sql
+from seclake_ml import sqlsafe
+from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, reason_sql
 from seclake_ml.pairs import DROP_REASONS, render_view_sql
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
@@ -28,7 +29,7 @@ from seclake_ml.sources import get_source
 log = logging.getLogger(__name__)
 
 CHUNK_RELATION = "object_chunk"
-STAGE = "object_pairs_stage"
+GROUPED = "object_pairs"
 DEFAULT_CHUNK_ROWS = 250_000
 
 
@@ -82,20 +83,13 @@ def iter_view_chunks(
     rendered = render_view_sql(source, view, version, column_resolver(paths, pv.unnest, missing))
     if missing:
         log.warning("%s: %s/%s columns absent, read as NULL: %s", obj.key[-200:], source, view, ", ".join(sorted(set(missing))))
-    top = {f.name for f in pf.schema_arrow}
-    wanted: list[str] = []
-    for path in pv.columns(version) + [time_col] + _filter_columns(spec, version):
-        head = path.split(".", 1)[0].split("[", 1)[0]
-        if pv.unnest and head == pv.unnest[1]:
-            head = pv.unnest[0]
-        if head in top and head not in wanted:
-            wanted.append(head)
-    sql = stage_sql(STAGE, pv.unnest, version, rendered, relation=CHUNK_RELATION, time_filter="TRUE")
-    params = {"source": source, "accounts": list(accounts), "regions": list(regions)}
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {STAGE} (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, "
-        "source VARCHAR, account VARCHAR, region VARCHAR, reason VARCHAR)"
+    wanted = _read_columns(pf.schema_arrow, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
+    sql = sqlsafe.render(
+        "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql()),
+        candidates=sqlsafe.trusted(candidates_sql(pv.unnest, version, rendered, relation=CHUNK_RELATION,
+                                                  time_filter="TRUE")),
     )
+    params = {"accounts": list(accounts), "regions": list(regions)}
     consts = {"region": obj.region, "accountid": obj.account, "eventday": obj.event_day}
     try:
         batches = pf.iter_batches(batch_size=max(1, int(chunk_rows)), columns=wanted, use_threads=True)
@@ -104,10 +98,9 @@ def iter_view_chunks(
             for name, value in consts.items():
                 if name in table.column_names:
                     table = table.drop_columns([name])
-                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+                table = table.append_column(name, _constant(value, table.num_rows))
             con.register(CHUNK_RELATION, table)
             try:
-                con.execute(f"DELETE FROM {STAGE}")
                 con.execute(sql, params)
             finally:
                 con.unregister(CHUNK_RELATION)
@@ -115,6 +108,36 @@ def iter_view_chunks(
             del table
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
         raise UnreadableObject(f"unreadable rows: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _read_columns(schema: Any, paths: list[str], unnest: tuple[str, str] | None) -> list[str]:
+    """The object's columns to read for the view's ``paths``: struct fields as dotted leaf paths in the
+    file's own spelling (only those fields are decoded, not the whole struct), an unnested list
+    whole, absent paths left out (they read as ``NULL``)."""
+    import pyarrow as pa
+
+    spelled: dict[str, str] = {}
+
+    def walk(prefix_lower: str, prefix: str, typ: Any) -> None:
+        if pa.types.is_struct(typ):
+            for i in range(typ.num_fields):
+                f = typ.field(i)
+                lower, name = f"{prefix_lower}.{f.name.lower()}", f"{prefix}.{f.name}"
+                spelled.setdefault(lower, name)
+                walk(lower, name, f.type)
+
+    for f in schema:
+        spelled.setdefault(f.name.lower(), f.name)
+        walk(f.name.lower(), f.name, f.type)
+    wanted: list[str] = []
+    for path in paths:
+        head = path.split(".", 1)[0]
+        if unnest and head == unnest[1]:
+            path = unnest[0]
+        column = spelled.get(path)
+        if column is not None and column not in wanted:
+            wanted.append(column)
+    return wanted
 
 
 def _filter_columns(spec: Any, version: int) -> list[str]:
@@ -130,12 +153,19 @@ def _times(column: Any) -> Any:
     return column.cast(pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
 
 
+def _constant(value: str, rows: int) -> Any:
+    """A string column holding ``value`` ``rows`` times, as a one-entry dictionary (no per-row copies)."""
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], pa.string()))
+
+
 def _collect(con: Any, rows: int) -> ChunkPairs:
-    counts = dict(con.execute(f"SELECT reason, count(*) FROM {STAGE} GROUP BY reason").fetchall())
+    counts = dict(con.execute(f"SELECT reason, sum(events) FROM {GROUPED} GROUP BY reason").fetchall())
     agg = con.sql(
-        f"SELECT entity, ip, coalesce(account, '') AS account, coalesce(region, '') AS region, count(*) AS events, "
-        f"min(event_time) AS first_seen, max(event_time) AS last_seen FROM {STAGE} WHERE reason = 'ok' "
-        "GROUP BY ALL ORDER BY entity, ip, account, region"  # same pairs, same order: reproducible requests
+        f"SELECT entity, ip, account, region, events, first_seen, last_seen FROM {GROUPED} WHERE reason = 'ok' "
+        "ORDER BY entity, ip, account, region"  # same pairs, same order: reproducible requests
     ).to_arrow_table()
     col = agg.column
     return ChunkPairs(
