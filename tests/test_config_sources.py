@@ -76,7 +76,15 @@ def test_registry_tables_prefixes_and_classes() -> None:
     assert vpc.s3_prefix(1) == "aws/VPC_FLOW/1.0" and get_source("route53").s3_prefix(2) == "aws/ROUTE53/2.0"
     assert ct_api.class_uid == {1: 3005, 2: 6003} and ct_auth.class_uid == {1: 3002, 2: 3002}
     assert vpc.time_column(1) == "time" and vpc.time_column(2) == "time_dt"
-    assert set(SOURCES) == {"vpc_flow", "route53", "cloudtrail_signin", "cloudtrail_api"}
+    assert set(SOURCES) == {"vpc_flow", "route53", "cloudtrail_signin", "cloudtrail_api", "s3_data", "lambda_execution"}
+    s3, lam = get_source("s3_data"), get_source("lambda_execution")
+    # Security Lake's data-event tables and folders (SECURITY_LAKE_FACTS: s3_data_{1,2}_0, lambda_execution_{1,2}_0)
+    assert s3.table_name(1, "us-east-1") == "amazon_security_lake_table_us_east_1_s3_data_1_0"
+    assert lam.table_name(2, "eu-west-1") == "amazon_security_lake_table_eu_west_1_lambda_execution_2_0"
+    assert s3.s3_prefix(2) == "aws/S3_DATA/2.0" and lam.s3_prefix(1) == "aws/LAMBDA_EXECUTION/1.0"
+    assert s3.class_uid == lam.class_uid == {1: 3005, 2: 6003}
+    assert s3.default_view.context is not None and s3.default_view.context[0] == "bucket"
+    assert "resources" in s3.default_view.columns(1) and "resources" in s3.default_view.columns(2)
 
 
 def test_views_reference_the_right_columns_per_version() -> None:

@@ -249,7 +249,6 @@ def sample_api(
     t = ct_tables(env)
     cat = env.catalog
     n = len(times)
-    principal = t.ch_principal[channel]
     ccat = t.ch_catalog[channel]
     op = np.zeros(n, dtype=np.int32)
     denied_p = np.zeros(n)
@@ -261,6 +260,32 @@ def sample_api(
         op[m] = cat.cat_ops[name][weighted_index(rng, cat.cat_cum[name], int(m.sum()))]
         d, th, nf = ERROR_RATES[name]
         denied_p[m], throttle_p[m], nf_p[m] = d, th, nf
+    spec = _call_source(rng, env, cat, times, channel, op, (denied_p, throttle_p, nf_p), day)
+    # resources
+    res_kind = cat.op_resource[op]
+    _, roff, rlen = t.site_resources[site.index]
+    k = np.maximum(res_kind, 0)
+    spec["resource"] = np.where(res_kind >= 0, roff[k] + (rng.random(n) * rlen[k]).astype(np.int64), -1)
+    spec.update(_call_credentials(rng, t, spec["principal"], times, channel))
+    return spec
+
+
+def _call_source(
+    rng: np.random.Generator,
+    env: Environment,
+    cat: OpCatalog,
+    times: np.ndarray,
+    channel: np.ndarray,
+    op: np.ndarray,
+    error_p: tuple[np.ndarray, np.ndarray, np.ndarray],
+    day: DayContext,
+) -> dict[str, np.ndarray]:
+    """User agent, source address and error of calls of ``op`` made over ``channel`` (shared by
+    management and data events; the draws are in a fixed order, so a seed gives the same rows)."""
+    t = ct_tables(env)
+    n = len(times)
+    principal = t.ch_principal[channel]
+    denied_p, throttle_p, nf_p = error_p
     # user agent: fixed per channel, or the console's for console channels
     console_ua = np.where(rng.random(n) < 0.4, 0, cat.op_console_ua[op])  # 0 = "AWS Internal"
     ua = np.where(t.ch_ua[channel] >= 0, t.ch_ua[channel], console_ua).astype(np.int32)
@@ -286,19 +311,6 @@ def sample_api(
     err = np.where(th, cat.op_throttle[op], err)
     nf = (u >= denied_p + throttle_p) & (u < denied_p + throttle_p + nf_p)
     err = np.where(nf & (cat.op_notfound[op] >= 0), cat.op_notfound[op], err)
-    # resources
-    res_kind = cat.op_resource[op]
-    _, roff, rlen = t.site_resources[site.index]
-    k = np.maximum(res_kind, 0)
-    resource = np.where(res_kind >= 0, roff[k] + (rng.random(n) * rlen[k]).astype(np.int64), -1)
-    # credentials and session
-    is_user = t.p_type[principal] == _type_id(t, "IAMUser")
-    cli = t.ch_cli[channel]
-    cred = np.where(is_user & cli, t.p_akia[principal], t.p_asia[principal]).astype(np.int32)
-    human = t.p_human[principal]
-    session = (cred >= 0) & ~(is_user & cli)
-    created = np.where(session, times - rng.integers(60, 3600, size=n) * 1000, -1)
-    mfa = np.where(session & (human >= 0) & ~cli, t.h_mfa[np.maximum(human, 0)], False)
     return {
         "time": times,
         "principal": principal,
@@ -308,12 +320,22 @@ def sample_api(
         "vpce": vpce,
         "ua": ua,
         "error": err,
-        "resource": resource,
-        "cred": cred,
-        "created": created,
-        "session": session,
-        "mfa": mfa,
     }
+
+
+def _call_credentials(
+    rng: np.random.Generator, t: CtTables, principal: np.ndarray, times: np.ndarray, channel: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Access key, session start and MFA of calls (IAM users' CLI calls use their long-term key)."""
+    n = len(times)
+    is_user = t.p_type[principal] == _type_id(t, "IAMUser")
+    cli = t.ch_cli[channel]
+    cred = np.where(is_user & cli, t.p_akia[principal], t.p_asia[principal]).astype(np.int32)
+    human = t.p_human[principal]
+    session = (cred >= 0) & ~(is_user & cli)
+    created = np.where(session, times - rng.integers(60, 3600, size=n) * 1000, -1)
+    mfa = np.where(session & (human >= 0) & ~cli, t.h_mfa[np.maximum(human, 0)], False)
+    return {"cred": cred, "created": created, "session": session, "mfa": mfa}
 
 
 def _actor_cols(cols: dict, t: CtTables, principal: np.ndarray, version: int, arn_valid: np.ndarray | None = None) -> pa.Array:

@@ -296,6 +296,23 @@ ERROR_RATES = {
     "recon": (0.35, 0.0, 0.02),
 }
 
+#: CloudTrail data-event catalogues (same shape as :data:`CATALOGS`; built into their own
+#: :class:`OpCatalog`, so the management catalogue and its operation ids stay as they are):
+#: ``s3_data`` and ``lambda_data`` are the everyday mixes, ``s3_recon`` the injected bucket sweep
+DATA_CATALOGS: dict[str, tuple[tuple[str, str, float, str | None], ...]] = {
+    "s3_data": (
+        ("s3", "GetObject", 46, "s3"), ("s3", "PutObject", 20, "s3"), ("s3", "HeadObject", 16, "s3"),
+        ("s3", "ListObjectsV2", 8, "s3"), ("s3", "ListObjects", 2, "s3"), ("s3", "DeleteObject", 3, "s3"),
+        ("s3", "GetObjectTagging", 2, "s3"),
+    ),
+    "lambda_data": (("lambda", "Invoke", 1, "lambda"),),
+    "s3_recon": (("s3", "ListBuckets", 1, None), ("s3", "ListObjectsV2", 3, "s3"), ("s3", "GetObject", 8, "s3")),
+}  # fmt: skip
+#: S3 data operations whose second resource is the object (``arn:aws:s3:::<bucket>/<key>``)
+S3_OBJECT_OPERATIONS = frozenset({"GetObject", "PutObject", "HeadObject", "DeleteObject", "GetObjectTagging"})
+#: error behaviour per data catalogue: (denied, throttled, not found) probabilities
+DATA_ERROR_RATES = {"s3_data": (0.008, 0.001, 0.02), "lambda_data": (0.002, 0.004, 0.001), "s3_recon": (0.3, 0.0, 0.02)}
+
 RESOURCE_TYPES = {
     "s3": "AWS::S3::Bucket",
     "kms": "AWS::KMS::Key",
@@ -336,6 +353,13 @@ _NOTFOUND = {
     ("dynamodb", "Describe"): ("ResourceNotFoundException", "Requested resource not found"),
     ("s3", "Get"): ("NoSuchBucketPolicy", "The bucket policy does not exist"),
 }
+_DATA_NOTFOUND = {
+    ("s3", "Get"): ("NoSuchKey", "The specified key does not exist."),
+    ("s3", "Head"): ("NoSuchKey", "The specified key does not exist."),
+    ("s3", "List"): ("NoSuchBucket", "The specified bucket does not exist"),
+    ("lambda", "Invoke"): ("ResourceNotFoundException", "Function not found."),
+}
+_DATA_THROTTLE_CODE = {"s3": "SlowDown", "lambda": "TooManyRequestsException"}
 
 
 @dataclass
@@ -358,7 +382,13 @@ class OpCatalog:
     op_notfound: np.ndarray
 
 
-def _build_catalog(uas: StrDict) -> OpCatalog:
+def _build_catalog(
+    uas: StrDict,
+    catalogs: dict[str, tuple[tuple[str, str, float, str | None], ...]] = CATALOGS,
+    notfound: dict[tuple[str, str], tuple[str, str | None]] = _NOTFOUND,
+    throttle_codes: dict[str, str] = _THROTTLE_CODE,
+) -> OpCatalog:
+    """Flatten ``catalogs`` (management :data:`CATALOGS` by default, or :data:`DATA_CATALOGS`)."""
     service, operation, actions = StrDict(), StrDict(), StrDict()
     errors: list[tuple[str, str | None]] = []
 
@@ -371,7 +401,7 @@ def _build_catalog(uas: StrDict) -> OpCatalog:
     op_rows: list[tuple[int, int, int, int, int, int, int, int]] = []
     cat_ops: dict[str, np.ndarray] = {}
     cat_cum: dict[str, np.ndarray] = {}
-    for cat, entries in CATALOGS.items():
+    for cat, entries in catalogs.items():
         ids, weights = [], []
         for prefix, op, w, res in entries:
             key = (prefix, op)
@@ -380,10 +410,10 @@ def _build_catalog(uas: StrDict) -> OpCatalog:
                 actions.add(f"{prefix}:{op}")
                 denied_code = _DENIED_CODE.get(prefix, "AccessDeniedException")
                 denied = err(denied_code, "You are not authorized to perform this operation." if prefix == "ec2" else None)
-                throttle_code = _THROTTLE_CODE.get(prefix, "ThrottlingException")
+                throttle_code = throttle_codes.get(prefix, "ThrottlingException")
                 throttle = err(throttle_code, "Request limit exceeded." if prefix == "ec2" else "Rate exceeded")
                 nf = -1
-                for (p, verb), (code, msg) in _NOTFOUND.items():
+                for (p, verb), (code, msg) in notfound.items():
                     if p == prefix and op.startswith(verb):
                         nf = err(code, msg)
                         break
@@ -510,6 +540,7 @@ class Environment:
     dns_keys: dict[str, np.ndarray]
     signin_principals: list[tuple[int, float]]  # (principal, sign-ins per working day)
     used_ips: set[str] = field(default_factory=set)
+    data_catalog: OpCatalog | None = None  # CloudTrail data events (:data:`DATA_CATALOGS`)
 
     def site_of(self, account_index: int, region: str) -> Site:
         return self.sites[account_index * len(self.regions) + self.regions.index(region)]
@@ -837,6 +868,8 @@ def build_environment(
         dns_rdata=dns_rdata,
         dns_keys=dns_keys,
         signin_principals=signin,
+        # after everything else: its console user agents (s3, lambda) are already known, so no id moves
+        data_catalog=_build_catalog(uas, DATA_CATALOGS, _DATA_NOTFOUND, _DATA_THROTTLE_CODE),
     )
     env.used_ips = {ct_ips[i] for i in range(len(ct_ips))} | {s.ips[i] for s in sites for i in range(len(s.ips))}
     return env

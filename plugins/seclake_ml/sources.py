@@ -30,6 +30,9 @@ class PairView:
     :param where: per source version, extra row filter (``TRUE`` when none).
     :param unnest: optional ``(list column, alias)``: the view reads one row per list element; the
         element's fields are referenced as ``{alias.field}``.
+    :param context: optional ``(name, {version: DuckDB expression})``: a categorical value kept beside
+        the pair when new objects are scored (the S3 bucket a principal touched) and written into the
+        finding; it is not part of the model's input. When a column it references is absent, it is NULL.
     """
 
     name: str
@@ -38,11 +41,15 @@ class PairView:
     ip: dict[int, str]
     where: dict[int, str] = field(default_factory=lambda: {1: "TRUE", 2: "TRUE"})
     unnest: tuple[str, str] | None = None
+    context: tuple[str, dict[int, str]] | None = None
 
     def columns(self, version: int) -> list[str]:
         """Column paths referenced by this view for ``version`` (in first-seen order)."""
         seen: dict[str, None] = {}
-        for expr in (self.entity[version], self.ip[version], self.where[version]):
+        exprs = [self.entity[version], self.ip[version], self.where[version]]
+        if self.context:
+            exprs.append(self.context[1][version])
+        for expr in exprs:
             for m in _PLACEHOLDER_RE.finditer(expr):
                 seen.setdefault(m.group(1), None)
         return list(seen)
@@ -52,9 +59,12 @@ class PairView:
 class SourceSpec:
     """One Security Lake source.
 
-    :param name: our name for it (``vpc_flow``, ``route53``, ``cloudtrail_signin``, ``cloudtrail_api``).
-    :param lake_source: the S3 folder name under ``aws/`` (``VPC_FLOW``, ``ROUTE53``, ``CLOUD_TRAIL_MGMT``).
-    :param table_source: the Glue table's source part (``vpc_flow``, ``route53``, ``cloud_trail_mgmt``).
+    :param name: our name for it (``vpc_flow``, ``route53``, ``cloudtrail_signin``, ``cloudtrail_api``,
+        ``s3_data``, ``lambda_execution``).
+    :param lake_source: the S3 folder name under ``aws/`` (``VPC_FLOW``, ``ROUTE53``, ``CLOUD_TRAIL_MGMT``,
+        ``S3_DATA``, ``LAMBDA_EXECUTION``).
+    :param table_source: the Glue table's source part (``vpc_flow``, ``route53``, ``cloud_trail_mgmt``,
+        ``s3_data``, ``lambda_execution``).
     :param class_uid: per source version, the OCSF class of the rows this source contributes.
     :param class_filter: per source version, extra filter selecting those rows in a shared table.
     :param views: the pair views, the first one being the default.
@@ -224,7 +234,52 @@ CLOUDTRAIL_API = SourceSpec(
     ),
 )
 
-SOURCES: dict[str, SourceSpec] = {s.name: s for s in (VPC_FLOW, ROUTE53, CLOUDTRAIL_SIGNIN, CLOUDTRAIL_API)}
+# ----------------------------------------------------------------------------- CloudTrail data events
+# S3 object-level and Lambda invoke calls are API Activity rows in tables of their own (s3_data_*,
+# lambda_execution_*). The resource list names the bucket or function; the bucket is kept as context.
+_S3_BUCKET = _both(
+    "list_filter({resources}, lambda r: r.type = 'AWS::S3::Bucket')[1].uid"
+)
+
+S3_DATA = SourceSpec(
+    name="s3_data",
+    lake_source="S3_DATA",
+    table_source="s3_data",
+    class_uid={1: 3005, 2: 6003},
+    class_filter={1: "{class_uid} = 3005", 2: "{class_uid} = 6003"},
+    views=(
+        PairView(
+            name="principal_ip",
+            description="principal ARN ↔ source IP of the S3 object-level call (bucket listing, reads, "
+            "writes); the bucket is kept as the finding's context",
+            entity=_PRINCIPAL,
+            ip=_both("{src_endpoint.ip}"),
+            context=("bucket", _S3_BUCKET),
+        ),
+    ),
+)
+
+LAMBDA_EXECUTION = SourceSpec(
+    name="lambda_execution",
+    lake_source="LAMBDA_EXECUTION",
+    table_source="lambda_execution",
+    class_uid={1: 3005, 2: 6003},
+    class_filter={1: "{class_uid} = 3005", 2: "{class_uid} = 6003"},
+    views=(
+        PairView(
+            name="principal_ip",
+            description="principal ARN ↔ source IP of the Lambda Invoke call (invokes by AWS services carry "
+            "a domain, not an IP, and are dropped as null); the function is kept as context",
+            entity=_PRINCIPAL,
+            ip=_both("{src_endpoint.ip}"),
+            context=("function", _both("list_filter({resources}, lambda r: r.type = 'AWS::Lambda::Function')[1].uid")),
+        ),
+    ),
+)
+
+SOURCES: dict[str, SourceSpec] = {
+    s.name: s for s in (VPC_FLOW, ROUTE53, CLOUDTRAIL_SIGNIN, CLOUDTRAIL_API, S3_DATA, LAMBDA_EXECUTION)
+}
 
 
 def get_source(name: str) -> SourceSpec:

@@ -18,7 +18,7 @@ ACCOUNT = "123456789012"
 GOOD_KEY = f"aws/VPC_FLOW/1.0/region=us-east-1/accountId={ACCOUNT}/eventDay=20240115/a1b2c3.gz.parquet"
 R53_KEY = f"aws/ROUTE53/1.0/region=eu-west-1/accountId={ACCOUNT}/eventDay=20240229/dns-1.zstd.parquet"
 CT_KEY = f"aws/CLOUD_TRAIL_MGMT/1.0/region=us-east-1/accountId={ACCOUNT}/eventDay=20231231/api-7.parquet"
-ENABLED = {"VPC_FLOW", "ROUTE53", "CLOUD_TRAIL_MGMT"}
+ENABLED = {"VPC_FLOW", "ROUTE53", "CLOUD_TRAIL_MGMT", "S3_DATA", "LAMBDA_EXECUTION"}
 
 
 def vkey(day: str = "20240115", name: str = "x.gz.parquet", *, source: str = "VPC_FLOW", version: str = "1.0",

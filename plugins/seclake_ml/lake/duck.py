@@ -52,7 +52,7 @@ from seclake_ml.pairs import (
     ExtractionResult,
     render_view_sql,
 )
-from seclake_ml.sources import get_source
+from seclake_ml.sources import get_source, placeholders, substitute
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +397,11 @@ class DuckDBLake:
 
 
 def candidates_sql(unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
-                   relation: str = READ_FILES, time_filter: str | None = None) -> str:
+                   relation: str = READ_FILES, time_filter: str | None = None, context: str = "NULL") -> str:
     """The unclassified candidate rows of one view (``r`` from :func:`render_view_sql`).
+
+    ``context`` is the view's rendered context expression (:func:`render_context_sql`); extraction
+    leaves it ``NULL``.
 
     ``relation`` is what rows are read from: ``read_parquet($files, …)`` for an extraction, or the
     name of a registered chunk when scoring one object. ``time_filter`` replaces the interval filter
@@ -413,6 +416,7 @@ def candidates_sql(unnest: tuple[str, str] | None, version: int, r: dict[str, st
         "duckdb/pairs_candidates.sql",
         entity_expr=sqlsafe.trusted(r["entity"]),
         ip_expr=sqlsafe.trusted(r["ip"]),
+        context_expr=sqlsafe.trusted(context),
         event_time_expr=sqlsafe.trusted(event_time),
         unnest_clause=sqlsafe.trusted(unnest_clause),
         class_filter=sqlsafe.trusted(r["class_filter"]),
@@ -420,6 +424,19 @@ def candidates_sql(unnest: tuple[str, str] | None, version: int, r: dict[str, st
         time_filter=sqlsafe.trusted(tf if time_filter is None else time_filter),
         relation=sqlsafe.trusted(relation),
     )
+
+
+def render_context_sql(source: str, view: str, version: int, resolve: Any) -> str:
+    """The view's context expression with its columns resolved by ``resolve`` (see :func:`column_resolver`),
+    or ``NULL`` when the view has none or a column it needs is absent from the object."""
+    pv = get_source(source).view(view)
+    if pv.context is None:
+        return "NULL"
+    expr = pv.context[1][version]
+    paths = {p: resolve(p) for p in placeholders(expr)}
+    if any(v == "NULL" for v in paths.values()):
+        return "NULL"
+    return substitute(expr, paths)
 
 
 def _check_params() -> dict[str, sqlsafe.Sql]:

@@ -42,7 +42,13 @@ from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.drift import ScoreHistogram
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
-from seclake_ml.scoring.objects import DEFAULT_CHUNK_ROWS, UnreadableObject, iter_view_chunks, open_parquet
+from seclake_ml.scoring.objects import (
+    DEFAULT_CHUNK_ROWS,
+    MAX_CONTEXT_VALUES,
+    UnreadableObject,
+    iter_view_chunks,
+    open_parquet,
+)
 from seclake_ml.scoring.stores import object_stem
 from seclake_ml.sources import get_source
 
@@ -115,6 +121,7 @@ class _Flagged:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
         self.why: dict[tuple[str, str], dict[str, Any]] = {}  # (entity, ip) -> unknown-entity explanation
+        self.context: dict[tuple[str, str, str, str, str, str], tuple[str, set[str]]] = {}  # key -> (name, values)
 
     def add(self, source: str, view: str, chunk: Any, idx: np.ndarray, dots: np.ndarray, scores: np.ndarray) -> None:
         for i in idx:
@@ -127,6 +134,14 @@ class _Flagged:
                 cur[0] += int(chunk.events[i])
                 cur[1] = _skip_nat(min, cur[1], first)
                 cur[2] = _skip_nat(max, cur[2], last)
+            if chunk.contexts is not None and chunk.contexts[i]:
+                name, values = self.context.setdefault(key, (chunk.context_name, set()))
+                values.update(chunk.contexts[i])
+
+    def context_of(self, key: tuple[str, str, str, str, str, str]) -> tuple[str, tuple[str, ...]]:
+        """The pair's context name and its first distinct values (sorted), ``("", ())`` when none."""
+        name, values = self.context.get(key, ("", set()))
+        return name, tuple(sorted(values)[:MAX_CONTEXT_VALUES])
 
 
 def _once(loader: Callable[[], Any] | None) -> Callable[[], Any] | None:
@@ -312,11 +327,14 @@ def score_objects(
                 profile = profile or EntityProfile.empty()
                 day0 = _day_start(obj)
                 candidates, explanations = [], {}
-                for (source, view, entity, ip, account, region), (events, first, last, dot, score) in flagged.items.items():
+                for key, (events, first, last, dot, score) in flagged.items.items():
+                    source, view, entity, ip, account, region = key
+                    context_name, context = flagged.context_of(key)
                     candidates.append(Candidate(
                         source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
                         region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
                         events=int(events), dot_product=float(dot), score=float(score),
+                        context_name=context_name, context=context,
                     ))
                     explanations[(entity, ip)] = flagged.why.get((entity, ip)) or profile.explain(entity, ip)
                 secs["explain"] += time.perf_counter() - t2

@@ -235,6 +235,8 @@ class Candidate:
     :param events: number of events of the pair in the scope.
     :param dot_product: IP Insights' raw output (higher = more normal).
     :param score: anomaly score, ``-dot_product`` (higher = more anomalous).
+    :param context_name: the view's categorical context (``bucket`` for S3 data events), empty if none.
+    :param context: its first distinct values for the pair in the scope (sorted).
     """
 
     source: str
@@ -248,6 +250,8 @@ class Candidate:
     events: int
     dot_product: float
     score: float
+    context_name: str = ""
+    context: tuple[str, ...] = ()
 
 
 def _observable_for(name: str, value: str, *, is_ip: bool) -> dict[str, Any] | None:
@@ -294,12 +298,17 @@ def _build_one(
 
     expl = _json_canonical(dict(explanation)) if isinstance(explanation, Mapping) else None
     expl_text = expl.get("text") if isinstance(expl, dict) and isinstance(expl.get("text"), str) else None
+    # the view's categorical context (log data, so made storable and one-line like the entity)
+    context = [_storable(v) for v in c.context if isinstance(v, str)] if c.context_name else []
+    context_text = (f"{one_line(c.context_name, 32)}: {', '.join(one_line(v, 120) for v in context)}"
+                    if context else "")
 
     ent_s, ip_s = one_line(entity), one_line(ip, 64)
     title = one_line(f"Unusual IP {ip_s} for {ent_s} ({source}/{view})", TITLE_MAX_CHARS)
     message = one_line(
         f"{ent_s} with {ip_s}: score {_fmt(score)} > threshold {_fmt(threshold)} "
         f"({sev_name}, {source}/{view}, model {one_line(model.version, 64)})"
+        + (f"; {context_text}" if context_text else "")
         + (f"; {expl_text}" if expl_text else "; no training profile available for an explanation"),
         MESSAGE_MAX_CHARS,
     )
@@ -332,6 +341,7 @@ def _build_one(
             "region": region,
             "events": c.events,
             "explanation": expl,
+            **({"context": {c.context_name: context}} if context else {}),
         }
     )
     unmapped = {
@@ -349,6 +359,8 @@ def _build_one(
     }
     if model.endpoint_name:
         unmapped["endpoint_name"] = _storable(model.endpoint_name)
+    if context:
+        unmapped[f"context_{one_line(c.context_name, 32)}"] = _storable(", ".join(context))
     if isinstance(expl, dict) and isinstance(expl.get("reason"), str):  # why a pair of an unknown entity fired
         unmapped["reason"] = _storable(expl["reason"])
         if isinstance(expl.get("peer_group"), str):

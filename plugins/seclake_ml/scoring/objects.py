@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seclake_ml import sqlsafe
-from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, reason_sql
+from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, reason_sql, render_context_sql
 from seclake_ml.pairs import DROP_REASONS, render_view_sql
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 CHUNK_RELATION = "object_chunk"
 GROUPED = "object_pairs"
 DEFAULT_CHUNK_ROWS = 250_000
+#: Most distinct context values (e.g. S3 buckets) kept per pair and chunk.
+MAX_CONTEXT_VALUES = 5
 
 
 class UnreadableObject(RuntimeError):
@@ -51,6 +53,8 @@ class ChunkPairs:
     rows: int
     ok_rows: int
     dropped: dict[str, int] = field(default_factory=dict)
+    context_name: str = ""  # the view's context (``bucket``), empty when it has none
+    contexts: list[list[str]] | None = None  # per pair: its first distinct context values
 
 
 def open_parquet(path: str) -> Any:
@@ -83,11 +87,14 @@ def iter_view_chunks(
     rendered = render_view_sql(source, view, version, column_resolver(paths, pv.unnest, missing))
     if missing:
         log.warning("%s: %s/%s columns absent, read as NULL: %s", obj.key[-200:], source, view, ", ".join(sorted(set(missing))))
+    context = render_context_sql(source, view, version, column_resolver(paths, pv.unnest, []))
+    context_name = pv.context[0] if pv.context else ""
     wanted = _read_columns(pf.schema_arrow, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
     sql = sqlsafe.render(
         "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql()),
+        max_context=sqlsafe.int_literal(MAX_CONTEXT_VALUES),
         candidates=sqlsafe.trusted(candidates_sql(pv.unnest, version, rendered, relation=CHUNK_RELATION,
-                                                  time_filter="TRUE")),
+                                                  time_filter="TRUE", context=context)),
     )
     params = {"accounts": list(accounts), "regions": list(regions)}
     consts = {"region": obj.region, "accountid": obj.account, "eventday": obj.event_day}
@@ -104,7 +111,7 @@ def iter_view_chunks(
                 con.execute(sql, params)
             finally:
                 con.unregister(CHUNK_RELATION)
-            yield _collect(con, table.num_rows)
+            yield _collect(con, table.num_rows, context_name)
             del table
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
         raise UnreadableObject(f"unreadable rows: {str(exc).splitlines()[0][:200]}") from None
@@ -161,10 +168,10 @@ def _constant(value: str, rows: int) -> Any:
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], pa.string()))
 
 
-def _collect(con: Any, rows: int) -> ChunkPairs:
+def _collect(con: Any, rows: int, context_name: str = "") -> ChunkPairs:
     counts = dict(con.execute(f"SELECT reason, sum(events) FROM {GROUPED} GROUP BY reason").fetchall())
     agg = con.sql(
-        f"SELECT entity, ip, account, region, events, first_seen, last_seen FROM {GROUPED} WHERE reason = 'ok' "
+        f"SELECT entity, ip, account, region, events, first_seen, last_seen, contexts FROM {GROUPED} WHERE reason = 'ok' "
         "ORDER BY entity, ip, account, region"  # same pairs, same order: reproducible requests
     ).to_arrow_table()
     col = agg.column
@@ -179,4 +186,6 @@ def _collect(con: Any, rows: int) -> ChunkPairs:
         rows=int(rows),
         ok_rows=int(counts.get("ok", 0)),
         dropped={r: int(counts.get(r, 0)) for r in DROP_REASONS},
+        context_name=context_name,
+        contexts=[v or [] for v in col("contexts").to_pylist()] if context_name else None,
     )

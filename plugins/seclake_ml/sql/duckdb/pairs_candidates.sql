@@ -1,6 +1,7 @@
 -- Candidate (entity, ip) rows of one source/view: the view's expressions over the relation (the lake's
 -- Parquet files, or one registered chunk of one object when scoring), filtered to the source's class,
--- the view, the time window and the account/region filters; not yet classified.
+-- the view, the time window and the account/region filters; not yet classified. ``context`` is the
+-- view's categorical context (an S3 bucket), NULL for views without one.
 -- Bound parameters: $files (list of Parquet paths), time window ($start_ms/$end_ms and
 -- $start_day/$end_day for source version 1, $start_ts/$end_ts for version 2), $accounts, $regions.
 -- ${...} placeholders are validated identifiers or SQL written in the package (seclake_ml.sqlsafe).
@@ -8,6 +9,7 @@
 SELECT
     CAST(${entity_expr} AS VARCHAR) AS entity,
     CAST(${ip_expr} AS VARCHAR) AS ip,
+    CAST(${context_expr} AS VARCHAR) AS context,
     ${event_time_expr} AS event_time,
     CAST(accountid AS VARCHAR) AS accountid,
     CAST(region AS VARCHAR) AS region
