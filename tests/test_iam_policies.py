@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from seclake_ml.sources import SOURCES
+
 IAM = Path(__file__).resolve().parents[1] / "include" / "iam"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 ACTION = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+")
@@ -32,6 +34,9 @@ SAMPLE = {
     "MwaaEnvironmentName": "seclake-ml", "MwaaBucket": "example-mwaa", "IpInsightsRegistryAccount": "382416733822",
 }
 FILES = sorted(IAM.glob("*.json"))
+
+# every source of the registry, in registry order (the folders the scoring DAG and the Lambda read)
+LAKE_SOURCE_PREFIXES = tuple(dict.fromkeys(f"aws/{spec.lake_source}/*" for spec in SOURCES.values()))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -125,8 +130,7 @@ def test_mwaa_role_scopes() -> None:
     lake_reads = [r for r in grants["s3:GetObject"] if "${LakeBucket}" in r]
     assert sorted(lake_reads) == sorted(
         f"arn:${{Partition}}:s3:::${{LakeBucket}}/{p}" for p in
-        ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "ext/${CustomSourcePrefix}-*",
-         "ext/risk-cloudtrail/*"))
+        (*LAKE_SOURCE_PREFIXES, "ext/${CustomSourcePrefix}-*", "ext/risk-cloudtrail/*"))
     assert grants["s3:PutObject"] and all(
         r.endswith(("${WorkBucket}/${WorkPrefix}/*", "${LakeBucket}/ext/${CustomSourcePrefix}-*",
                     "${LakeBucket}/ext/risk-cloudtrail/*"))
@@ -156,14 +160,14 @@ def test_lambda_ipcheck_role_scopes() -> None:
         "arn:${Partition}:ssm:${Region}:${AccountId}:parameter/${ParameterPath}/${ResourcePrefix}-ipinsights/active"]
     lake_reads = [r for r in grants["s3:GetObject"] if "${LakeBucket}" in r]
     assert sorted(lake_reads) == sorted(
-        f"arn:${{Partition}}:s3:::${{LakeBucket}}/aws/{p}/*" for p in ("VPC_FLOW", "ROUTE53", "CLOUD_TRAIL_MGMT"))
+        f"arn:${{Partition}}:s3:::${{LakeBucket}}/{p}" for p in LAKE_SOURCE_PREFIXES)
     assert sorted(grants["s3:PutObject"]) == sorted([
         "arn:${Partition}:s3:::${LakeBucket}/ext/${CustomSourcePrefix}-*",
         "arn:${Partition}:s3:::${WorkBucket}/${WorkPrefix}/*"])
     listing = [s for s in doc["Statement"] if "s3:ListBucket" in as_list(s["Action"])]
     assert {s["Resource"]: s["Condition"]["StringLike"]["s3:prefix"] for s in listing} == {
         "arn:${Partition}:s3:::${WorkBucket}": ["${WorkPrefix}", "${WorkPrefix}/*"],
-        "arn:${Partition}:s3:::${LakeBucket}": ["aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*"]}
+        "arn:${Partition}:s3:::${LakeBucket}": list(LAKE_SOURCE_PREFIXES)}
     assert all(set(s["Condition"]) == {"StringLike"} for s in listing)
     assert grants["sqs:ReceiveMessage"] == grants["sqs:DeleteMessage"] == [
         "arn:${Partition}:sqs:${Region}:${AccountId}:${SubscriberQueueName}"]

@@ -720,7 +720,7 @@ def test_template_policy_is_least_privilege_and_matches_the_iam_document() -> No
     assert len(grant("sagemaker:InvokeEndpoint")) == 1 and "endpoint/${EndpointName}" in text(grant("sagemaker:InvokeEndpoint"))
     assert len(grant("ssm:GetParameter")) == 1 and "parameter${ActiveParameterName}" in text(grant("ssm:GetParameter"))
     lake_reads = text(grant("s3:GetObject"))
-    for prefix in ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*"):
+    for prefix in ("aws/VPC_FLOW/*", "aws/ROUTE53/*", "aws/CLOUD_TRAIL_MGMT/*", "aws/S3_DATA/*", "aws/LAMBDA_EXECUTION/*"):
         assert f"${{LakeBucket}}/{prefix}" in lake_reads
     assert "ext/ipinsights-*" in text(grant("s3:PutObject"))
     listing = [s for s in statements if "s3:ListBucket" in _as_list(s["Action"])]
