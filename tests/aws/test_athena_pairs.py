@@ -238,6 +238,29 @@ def test_cloudtrail_class_filter_is_rendered() -> None:
     assert "coalesce(t.actor.user.uid, CASE WHEN t.actor.user.type = 'IAMUser'" in sql
 
 
+@pytest.mark.parametrize("source,table", [("s3_data", "s3_data"), ("lambda_execution", "lambda_execution")])
+@pytest.mark.parametrize("version", [1, 2])
+def test_data_event_sources_query_their_own_tables(lake: MotoServer, source: str, table: str, version: int) -> None:
+    """S3 and Lambda data events: their own Security Lake tables, the API Activity class of the version,
+    the principal with fallbacks; sent to the moto server and counted like every other source."""
+    queue_counts(lake, [("null", 1, 1), ("ok", 6, 4)])
+    cfg = make_cfg(sources=(f"{source}:principal_ip",), source_version=version)
+    out = f"{WORK}/pairs/{source}/principal_ip/w/"
+
+    res = extract_pairs(cfg, source, "principal_ip", START, END, out)
+
+    sent = sent_queries()
+    assert sent
+    for q in sent:
+        sql = q["Query"]
+        assert f'FROM "{GLUE_DB}"."amazon_security_lake_table_us_east_1_{table}_{version}_0" AS t' in sql
+        assert f"(t.class_uid = {3005 if version == 1 else 6003})" in sql
+        assert "CAST(t.src_endpoint.ip AS VARCHAR) AS ip" in sql
+        assert ("t.actor.user.uuid" if version == 1 else "t.actor.user.uid") in sql
+        assert "list_filter" not in sql  # the bucket context is a scoring-side (DuckDB) expression only
+    assert res.rows_read == 7 and res.pairs_written == 6 and res.dropped["null"] == 1
+
+
 # -------------------------------------------------------------------------------------- failures
 def test_failed_unload_raises_with_query_id_and_cancels_counts(lake: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.athena.models import AthenaBackend
@@ -379,11 +402,11 @@ def test_classification_mirrors_the_duckdb_backend(repo_dir) -> None:
     ``regexp_full_match`` becomes ``regexp_like``: the IPv4 pattern is anchored (``^…$``) already.
     """
 
-    def case_block(path: str) -> str:
+    def case_block(path: str, end: str = "END AS reason") -> str:
         text = (repo_dir / "plugins" / "seclake_ml" / "sql" / path).read_text(encoding="utf-8")
-        block = text[text.index("CASE"):text.index("END AS reason")]
+        block = text[text.index("CASE"):text.rindex(end)]
         return " ".join(block.split())
 
-    duck = case_block("duckdb/pairs_stage.sql")
+    duck = case_block("duckdb/pairs_reason.sql", end="END")
     duck = duck.replace("regexp_full_match(", "regexp_like(").replace("regexp_matches(", "regexp_like(")
     assert case_block("athena/pairs_classified.sql") == duck
