@@ -34,12 +34,16 @@ SAMPLES = {
     "cloudtrail_auth_mfa_failure": ("cloudtrail_auth_ConsoleLogin-mfa-failure.gz.parquet", O.CLOUDTRAIL_AUTH_V1),
     "cloudtrail_api": ("cloudtrail_api_GetVpcLinks.gz.parquet", O.CLOUDTRAIL_API_V1),
 }
-FOLDER = {"vpc_flow": "VPC_FLOW", "route53": "ROUTE53", "cloudtrail_auth": "CLOUD_TRAIL_MGMT", "cloudtrail_api": "CLOUD_TRAIL_MGMT"}
-PREFIX = {"vpc_flow": "flow-", "route53": "dns-", "cloudtrail_auth": "auth-", "cloudtrail_api": "api-"}
+FOLDER = {"vpc_flow": "VPC_FLOW", "route53": "ROUTE53", "cloudtrail_auth": "CLOUD_TRAIL_MGMT", "cloudtrail_api": "CLOUD_TRAIL_MGMT",
+          "s3_data": "S3_DATA", "lambda_execution": "LAMBDA_EXECUTION"}  # fmt: skip
+PREFIX = {"vpc_flow": "flow-", "route53": "dns-", "cloudtrail_auth": "auth-", "cloudtrail_api": "api-", "s3_data": "s3-",
+          "lambda_execution": "lambda-"}  # fmt: skip
 PATH_RE = re.compile(
-    r"^aws/(VPC_FLOW|ROUTE53|CLOUD_TRAIL_MGMT)/([12])\.0/region=([a-z]{2}(?:-[a-z]+)+-\d)/"
-    r"accountId=(\d{12})/eventDay=(\d{8})/((?:flow|dns|auth|api)-\d{8}-[0-9a-f]{12}-\d{4}\.gz\.parquet)$"
+    r"^aws/(VPC_FLOW|ROUTE53|CLOUD_TRAIL_MGMT|S3_DATA|LAMBDA_EXECUTION)/([12])\.0/region=([a-z]{2}(?:-[a-z]+)+-\d)/"
+    r"accountId=(\d{12})/eventDay=(\d{8})/((?:flow|dns|auth|api|s3|lambda)-\d{8}-[0-9a-f]{12}-\d{4}\.gz\.parquet)$"
 )
+#: data-event sources: API Activity rows, like the management calls
+DATA_KINDS = ("s3_data", "lambda_execution")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -103,7 +107,9 @@ def _pairs(root: Path, version: int = 1) -> dict[str, list[tuple[str, str, int]]
     out["vpc_flow"] = [
         (e, i, t) for e, i, t in zip(entity.to_pylist(), ip.to_pylist(), flows["time"].to_pylist()) if e and i
     ]
-    for kind, source in (("cloudtrail_auth", "cloudtrail_signin"), ("cloudtrail_api", "cloudtrail_api")):
+    kinds = [("cloudtrail_auth", "cloudtrail_signin"), ("cloudtrail_api", "cloudtrail_api")]
+    kinds += [(k, k) for k in DATA_KINDS if _files(root, k, version)]
+    for kind, source in kinds:
         rows = _read(root, kind, version).to_pylist()
         out[source] = [
             (_principal(r, version), r["src_endpoint"]["ip"], r["time"]) for r in rows if r["src_endpoint"]["ip"]
@@ -257,7 +263,8 @@ def test_layout_and_partitions_match_row_times(lake_v1) -> None:
         assert m, rel
         folder, version, region, account, day, name = m.groups()
         assert version == "1" and region in summary["regions"] and account in summary["accounts"]
-        kind = {"flow": "vpc_flow", "dns": "route53", "auth": "cloudtrail_auth", "api": "cloudtrail_api"}[name.split("-")[0]]
+        kind = {"flow": "vpc_flow", "dns": "route53", "auth": "cloudtrail_auth", "api": "cloudtrail_api", "s3": "s3_data",
+                "lambda": "lambda_execution"}[name.split("-")[0]]  # fmt: skip
         assert FOLDER[kind] == folder
         assert name.split("-")[1] == day
         t = pq.read_table(p)
@@ -357,7 +364,7 @@ def test_ground_truth_format_and_warmup(lake_v1) -> None:
     for r in rows:
         assert warm_end <= r["event_time"] < end, r
         assert {"new_external_peer": "vpc_flow", "scan": "vpc_flow", "signin_unseen_network": "cloudtrail_signin",
-                "api_unseen_network": "cloudtrail_api"}[r["kind"]] == r["source"]  # fmt: skip
+                "api_unseen_network": "cloudtrail_api", "data_access_new_network": "s3_data"}[r["kind"]] == r["source"]  # fmt: skip
         assert r["view"] == ("instance_peer" if r["source"] == "vpc_flow" else "principal_ip")
         assert r["account"] in summary["accounts"] and r["region"] in summary["regions"]
         assert int(r["ip"].split(".")[0]) in ANOMALY_OCTETS
@@ -445,9 +452,10 @@ def test_lake_has_no_anomaly_markers(lake_v1) -> None:
     root, _ = lake_v1
     markers = re.compile(r"anomal|inject|attack|malicious|ground.?truth|synthetic|scanner|exfil|label", re.I)
     checked = 0
-    for kind in ("vpc_flow", "route53", "cloudtrail_auth", "cloudtrail_api"):
+    for kind in ("vpc_flow", "route53", "cloudtrail_auth", "cloudtrail_api", *DATA_KINDS):
         t = _read(root, kind)
-        assert t.schema.equals(O.schema_for(kind, 1), check_metadata=False)  # no extra column
+        schema_kind = "cloudtrail_api" if kind in DATA_KINDS else kind
+        assert t.schema.equals(O.schema_for(schema_kind, 1), check_metadata=False)  # no extra column
         for name in t.column_names:
             for path, leaf in _string_leaves(t[name].combine_chunks(), name):
                 assert not markers.search(path), path
@@ -638,3 +646,151 @@ def test_cli_arguments_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "aws" / "VPC_FLOW" / "2.0" / "region=us-west-2").is_dir()
     with pytest.raises(SystemExit):
         parser.parse_args(["--root", str(tmp_path), "--start", "01/05/2024"])
+
+
+# ----------------------------------------------------------------------------- CloudTrail data events
+S3_OPS = {"GetObject", "PutObject", "HeadObject", "ListObjects", "ListObjectsV2", "DeleteObject", "GetObjectTagging"}
+S3_OBJECT_OPS = {"GetObject", "PutObject", "HeadObject", "DeleteObject", "GetObjectTagging"}
+SWEEP_OPS = {"ListBuckets", "ListObjectsV2", "GetObject"}
+
+
+def _entity_col(version: int) -> str:
+    """The principal ARN column the principal_ip pair view reads."""
+    return "uuid" if version == 1 else "uid"
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_data_event_partitions_are_api_activity(lake_v1, lake_v2, version: int) -> None:
+    root, summary = lake_v1 if version == 1 else lake_v2
+    class_uid = 3005 if version == 1 else 6003
+    for kind in DATA_KINDS:
+        files = _files(root, kind, version)
+        assert files, kind
+        for p in files:
+            rel = p.relative_to(root).as_posix()
+            m = PATH_RE.match(rel)
+            assert m and m.group(1) == FOLDER[kind] and m.group(2) == str(version), rel
+            assert pq.read_schema(p).equals(O.schema_for("cloudtrail_api", version), check_metadata=False), rel
+        t = _read(root, kind, version)
+        assert t.num_rows == summary["rows"][kind] > 0
+        assert set(t["class_uid"].to_pylist()) == {class_uid}
+        assert set(t["type_uid"].to_pylist()) <= {class_uid * 100 + a for a in (1, 2, 3, 4, 99)}
+        meta = t["metadata"].combine_chunks()
+        assert set(meta.field("product").field("feature").field("name").to_pylist()) == {"Data"}
+        if version == 2:
+            assert pc.all(pc.equal(t["time_dt"].cast(pa.int64()), t["time"])).as_py()
+    s3 = _read(root, "s3_data", version).to_pylist()
+    ops = Counter(r["api"]["operation"] for r in s3)
+    assert set(ops) - {"ListBuckets"} <= S3_OPS and {r["api"]["service"]["name"] for r in s3} == {"s3.amazonaws.com"}
+    assert ops["GetObject"] + ops["PutObject"] + ops["HeadObject"] > 0.6 * len(s3)
+    for r in s3:
+        res, op = r["resources"], r["api"]["operation"]
+        if op == "ListBuckets":
+            assert not res
+            continue
+        assert res[0]["type"] == "AWS::S3::Bucket" and re.fullmatch(r"arn:aws:s3:::[a-z0-9.-]+", res[0]["uid"]), r
+        if op in S3_OBJECT_OPS:
+            assert len(res) == 2 and res[1]["type"] == "AWS::S3::Object", r
+            assert res[1]["uid"].startswith(res[0]["uid"] + "/") and len(res[1]["uid"]) > len(res[0]["uid"]) + 1
+        else:
+            assert len(res) == 1, r
+    # a handful of buckets per account and region, with stable names
+    buckets = defaultdict(set)
+    for r in s3:
+        if r["resources"]:
+            buckets[(r["cloud"]["region"], _get(r, "actor.user.account_uid" if version == 1 else "actor.user.account.uid"))].add(
+                r["resources"][0]["uid"])
+    assert buckets and all(2 <= len(b) <= 8 for b in buckets.values())
+    lam = _read(root, "lambda_execution", version).to_pylist()
+    assert {r["api"]["operation"] for r in lam} == {"Invoke"}
+    assert {r["api"]["service"]["name"] for r in lam} == {"lambda.amazonaws.com"}
+    for r in lam:
+        (res,) = r["resources"]
+        assert res["type"] == "AWS::Lambda::Function"
+        m = re.fullmatch(r"arn:aws:lambda:([a-z0-9-]+):(\d{12}):function:[A-Za-z0-9_-]+", res["uid"])
+        assert m and m.group(1) == r["cloud"]["region"], res
+    # service invokes carry the service's domain, not an address
+    no_ip = [r for r in lam if r["src_endpoint"]["ip"] is None]
+    assert 0 < len(no_ip) < len(lam)
+    assert {r["src_endpoint"]["domain"] for r in no_ip} == {"lambda.amazonaws.com"}
+    assert all(r["actor"]["user"]["type"] == "AWSService" for r in no_ip)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_data_access_anomaly_in_manifest_and_s3_data(lake_v1, lake_v2, version: int) -> None:
+    root, summary = lake_v1 if version == 1 else lake_v2
+    manifest = json.loads((root / "ground_truth" / "manifest.json").read_text())
+    kind = "data_access_new_network"
+    assert kind in KINDS
+    assert manifest["anomalies"][kind] == manifest["anomaly_events"][kind] == TINY["anomalies_per_kind"]
+    assert manifest["anomaly_rows"]["s3_data"] > 0
+    truth = [r for r in pq.read_table(root / "ground_truth" / "anomalies.parquet").to_pylist() if r["kind"] == kind]
+    assert len(truth) == TINY["anomalies_per_kind"]
+    rows = _read(root, "s3_data", version).to_pylist()
+    col = _entity_col(version)
+    for gt in truth:
+        assert gt["source"] == "s3_data" and gt["view"] == "principal_ip"
+        t_ms = int(gt["event_time"].timestamp() * 1000)
+        mine = [r for r in rows if r["actor"]["user"][col] == gt["entity"]]
+        burst = [r for r in mine if r["src_endpoint"]["ip"] == gt["ip"]]
+        assert len(burst) >= 4, gt
+        assert min(r["time"] for r in burst) == t_ms
+        assert {r["api"]["operation"] for r in burst} <= SWEEP_OPS and "ListBuckets" in {r["api"]["operation"] for r in burst}
+        assert {r["cloud"]["region"] for r in burst} == {gt["region"]}
+        swept = {r["resources"][0]["uid"] for r in burst if r["resources"]}
+        before = {r["resources"][0]["uid"] for r in mine if r["time"] < t_ms and r["resources"]}
+        assert len(swept) >= 3, gt
+        assert swept - before, gt  # at least one bucket it never touched
+        # the principal never used this /16 before, for data events or management calls
+        net = ipaddress.ip_network(f"{gt['ip']}/16", strict=False)
+        assert not any(r["src_endpoint"]["ip"] and ":" not in r["src_endpoint"]["ip"]
+                       and ipaddress.ip_address(r["src_endpoint"]["ip"]) in net for r in mine if r["time"] < t_ms)
+
+
+def test_data_events_come_from_the_principals_usual_networks(lake_v1) -> None:
+    root, _ = lake_v1
+    gt_ips = {r["ip"] for r in pq.read_table(root / "ground_truth" / "anomalies.parquet").to_pylist()}
+    mgmt: dict[str, set[str]] = defaultdict(set)
+    for e, ip, _ in _pairs(root)["cloudtrail_api"]:
+        mgmt[e].add(ip)
+    rows = _read(root, "s3_data").to_pylist()
+    usual = total = 0
+    buckets: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in rows:
+        e, ip = _principal(r, 1), r["src_endpoint"]["ip"]
+        if not e or not ip or ip in gt_ips:
+            continue
+        total += 1
+        usual += ip in mgmt[e]
+        buckets[(e, r["cloud"]["region"])].add(r["resources"][0]["uid"])
+    assert total > 500
+    assert usual / total >= 0.9, (usual, total)
+    # principals keep to a few buckets
+    assert max(len(b) for b in buckets.values()) <= 3
+    roles = sum(1 for r in rows if r["actor"]["user"]["type"] == "AssumedRole")
+    humans = sum(1 for r in rows if r["actor"]["user"]["type"] == "IAMUser")
+    assert roles > humans > 0
+
+
+def test_data_event_volume_options(tmp_path: Path) -> None:
+    s = generate_lake(tmp_path, START, 2, 4, sources="s3_data,lambda_execution", accounts=1, regions="us-east-1",
+                      s3_data_per_day=400, lambda_per_day=100, anomalies_per_kind=1, warmup_fraction=0.5)  # fmt: skip
+    assert s["args"]["s3_data_per_day"] == 400 and s["args"]["lambda_per_day"] == 100
+    assert s["rows"]["vpc_flow"] == s["rows"]["cloudtrail_api"] == 0 and not (tmp_path / "aws" / "VPC_FLOW").exists()
+    assert 2 * 400 * 0.8 <= s["rows"]["s3_data"] - s["anomaly_rows"]["s3_data"] <= 2 * 400
+    assert 2 * 100 * 0.8 <= s["rows"]["lambda_execution"] <= 2 * 100
+    assert s["anomalies"] == {k: (1 if k == "data_access_new_network" else 0) for k in KINDS}
+    assert generate_lake(tmp_path / "d", START, 1, 4, flows_per_day=1000, api_calls_per_day=800,
+                         anomalies_per_kind=0)["args"]["s3_data_per_day"] == 200  # fmt: skip
+    with pytest.raises(ValueError, match="s3_data_per_day"):
+        generate_lake(tmp_path / "x", START, 1, 1, s3_data_per_day=-1)
+    with pytest.raises(ValueError, match="lambda_per_day"):
+        generate_lake(tmp_path / "x", START, 1, 1, lambda_per_day=1.5)
+    parser = argparse.ArgumentParser()
+    add_generate_arguments(parser)
+    args = parser.parse_args(["--root", str(tmp_path / "cli"), "--start", "2024-05-01", "--days", "1",
+                              "--flows-per-day", "300", "--s3-data-per-day", "120", "--lambda-per-day", "30",
+                              "--sources", "s3_data,lambda_execution", "--anomalies-per-kind", "0"])  # fmt: skip
+    cli = run_generate(args)
+    assert cli["args"]["s3_data_per_day"] == 120 and cli["args"]["lambda_per_day"] == 30
+    assert 0 < cli["rows"]["s3_data"] <= 120 and 0 < cli["rows"]["lambda_execution"] <= 30

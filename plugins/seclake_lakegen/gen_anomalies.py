@@ -1,6 +1,6 @@
 """Injected anomalies and their ground truth.
 
-Four kinds, each drawn after the warm-up part of the period, from addresses in networks (first
+Five kinds, each drawn after the warm-up part of the period, from addresses in networks (first
 octets) that no normal traffic ever uses:
 
 * ``new_external_peer`` (VPC flow): an instance talks to a public address it never used before;
@@ -9,7 +9,10 @@ octets) that no normal traffic ever uses:
 * ``signin_unseen_network`` (CloudTrail sign-in): an IAM user signs in to the console (sometimes after
   failed attempts) from a new network;
 * ``api_unseen_network`` (CloudTrail API): a user, SSO session or instance role calls discovery APIs
-  from a new network.
+  from a new network;
+* ``data_access_new_network`` (S3 data events): a user, SSO session, instance or function role lists
+  and reads buckets from a new network: ListBuckets, then ListObjectsV2 and GetObject over several of
+  its own buckets and one or two of the site's buckets it never touched (some reads denied).
 
 The rows go into the lake exactly like normal rows; only ``ground_truth/anomalies.parquet`` says which
 they are. Entities are written as the pair extraction produces them: the instance id for VPC flows, the
@@ -24,18 +27,35 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .gen_cloudtrail import _type_id, ct_tables
+from .gen_cloudtrail import _type_id, ct_tables, data_tables
 from .gen_common import DAY_MS, ip4, rng_for
-from .gen_env import ANOMALY_OCTETS, BROWSERS, ERROR_RATES, SCAN_PORTS, UNSEEN_API_AGENTS, Environment, random_public_ip
+from .gen_env import (
+    ANOMALY_OCTETS,
+    BROWSERS,
+    DATA_ERROR_RATES,
+    ERROR_RATES,
+    SCAN_PORTS,
+    UNSEEN_API_AGENTS,
+    Environment,
+    random_public_ip,
+)
 
-KINDS = ("new_external_peer", "scan", "signin_unseen_network", "api_unseen_network")
+KINDS = ("new_external_peer", "scan", "signin_unseen_network", "api_unseen_network", "data_access_new_network")
 SOURCE_OF_KIND = {
     "new_external_peer": "vpc_flow",
     "scan": "vpc_flow",
     "signin_unseen_network": "cloudtrail_signin",
     "api_unseen_network": "cloudtrail_api",
+    "data_access_new_network": "s3_data",
 }
-VIEW_OF_SOURCE = {"vpc_flow": "instance_peer", "cloudtrail_signin": "principal_ip", "cloudtrail_api": "principal_ip"}
+VIEW_OF_SOURCE = {
+    "vpc_flow": "instance_peer",
+    "cloudtrail_signin": "principal_ip",
+    "cloudtrail_api": "principal_ip",
+    "s3_data": "principal_ip",
+}
+#: the generator source (``sources`` option) that must be enabled for a ground-truth source
+_GENERATED_BY = {"vpc_flow": "vpc_flow", "cloudtrail_signin": "cloudtrail", "cloudtrail_api": "cloudtrail", "s3_data": "s3_data"}
 
 GROUND_TRUTH_SCHEMA = pa.schema(
     [
@@ -60,6 +80,7 @@ class AnomalyPlan:
     flows: dict[tuple[int, int], list[dict[str, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
     signins: dict[tuple[int, int], list[dict[str, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
     api: dict[tuple[int, int], list[dict[str, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
+    s3_data: dict[tuple[int, int], list[dict[str, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def counts(self) -> dict[str, int]:
@@ -138,8 +159,7 @@ def plan_anomalies(
 
     for kind in KINDS:
         source = SOURCE_OF_KIND[kind]
-        enabled = source == "vpc_flow" and "vpc_flow" in sources or source.startswith("cloudtrail") and "cloudtrail" in sources
-        if not enabled:
+        if _GENERATED_BY[source] not in sources:
             continue
         for _ in range(per_kind):
             t0 = start_time()
@@ -201,6 +221,21 @@ def plan_anomalies(
                 spec = _recon_calls(rng, env, pi, env.ct_ips.add(ip), t0)
                 _split_by_day(plan.api, site.index, spec, start_ms)
                 plan.rows["cloudtrail_api"] += len(spec["time"])
+                plan.truth.append(_truth(kind, p.arn, ip, t0, p.account, site.region))
+            elif kind == "data_access_new_network":
+                cands = [
+                    i for i, p in enumerate(env.principals)
+                    if p.arn and p.profile in ("human", "instance", "lambda")
+                ]  # fmt: skip
+                pi = pick(kind, cands)
+                p = env.principals[pi]
+                if p.site >= 0:
+                    site = env.sites[p.site]
+                else:
+                    site = env.site_of(p.account_index, env.humans[p.human].home_region)
+                spec = _bucket_sweep(rng, env, pi, site.index, env.ct_ips.add(ip), t0)
+                _split_by_day(plan.s3_data, site.index, spec, start_ms)
+                plan.rows["s3_data"] += len(spec["time"])
                 plan.truth.append(_truth(kind, p.arn, ip, t0, p.account, site.region))
     return plan
 
@@ -316,4 +351,55 @@ def _recon_calls(rng: np.random.Generator, env: Environment, pi: int, ip_id: int
         "created": times - 600_000 if session else np.full(n, -1, np.int64),
         "session": np.full(n, session),
         "mfa": np.zeros(n, bool),
+    }
+
+
+def _bucket_sweep(rng: np.random.Generator, env: Environment, pi: int, site: int, ip_id: int, t0: int) -> dict[str, np.ndarray]:
+    """S3 data events: the principal lists the buckets, then lists and reads several of its own and one
+    or two it never touched, from a new network, within about half an hour."""
+    t = ct_tables(env)
+    d = data_tables(env)
+    cat = d.catalog
+    op_id = {cat.operation[int(o)]: i for i, o in enumerate(cat.op_operation)}
+    own = [int(b) for b in d.p_buckets[pi]]
+    others = [b for b in range(len(d.buckets[site])) if b not in own]
+    targets = list(rng.choice(own, size=int(rng.integers(2, len(own) + 1)), replace=False))
+    untouched = list(rng.choice(others, size=min(len(others), int(rng.integers(1, 3))), replace=False))
+    ops, pos, keys = [op_id["ListBuckets"]], [-1], [-1]
+    for b in rng.permutation(targets + untouched):
+        ops.append(op_id["ListObjectsV2"])
+        pos.append(int(b))
+        keys.append(-1)
+        for k in rng.choice(d.objects[site].shape[1], size=int(rng.integers(2, 7)), replace=False):
+            ops.append(op_id["GetObject"])
+            pos.append(int(b))
+            keys.append(int(k))
+    n = len(ops)
+    op = np.array(ops, dtype=np.int32)
+    b = np.array(pos, dtype=np.int64)
+    times = t0 + np.concatenate([[0], np.sort(rng.integers(1, 1800, size=n - 1))]) * 1000
+    denied, _, _ = DATA_ERROR_RATES["s3_recon"]
+    never = np.isin(b, untouched)
+    err = np.where(never & (rng.random(n) < denied), cat.op_denied[op], -1).astype(np.int32)
+    resource = np.where(b >= 0, d.buckets[site][np.maximum(b, 0)], -1)
+    obj = np.where((b >= 0) & (np.array(keys) >= 0), d.objects[site][np.maximum(b, 0), np.maximum(keys, 0)], -1)
+    is_user = int(t.p_type[pi]) == _type_id(t, "IAMUser")
+    cred = t.p_akia[pi] if is_user else t.p_asia[pi]
+    session = not is_user
+    ua = env.uas.add(UNSEEN_API_AGENTS[int(rng.integers(0, len(UNSEEN_API_AGENTS)))])
+    return {
+        "time": times.astype(np.int64),
+        "principal": np.full(n, pi, np.int32),
+        "op": op,
+        "ip": np.full(n, ip_id, np.int32),
+        "domain": np.full(n, -1, np.int32),
+        "vpce": np.zeros(n, bool),
+        "ua": np.full(n, ua, np.int32),
+        "error": err,
+        "resource": resource.astype(np.int64),
+        "cred": np.full(n, cred, np.int32),
+        "created": times - 600_000 if session else np.full(n, -1, np.int64),
+        "session": np.full(n, session),
+        "mfa": np.zeros(n, bool),
+        "object": obj.astype(np.int64),
     }

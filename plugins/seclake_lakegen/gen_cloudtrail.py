@@ -1,8 +1,14 @@
 """CloudTrail management events: console sign-ins (Authentication 3002) and API calls (API Activity,
-3005 in source version 1, 6003 in version 2), vectorised.
+3005 in source version 1, 6003 in version 2), and the data events of the ``S3_DATA`` and
+``LAMBDA_EXECUTION`` sources (the same API Activity rows), vectorised.
 
 As for the network sources, rows are drawn as NumPy *specs* first (principal, operation, address,
 user agent, error …); injected anomaly rows use the same format and the same table builders.
+
+Data events are made over the principals' ordinary channels (so from the same networks, with the same
+user agents and credentials as their management calls), with their own operation catalogue
+(:data:`~.gen_env.DATA_CATALOGS`) and resources (:func:`data_tables`): each site has a handful of
+buckets, each principal a few buckets and functions it keeps using.
 """
 
 from __future__ import annotations
@@ -24,12 +30,24 @@ from .gen_common import (
     ints,
     list_of_structs,
     rng_for,
+    stable_token,
     string_map,
     timestamps_ms,
     uuid_strings,
     weighted_index,
 )
-from .gen_env import ACTIVITY_NAMES, CATALOGS, ERROR_RATES, RESOURCE_KINDS, RESOURCE_TYPES, Environment, Site
+from .gen_env import (
+    ACTIVITY_NAMES,
+    CATALOGS,
+    DATA_ERROR_RATES,
+    ERROR_RATES,
+    RESOURCE_KINDS,
+    RESOURCE_TYPES,
+    S3_OBJECT_OPERATIONS,
+    Environment,
+    OpCatalog,
+    Site,
+)
 from .gen_network import _class_cols, _metadata, _observable
 
 CATALOG_NAMES = tuple(CATALOGS)
@@ -38,6 +56,27 @@ NET_HUMAN, NET_POOL, NET_DOMAIN = 0, 1, 2
 WEEKEND_FACTOR = 0.12
 TRAVEL_PROBABILITY = 0.012
 CONSOLE_URL = "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true"
+
+#: data-event sources (generator names) and the catalogue of :data:`~.gen_env.DATA_CATALOGS` each uses
+DATA_SOURCES = {"s3_data": "s3_data", "lambda_execution": "lambda_data"}
+#: data events per management call, by channel catalogue (absent = that kind of channel makes none):
+#: S3 objects are read and written mostly by workloads, functions are invoked mostly by the Lambda
+#: service itself (event source mappings, no address) and by other functions
+DATA_AFFINITY: dict[str, dict[str, float]] = {
+    "s3_data": {"instance": 1.0, "lambda": 1.6, "ci": 0.4, "cli": 0.5, "console": 0.15},
+    "lambda_execution": {"aws_service": 1.0, "lambda": 0.6, "instance": 0.15, "ci": 0.1, "cli": 0.15, "console": 0.05},
+}
+#: buckets each site has besides the management catalogue's four (names carry a seed-derived token)
+EXTRA_BUCKETS = ("ml-datasets", "media-uploads")
+#: object key folders and extensions per bucket position (the four management buckets, then the extras)
+BUCKET_KEYS = (
+    ("static/img", "png"), ("app/2024", "json.gz"), ("db/daily", "dump.gz"), ("raw/events", "parquet"),
+    ("train/v3", "parquet"), ("user/avatars", "jpg"),
+)  # fmt: skip
+OBJECTS_PER_BUCKET = 24
+#: preferred buckets per principal (slot 0 is the shared first bucket) and how often each is used
+BUCKET_SLOT_WEIGHTS = np.array([0.5, 0.3, 0.2])
+FUNCTION_SLOT_WEIGHTS = np.array([0.7, 0.3])
 
 
 @dataclass
@@ -179,6 +218,91 @@ def _type_id(t: CtTables, name: str) -> int:
         return -9
 
 
+# ----------------------------------------------------------------------------- data-event resources
+@dataclass
+class DataTables:
+    """Resources of the data events, per site, and the buckets and functions each principal uses."""
+
+    catalog: OpCatalog
+    op_object: np.ndarray  # per data op: the call names an object (second resource)
+    resources: list[StrDict]  # per site: bucket, object and function ARNs
+    buckets: list[np.ndarray]  # per site: resource id of each bucket (by position)
+    objects: list[np.ndarray]  # per site: (buckets, OBJECTS_PER_BUCKET) resource ids of object ARNs
+    functions: list[np.ndarray]  # per site: resource id of each function
+    p_buckets: np.ndarray  # (principals, 3) bucket positions each principal uses (slot 0 = position 0)
+    p_functions: np.ndarray  # (principals, 2) function positions (taken modulo the site's count)
+
+    def bucket_name(self, site: int, position: int) -> str:
+        """``position``'s bucket name in ``site``."""
+        return self.resources[site][int(self.buckets[site][position])].removeprefix("arn:aws:s3:::")
+
+
+def data_tables(env: Environment) -> DataTables:
+    """The data-event resources of ``env`` (built once, from ``env.seed``; cached on the environment).
+
+    Build it before generating in threads (the generator does, in its constructor).
+    """
+    cached = getattr(env, "_data_tables", None)
+    if cached is not None:
+        return cached
+    if env.data_catalog is None:
+        raise ValueError("environment has no data-event catalogue (build it with build_environment)")
+    cat = env.data_catalog
+    op_object = np.array([cat.operation[int(o)] in S3_OBJECT_OPERATIONS for o in cat.op_operation], dtype=bool)
+    resources, buckets, objects, functions = [], [], [], []
+    for site in env.sites:
+        d = StrDict()
+        names = [arn.removeprefix("arn:aws:s3:::") for arn in env.resources[(site.index, "s3")]]
+        names += [
+            f"{b}-{stable_token(env.seed, 'bucket', site.account, site.region, b, length=10)}" for b in EXTRA_BUCKETS
+        ]
+        b_ids = np.array([d.add(f"arn:aws:s3:::{b}") for b in names], dtype=np.int64)
+        rng = rng_for(env.seed, 88, site.index)
+        o_ids = np.zeros((len(names), OBJECTS_PER_BUCKET), dtype=np.int64)
+        for bi, b in enumerate(names):
+            folder, ext = BUCKET_KEYS[bi % len(BUCKET_KEYS)]
+            for k in range(OBJECTS_PER_BUCKET):
+                key = f"{folder}/{int(rng.integers(0, 16**8)):08x}.{ext}"
+                o_ids[bi, k] = d.add(f"arn:aws:s3:::{b}/{key}")
+        fns = list(env.resources[(site.index, "lambda")])
+        for p in env.principals:
+            if p.profile == "lambda" and p.site == site.index and p.arn:
+                fns.append(f"arn:aws:lambda:{site.region}:{site.account}:function:{p.arn.rsplit('/', 1)[1]}")
+        f_ids = np.array(sorted({d.add(f) for f in fns}), dtype=np.int64)
+        resources.append(d)
+        buckets.append(b_ids)
+        objects.append(o_ids)
+        functions.append(f_ids)
+    n_b = min(len(b) for b in buckets)
+    rng = rng_for(env.seed, 89)
+    n_p = len(env.principals)
+    p_buckets = np.zeros((n_p, len(BUCKET_SLOT_WEIGHTS)), dtype=np.int64)
+    p_functions = np.zeros((n_p, len(FUNCTION_SLOT_WEIGHTS)), dtype=np.int64)
+    for pi in range(n_p):
+        p_buckets[pi, 1:] = 1 + rng.choice(n_b - 1, size=len(BUCKET_SLOT_WEIGHTS) - 1, replace=False)
+        p_functions[pi] = rng.choice(64, size=len(FUNCTION_SLOT_WEIGHTS), replace=False)
+    out = DataTables(cat, op_object, resources, buckets, objects, functions, p_buckets, p_functions)
+    env._data_tables = out  # type: ignore[attr-defined]
+    return out
+
+
+def data_channel_weights(env: Environment, site: Site, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: expected share of ``source``'s data events in ``site`` on a working day."""
+    if source not in DATA_SOURCES:
+        raise ValueError(f"data-event source: got {source!r}; allowed: {', '.join(DATA_SOURCES)}")
+    t = ct_tables(env)
+    w, human = site_channel_weights(env, site)
+    affinity = DATA_AFFINITY[source]
+    factor = np.array([affinity.get(name, 0.0) for name in CATALOG_NAMES])[t.ch_catalog]
+    root = t.p_type[t.ch_principal] == _type_id(t, "Root")
+    factor[root] = 0.0
+    if source == "lambda_execution":  # of the AWS services, only Lambda's event source mappings invoke
+        svc = t.ch_catalog == CATALOG_NAMES.index("aws_service")
+        lam = np.array([p.invoked_by == "lambda.amazonaws.com" for p in env.principals], dtype=bool)[t.ch_principal]
+        factor[svc & ~lam] = 0.0
+    return w * factor, human
+
+
 # ----------------------------------------------------------------------------- day context
 @dataclass
 class DayContext:
@@ -267,6 +391,47 @@ def sample_api(
     k = np.maximum(res_kind, 0)
     spec["resource"] = np.where(res_kind >= 0, roff[k] + (rng.random(n) * rlen[k]).astype(np.int64), -1)
     spec.update(_call_credentials(rng, t, spec["principal"], times, channel))
+    return spec
+
+
+def sample_data(
+    rng: np.random.Generator,
+    env: Environment,
+    site: Site,
+    times: np.ndarray,
+    channel: np.ndarray,
+    day: DayContext,
+    source: str,
+) -> dict[str, np.ndarray]:
+    """Data-event specs (``source``: ``s3_data`` or ``lambda_execution``) for given times and channels.
+
+    Addresses, user agents and credentials come from the channel as for management calls; resources
+    are the principal's own buckets (with an object for object operations) or functions.
+    """
+    if source not in DATA_SOURCES:
+        raise ValueError(f"data-event source: got {source!r}; allowed: {', '.join(DATA_SOURCES)}")
+    t = ct_tables(env)
+    d = data_tables(env)
+    cat = d.catalog
+    name = DATA_SOURCES[source]
+    n = len(times)
+    op = cat.cat_ops[name][weighted_index(rng, cat.cat_cum[name], n)].astype(np.int32)
+    rates = tuple(np.full(n, r) for r in DATA_ERROR_RATES[name])
+    spec = _call_source(rng, env, cat, times, channel, op, rates, day)  # type: ignore[arg-type]
+    principal = spec["principal"]
+    if source == "s3_data":
+        slot = weighted_index(rng, np.cumsum(BUCKET_SLOT_WEIGHTS), n)
+        pos = d.p_buckets[principal, slot]
+        spec["resource"] = d.buckets[site.index][pos]
+        key = rng.integers(0, OBJECTS_PER_BUCKET, size=n)
+        obj = np.where(d.op_object[op], d.objects[site.index][pos, key], -1)
+    else:
+        slot = weighted_index(rng, np.cumsum(FUNCTION_SLOT_WEIGHTS), n)
+        fns = d.functions[site.index]
+        spec["resource"] = fns[d.p_functions[principal, slot] % len(fns)]
+        obj = np.full(n, -1, dtype=np.int64)
+    spec.update(_call_credentials(rng, t, principal, times, channel))
+    spec["object"] = obj.astype(np.int64)
     return spec
 
 
@@ -359,14 +524,30 @@ def _actor_cols(cols: dict, t: CtTables, principal: np.ndarray, version: int, ar
     return arn
 
 
-def api_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version: int, rng: np.random.Generator) -> pa.Table:
-    """Arrow table of API Activity rows (3005 in v1, 6003 in v2)."""
+def api_table(
+    env: Environment,
+    site: Site,
+    spec: dict[str, np.ndarray],
+    version: int,
+    rng: np.random.Generator,
+    data: bool = False,
+) -> pa.Table:
+    """Arrow table of API Activity rows (3005 in v1, 6003 in v2).
+
+    :param data: the spec holds data events (:func:`sample_data`): operations and resources come
+        from :func:`data_tables`, a spec ``object`` (>= 0) adds the object after the bucket in
+        ``resources``, and the product feature is ``Data``.
+    """
     t = ct_tables(env)
-    cat = env.catalog
+    if data:
+        dtab = data_tables(env)
+        cat, rdict = dtab.catalog, dtab.resources[site.index]
+    else:
+        cat, rdict = env.catalog, t.site_resources[site.index][0]
     n = len(spec["time"])
     principal, op, err = spec["principal"], spec["op"], spec["error"]
     cols: dict[str, pa.Array] = {}
-    _metadata(cols, n, version, ("1.09", "CloudTrail", "Management"), ["cloud"])
+    _metadata(cols, n, version, ("1.09", "CloudTrail", "Data" if data else "Management"), ["cloud"])
     cols["metadata.uid"] = uuid_strings(rng, n)
     if version == 2:
         cols["metadata.event_code"] = const_str("AwsApiCall", n)
@@ -395,22 +576,23 @@ def api_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version
     cols["api.operation"] = cat.operation.take(cat.op_operation[op])
     cols["api.service.name"] = cat.service.take(cat.op_service[op])
     cols["api.request.uid"] = uuid_strings(rng, n)
-    # resources (0 or 1 per call)
-    rdict, _, _ = t.site_resources[site.index]
+    # resources (0 or 1 per management call; data events: the bucket, then the object if any)
     has_res = spec["resource"] >= 0
     rkind = np.maximum(cat.op_resource[op], 0)
     rtypes = StrDict([RESOURCE_TYPES[k] for k in RESOURCE_KINDS])
-    res_uid = rdict.take(spec["resource"], has_res)
-    res_type = rtypes.take(rkind)
     acct = const_str(site.account, n)
     if version == 1:
-        fields = {"uid": res_uid, "account_uid": acct, "type": res_type}
+        owner = {"account_uid": acct}
     else:
-        owner = pa.StructArray.from_arrays(
+        owner = {"owner": pa.StructArray.from_arrays(
             [pa.StructArray.from_arrays([acct], fields=list(O._ACCOUNT_V2))], fields=[pa.field("account", O._ACCOUNT_V2)]
-        )
-        fields = {"uid": res_uid, "owner": owner, "type": res_type}
-    cols["resources"] = list_of_structs(n, [(has_res, fields)], O.schema_for("cloudtrail_api", version).field("resources").type)
+        )}  # fmt: skip
+    res_entries = [(has_res, {"uid": rdict.take(spec["resource"], has_res), **owner, "type": rtypes.take(rkind)})]
+    if data and "object" in spec:
+        has_obj = spec["object"] >= 0
+        obj_uid = rdict.take(spec["object"], has_obj)
+        res_entries.append((has_obj, {"uid": obj_uid, **owner, "type": const_str("AWS::S3::Object", n)}))
+    cols["resources"] = list_of_structs(n, res_entries, O.schema_for("cloudtrail_api", version).field("resources").type)
     # session
     session = spec["session"]
     if version == 1:
@@ -442,6 +624,8 @@ def api_table(env: Environment, site: Site, spec: dict[str, np.ndarray], version
     entries = [("recipientAccountId", None, acct), ("readOnly", None, read_only)]
     if version == 1:
         entries.append(("eventType", None, const_str("AwsApiCall", n)))
+    if data:
+        entries.append(("eventCategory", None, const_str("Data", n)))
     cols["unmapped"] = string_map(n, entries, O.MAP_STRING_STRING)
     if version == 2:
         name_idx = t.p_name[principal]

@@ -6,6 +6,8 @@ Layout (as Security Lake writes AWS-native sources; source version 2 uses ``2.0`
     <root>/aws/ROUTE53/1.0/region=…/accountId=…/eventDay=…/dns-….gz.parquet
     <root>/aws/CLOUD_TRAIL_MGMT/1.0/region=…/accountId=…/eventDay=…/auth-….gz.parquet   (3002 sign-ins)
     <root>/aws/CLOUD_TRAIL_MGMT/1.0/region=…/accountId=…/eventDay=…/api-….gz.parquet    (3005 / 6003 calls)
+    <root>/aws/S3_DATA/1.0/region=…/accountId=…/eventDay=…/s3-….gz.parquet          (3005 / 6003 S3 object calls)
+    <root>/aws/LAMBDA_EXECUTION/1.0/region=…/accountId=…/eventDay=…/lambda-….gz.parquet (3005 / 6003 Invoke)
     <root>/ground_truth/anomalies.parquet   injected anomalies (never marked in the lake itself)
     <root>/ground_truth/synthetic_risk_labels.csv   SYNTHETIC analyst risk labels of a sample of the
                                             CloudTrail events (policy: :mod:`.gen_labels`)
@@ -40,13 +42,17 @@ import pyarrow.parquet as pq
 from . import ocsf_schemas as O
 from .gen_anomalies import AnomalyPlan, plan_anomalies
 from .gen_cloudtrail import (
+    DATA_SOURCES,
+    api_table,
     concat_signin,
+    data_channel_weights,
+    data_tables,
     day_context,
     sample_api,
+    sample_data,
     sample_signins,
     signin_table,
     site_channel_weights,
-    api_table,
 )
 from .gen_common import (
     DAY_MS,
@@ -72,7 +78,13 @@ class LakeExistsError(FileExistsError, ValueError):
 
 
 #: folder under ``aws/`` per generated source
-LAKE_SOURCES = {"vpc_flow": "VPC_FLOW", "route53": "ROUTE53", "cloudtrail": "CLOUD_TRAIL_MGMT"}
+LAKE_SOURCES = {
+    "vpc_flow": "VPC_FLOW",
+    "route53": "ROUTE53",
+    "cloudtrail": "CLOUD_TRAIL_MGMT",
+    "s3_data": "S3_DATA",
+    "lambda_execution": "LAMBDA_EXECUTION",
+}
 ALL_SOURCES = tuple(LAKE_SOURCES)
 
 #: scale and behaviour knobs with their defaults (``None`` = derived, see :func:`_resolve`)
@@ -85,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "flows_per_day": 100_000,
     "dns_per_day": None,  # flows_per_day / 8
     "api_calls_per_day": None,  # max(2000, flows_per_day / 10), on a working day
+    "s3_data_per_day": None,  # api_calls_per_day / 4 (S3 object calls), on a working day
+    "lambda_per_day": None,  # api_calls_per_day / 10 (Lambda Invoke calls), on a working day
     "anomalies_per_kind": 5,
     "warmup_fraction": 2.0 / 3.0,
     "sources": ALL_SOURCES,
@@ -96,13 +110,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # random stream keys per source
-_S_VPC, _S_DNS, _S_AUTH, _S_API = 11, 12, 13, 14
-_PREFIX = {"vpc_flow": "flow", "route53": "dns", "cloudtrail_auth": "auth", "cloudtrail_api": "api"}
+_S_VPC, _S_DNS, _S_AUTH, _S_API, _S_S3, _S_LAMBDA = 11, 12, 13, 14, 15, 16
+_PREFIX = {
+    "vpc_flow": "flow", "route53": "dns", "cloudtrail_auth": "auth", "cloudtrail_api": "api", "s3_data": "s3",
+    "lambda_execution": "lambda",
+}  # fmt: skip
+#: rows per data-event source: the option giving its volume and its random stream key
+_DATA_VOLUME = {"s3_data": ("s3_data_per_day", _S_S3), "lambda_execution": ("lambda_per_day", _S_LAMBDA)}
 
 
 @dataclass(frozen=True)
 class _Task:
-    kind: str  # vpc_flow | route53 | cloudtrail_auth | cloudtrail_api
+    kind: str  # vpc_flow | route53 | cloudtrail_auth | cloudtrail_api | s3_data | lambda_execution
     site: int
     day: int
     rows: int  # planned baseline rows (API: working-day rows before the weekday factor)
@@ -137,6 +156,12 @@ def _resolve(scale: dict[str, Any]) -> dict[str, Any]:
         cfg["api_calls_per_day"] = max(2000, cfg["flows_per_day"] // 10)
     for key in ("dns_per_day", "api_calls_per_day"):
         if int(cfg[key]) < 0:
+            raise ValueError(f"{key}: got {cfg[key]!r}; allowed: an integer >= 0")
+        cfg[key] = int(cfg[key])
+    for key, share in (("s3_data_per_day", 4), ("lambda_per_day", 10)):
+        if cfg[key] is None:
+            cfg[key] = cfg["api_calls_per_day"] // share
+        if not isinstance(cfg[key], (int, np.integer)) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ValueError(f"{key}: got {cfg[key]!r}; allowed: an integer >= 0")
         cfg[key] = int(cfg[key])
     if cfg["accounts"] > 50:
@@ -254,6 +279,12 @@ class _Generator:
         self.dns_split = split_total(cfg["dns_per_day"], [s.dns_weight for s in env.sites])
         self.api_weights = [site_channel_weights(env, s) for s in env.sites]
         self.api_split = split_total(cfg["api_calls_per_day"], [w.sum() for w, _ in self.api_weights])
+        data_tables(env)  # built here, before partitions are generated in threads
+        self.data_weights = {src: [data_channel_weights(env, s, src) for s in env.sites] for src in DATA_SOURCES}
+        self.data_split = {
+            src: split_total(cfg[_DATA_VOLUME[src][0]], [w.sum() for w, _ in self.data_weights[src]])
+            for src in DATA_SOURCES
+        }
         self.labels = LabelCollector(env, self.plan, seed, version)
         self.days_ctx = [
             day_context(env, seed, d, self.start_ms + d * DAY_MS, (start + _dt.timedelta(days=d)).weekday() < 5)
@@ -271,6 +302,9 @@ class _Generator:
                 if "cloudtrail" in self.cfg["sources"]:
                     out.append(_Task("cloudtrail_auth", s.index, d, 0))
                     out.append(_Task("cloudtrail_api", s.index, d, int(self.api_split[s.index])))
+                for src in DATA_SOURCES:
+                    if src in self.cfg["sources"]:
+                        out.append(_Task(src, s.index, d, int(self.data_split[src][s.index])))
         return out
 
     # ---------------------------------------------------------------- one partition
@@ -280,9 +314,8 @@ class _Generator:
         lake_source = LAKE_SOURCES["cloudtrail" if task.kind.startswith("cloudtrail") else task.kind]
         folder = _partition_folder(self.root, lake_source, self.version, site, day)
         token = stable_token(self.seed, self.version, task.kind, site.account, site.region, f"{day:%Y%m%d}", length=12)
-        writer = _PartitionWriter(
-            folder, f"{_PREFIX[task.kind]}-{day:%Y%m%d}", token, O.schema_for(task.kind, self.version), self.cfg
-        )
+        schema = O.schema_for("cloudtrail_api" if task.kind in DATA_SOURCES else task.kind, self.version)
+        writer = _PartitionWriter(folder, f"{_PREFIX[task.kind]}-{day:%Y%m%d}", token, schema, self.cfg)
         try:
             for table in getattr(self, f"_chunks_{task.kind}")(task, site):
                 writer.write(table)
@@ -340,12 +373,29 @@ class _Generator:
             yield table
 
     def _chunks_cloudtrail_api(self, task: _Task, site: Site):
+        yield from self._api_chunks(task, site, _S_API, self.api_weights[task.site], self.plan.api, None)
+
+    def _chunks_s3_data(self, task: _Task, site: Site):
+        weights = self.data_weights["s3_data"][task.site]
+        yield from self._api_chunks(task, site, _S_S3, weights, self.plan.s3_data, "s3_data")
+
+    def _chunks_lambda_execution(self, task: _Task, site: Site):
+        weights = self.data_weights["lambda_execution"][task.site]
+        yield from self._api_chunks(task, site, _S_LAMBDA, weights, {}, "lambda_execution")
+
+    def _api_chunks(self, task: _Task, site: Site, key: int, weights: tuple[np.ndarray, np.ndarray], store,
+                    data_source: str | None):
+        """API Activity rows of one partition: management calls (``data_source`` None) or data events.
+
+        Channels are drawn by ``weights`` (per channel, and whether it follows working hours), human
+        channels over the working day, machine ones around the clock; ``store`` holds injected rows.
+        """
         env = self.env
-        rng = rng_for(self.seed, _S_API, task.site, task.day)
+        rng = rng_for(self.seed, key, task.site, task.day)
         day = self.days_ctx[task.day]
-        w, human = self.api_weights[task.site]
+        w, human = weights
         total = w.sum()
-        extra_all = self.plan.api.get((task.site, task.day), [])
+        extra_all = store.get((task.site, task.day), [])
         if total <= 0 and not extra_all:
             return
         w_h = w * human
@@ -357,21 +407,25 @@ class _Generator:
         c_m = minute_counts(rng, n_m, diurnal_weights(site.utc_offset, 0.15))
         cum_h, cum_m = np.cumsum(w_h), np.cumsum(w_m)
         for ci, (lo, hi) in enumerate(chunk_minute_ranges(c_h + c_m, self.cfg["row_group_rows"])):
-            crng = rng_for(self.seed, _S_API, task.site, task.day, ci + 1)
+            crng = rng_for(self.seed, key, task.site, task.day, ci + 1)
             th = times_in_minutes(crng, day.day_ms, c_h, lo, hi)
             tm = times_in_minutes(crng, day.day_ms, c_m, lo, hi)
             ch = np.concatenate([weighted_index(crng, cum_h, len(th)), weighted_index(crng, cum_m, len(tm))])
             times = np.concatenate([th, tm])
             order = np.argsort(times, kind="stable")
             times, ch = times[order], ch[order]
-            spec = sample_api(crng, env, site, times, ch.astype(np.int32), day)
+            if data_source is None:
+                spec = sample_api(crng, env, site, times, ch.astype(np.int32), day)
+            else:
+                spec = sample_data(crng, env, site, times, ch.astype(np.int32), day, data_source)
             hi_ms = day.day_ms + (hi * 60_000 if hi < 1440 else DAY_MS)
-            extra = self._extra(self.plan.api, task, day.day_ms + lo * 60_000, hi_ms)
+            extra = self._extra(store, task, day.day_ms + lo * 60_000, hi_ms)
             if extra:
                 spec = concat_specs([spec, *extra])
             if spec and len(spec["time"]):
-                table = api_table(env, site, spec, self.version, crng)
-                self.labels.add_api(task.site, task.day, ci, site, spec, table)
+                table = api_table(env, site, spec, self.version, crng, data=data_source is not None)
+                if data_source is None:  # the synthetic risk labels sample management calls only
+                    self.labels.add_api(task.site, task.day, ci, site, spec, table)
                 yield table
 
 
@@ -393,8 +447,10 @@ def generate_lake(
     :param scale: knobs, see :data:`DEFAULTS`: ``accounts``, ``regions``, ``vpcs_per_region``,
         ``instances_per_vpc``, ``users_per_account``, ``flows_per_day`` (VPC flow rows per day over the
         whole estate), ``dns_per_day``, ``api_calls_per_day`` (on a working day; weekends are quieter),
-        ``anomalies_per_kind``, ``warmup_fraction`` (anomalies only after this share of the period),
-        ``sources`` (subset of vpc_flow, route53, cloudtrail), ``row_group_rows``, ``rows_per_file``,
+        ``s3_data_per_day`` and ``lambda_per_day`` (CloudTrail data events: S3 object calls and Lambda
+        invocations, on a working day), ``anomalies_per_kind``, ``warmup_fraction`` (anomalies only after
+        this share of the period), ``sources`` (subset of vpc_flow, route53, cloudtrail, s3_data,
+        lambda_execution), ``row_group_rows``, ``rows_per_file``,
         ``compression_level`` (gzip), ``workers`` (parallel partitions), ``overwrite``.
     :returns: summary with rows and files per source, anomaly counts, paths and seconds.
     """
@@ -419,7 +475,7 @@ def generate_lake(
     else:
         results = [gen.run_task(t) for t in tasks]
 
-    rows = {"vpc_flow": 0, "route53": 0, "cloudtrail_auth": 0, "cloudtrail_api": 0}
+    rows = {"vpc_flow": 0, "route53": 0, "cloudtrail_auth": 0, "cloudtrail_api": 0, "s3_data": 0, "lambda_execution": 0}
     files = {k: 0 for k in rows}
     for task, (n, paths) in zip(tasks, results):
         rows[task.kind] += n
@@ -548,12 +604,14 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--flows-per-day", type=int, help=f"VPC flow rows per day, whole estate (default {DEFAULTS['flows_per_day']})")
     g.add_argument("--dns-per-day", type=int, help="Route 53 rows per day (default flows/8)")
     g.add_argument("--api-calls-per-day", type=int, help="CloudTrail API rows per working day (default max(2000, flows/10))")
+    g.add_argument("--s3-data-per-day", type=int, help="S3 data-event rows per working day (default API calls/4)")
+    g.add_argument("--lambda-per-day", type=int, help="Lambda Invoke data-event rows per working day (default API calls/10)")
     g.add_argument("--accounts", type=int, help=f"number of accounts (default {DEFAULTS['accounts']})")
     g.add_argument("--regions", type=_csv, help="comma-separated regions (default us-east-1,eu-west-1)")
     g.add_argument("--vpcs-per-region", type=int, help="VPCs per account and region (default 1)")
     g.add_argument("--instances-per-vpc", type=int, help=f"EC2 instances per VPC (default {DEFAULTS['instances_per_vpc']})")
     g.add_argument("--users-per-account", type=int, help=f"people per account (default {DEFAULTS['users_per_account']})")
-    g.add_argument("--sources", type=_csv, help="subset of vpc_flow,route53,cloudtrail (default all)")
+    g.add_argument("--sources", type=_csv, help="subset of vpc_flow,route53,cloudtrail,s3_data,lambda_execution (default all)")
     a = parser.add_argument_group("anomalies")
     a.add_argument("--anomalies-per-kind", type=int, help=f"injected anomalies per kind (default {DEFAULTS['anomalies_per_kind']})")
     a.add_argument("--warmup-fraction", type=float, help="anomalies only after this share of the period (default 2/3)")
