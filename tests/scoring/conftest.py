@@ -15,7 +15,9 @@ import pytest
 SEED = 11
 TRAIN_START = date(2024, 3, 4)
 TRAIN_DAYS = 4
-SCALE = dict(flows_per_day=4000, dns_per_day=500, api_calls_per_day=800, instances_per_vpc=6, workers=1)
+# the lake folders these tests score (the data-event folders have tests of their own: test_data_events.py)
+SCALE = dict(flows_per_day=4000, dns_per_day=500, api_calls_per_day=800, instances_per_vpc=6, workers=1,
+             sources=("vpc_flow", "route53", "cloudtrail"))
 SOURCES = ["vpc_flow:instance_peer", "route53:instance_resolved_ip", "cloudtrail_signin:principal_ip",
            "cloudtrail_api:principal_ip"]
 HP = dict(num_entity_vectors=2000, vector_dim=32, epochs=3, mini_batch_size=500, learning_rate=0.01,
