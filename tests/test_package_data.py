@@ -17,8 +17,9 @@ from seclake_ml.sqlsafe import UnsafeSqlError
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["athena/pairs_classified.sql", "athena/pairs_counts.sql", "athena/pairs_unload.sql", "athena/risk_events_unload.sql",
+             "common/pairs_reason.sql",
              "duckdb/pairs_bad_values.sql", "duckdb/pairs_candidates.sql", "duckdb/pairs_copy.sql",
-             "duckdb/pairs_counts.sql", "duckdb/pairs_grouped.sql", "duckdb/pairs_profile.sql", "duckdb/pairs_reason.sql", "duckdb/pairs_stage.sql",
+             "duckdb/pairs_counts.sql", "duckdb/pairs_grouped.sql", "duckdb/pairs_profile.sql", "duckdb/pairs_stage.sql",
              "duckdb/pairs_write.sql", "duckdb/risk_events.sql"]
 
 

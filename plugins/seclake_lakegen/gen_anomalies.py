@@ -214,10 +214,7 @@ def plan_anomalies(
                 ]  # fmt: skip
                 pi = pick(kind, cands)
                 p = env.principals[pi]
-                if p.site >= 0:
-                    site = env.sites[p.site]
-                else:
-                    site = env.site_of(p.account_index, env.humans[p.human].home_region)
+                site = env.home_site(p)
                 spec = _recon_calls(rng, env, pi, env.ct_ips.add(ip), t0)
                 _split_by_day(plan.api, site.index, spec, start_ms)
                 plan.rows["cloudtrail_api"] += len(spec["time"])
@@ -229,10 +226,7 @@ def plan_anomalies(
                 ]  # fmt: skip
                 pi = pick(kind, cands)
                 p = env.principals[pi]
-                if p.site >= 0:
-                    site = env.sites[p.site]
-                else:
-                    site = env.site_of(p.account_index, env.humans[p.human].home_region)
+                site = env.home_site(p)
                 spec = _bucket_sweep(rng, env, pi, site.index, env.ct_ips.add(ip), t0)
                 _split_by_day(plan.s3_data, site.index, spec, start_ms)
                 plan.rows["s3_data"] += len(spec["time"])

@@ -545,6 +545,12 @@ class Environment:
     def site_of(self, account_index: int, region: str) -> Site:
         return self.sites[account_index * len(self.regions) + self.regions.index(region)]
 
+    def home_site(self, principal: Principal) -> Site:
+        """The site a principal acts from: its own (workload principals) or its human's home region."""
+        if principal.site >= 0:
+            return self.sites[principal.site]
+        return self.site_of(principal.account_index, self.humans[principal.human].home_region)
+
 
 # ----------------------------------------------------------------------------- building
 def build_environment(

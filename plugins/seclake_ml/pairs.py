@@ -29,6 +29,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from seclake_ml import sqlsafe
 from seclake_ml.sources import get_source, placeholders, substitute
 
 log = logging.getLogger(__name__)
@@ -104,3 +105,27 @@ def render_view_sql(
             if p not in paths:
                 paths[p] = resolve(p)
     return {k: substitute(v, paths) for k, v in exprs.items()}
+
+
+#: Each query engine's regular-expression functions: (search anywhere, match the whole value).
+_REGEX_FUNCTIONS = {"duckdb": ("regexp_matches", "regexp_full_match"), "athena": ("regexp_like", "regexp_like")}
+
+
+def check_params() -> dict[str, sqlsafe.Sql]:
+    """The limits and patterns of the drop reasons, as template parameters."""
+    return {
+        "max_entity_len": sqlsafe.int_literal(MAX_ENTITY_LEN),
+        "max_ip_len": sqlsafe.int_literal(MAX_IP_LEN),
+        "control_chars_re": sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
+        "ipv4_re": sqlsafe.trusted(f"'{IPV4_RE}'"),
+    }
+
+
+def reason_sql(dialect: str) -> str:
+    """The drop-reason ``CASE`` over columns ``entity`` and ``ip`` (``'ok'`` when the pair is kept), in
+    ``dialect`` (``duckdb`` or ``athena``): one classification for both backends."""
+    if dialect not in _REGEX_FUNCTIONS:
+        raise ValueError(f"dialect: got {dialect!r}; allowed: {', '.join(_REGEX_FUNCTIONS)}")
+    search, full = _REGEX_FUNCTIONS[dialect]
+    return sqlsafe.render("common/pairs_reason.sql", regexp_search=sqlsafe.trusted(search),
+                          regexp_full=sqlsafe.trusted(full), **check_params())

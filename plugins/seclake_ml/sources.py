@@ -217,64 +217,52 @@ CLOUDTRAIL_SIGNIN = SourceSpec(
     ),
 )
 
-CLOUDTRAIL_API = SourceSpec(
-    name="cloudtrail_api",
-    lake_source="CLOUD_TRAIL_MGMT",
-    table_source="cloud_trail_mgmt",
-    class_uid={1: 3005, 2: 6003},
-    class_filter={1: "{class_uid} = 3005", 2: "{class_uid} = 6003"},
-    views=(
-        PairView(
-            name="principal_ip",
-            description="principal ARN ↔ source IP of the API call (AWS service principals carry a "
-            "domain, not an IP, and are dropped as null)",
-            entity=_PRINCIPAL,
-            ip=_both("{src_endpoint.ip}"),
+# API Activity: class 3005 in OCSF 1.0.0-rc.2 (version 1), 6003 in OCSF 1.1.0 (version 2)
+_API_ACTIVITY = {1: 3005, 2: 6003}
+
+
+def _api_activity_source(name: str, lake_source: str, table_source: str, description: str,
+                         context: tuple[str, dict[int, str]] | None = None) -> SourceSpec:
+    """A source of CloudTrail API Activity rows with the ``principal_ip`` view (principal ARN ↔ source IP)."""
+    return SourceSpec(
+        name=name,
+        lake_source=lake_source,
+        table_source=table_source,
+        class_uid=dict(_API_ACTIVITY),
+        class_filter={v: f"{{class_uid}} = {uid}" for v, uid in _API_ACTIVITY.items()},
+        views=(
+            PairView(name="principal_ip", description=description, entity=_PRINCIPAL,
+                     ip=_both("{src_endpoint.ip}"), context=context),
         ),
-    ),
+    )
+
+
+def _first_resource(resource_type: str) -> dict[int, str]:
+    """DuckDB expression: the uid of the row's first resource of ``resource_type`` (NULL when none)."""
+    return _both(f"list_filter({{resources}}, lambda r: r.type = '{resource_type}')[1].uid")
+
+
+CLOUDTRAIL_API = _api_activity_source(
+    "cloudtrail_api", "CLOUD_TRAIL_MGMT", "cloud_trail_mgmt",
+    "principal ARN ↔ source IP of the API call (AWS service principals carry a domain, not an IP, and "
+    "are dropped as null)",
 )
 
 # ----------------------------------------------------------------------------- CloudTrail data events
 # S3 object-level and Lambda invoke calls are API Activity rows in tables of their own (s3_data_*,
-# lambda_execution_*). The resource list names the bucket or function; the bucket is kept as context.
-_S3_BUCKET = _both(
-    "list_filter({resources}, lambda r: r.type = 'AWS::S3::Bucket')[1].uid"
+# lambda_execution_*). The resource list names the bucket or function, kept as the finding's context.
+S3_DATA = _api_activity_source(
+    "s3_data", "S3_DATA", "s3_data",
+    "principal ARN ↔ source IP of the S3 object-level call (bucket listing, reads, writes); the bucket "
+    "is kept as the finding's context",
+    context=("bucket", _first_resource("AWS::S3::Bucket")),
 )
 
-S3_DATA = SourceSpec(
-    name="s3_data",
-    lake_source="S3_DATA",
-    table_source="s3_data",
-    class_uid={1: 3005, 2: 6003},
-    class_filter={1: "{class_uid} = 3005", 2: "{class_uid} = 6003"},
-    views=(
-        PairView(
-            name="principal_ip",
-            description="principal ARN ↔ source IP of the S3 object-level call (bucket listing, reads, "
-            "writes); the bucket is kept as the finding's context",
-            entity=_PRINCIPAL,
-            ip=_both("{src_endpoint.ip}"),
-            context=("bucket", _S3_BUCKET),
-        ),
-    ),
-)
-
-LAMBDA_EXECUTION = SourceSpec(
-    name="lambda_execution",
-    lake_source="LAMBDA_EXECUTION",
-    table_source="lambda_execution",
-    class_uid={1: 3005, 2: 6003},
-    class_filter={1: "{class_uid} = 3005", 2: "{class_uid} = 6003"},
-    views=(
-        PairView(
-            name="principal_ip",
-            description="principal ARN ↔ source IP of the Lambda Invoke call (invokes by AWS services carry "
-            "a domain, not an IP, and are dropped as null); the function is kept as context",
-            entity=_PRINCIPAL,
-            ip=_both("{src_endpoint.ip}"),
-            context=("function", _both("list_filter({resources}, lambda r: r.type = 'AWS::Lambda::Function')[1].uid")),
-        ),
-    ),
+LAMBDA_EXECUTION = _api_activity_source(
+    "lambda_execution", "LAMBDA_EXECUTION", "lambda_execution",
+    "principal ARN ↔ source IP of the Lambda Invoke call (invokes by AWS services carry a domain, not an "
+    "IP, and are dropped as null); the function is kept as context",
+    context=("function", _first_resource("AWS::Lambda::Function")),
 )
 
 SOURCES: dict[str, SourceSpec] = {

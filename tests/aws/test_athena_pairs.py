@@ -396,17 +396,20 @@ def test_counts_with_an_unknown_reason_fail_clearly(lake: MotoServer) -> None:
 
 
 
-def test_classification_mirrors_the_duckdb_backend(repo_dir) -> None:
+def test_classification_mirrors_the_duckdb_backend() -> None:
     """The reason CASE of both backends is the same, once DuckDB's regex functions are renamed.
 
     ``regexp_full_match`` becomes ``regexp_like``: the IPv4 pattern is anchored (``^…$``) already.
+    Both are rendered from one template; the Athena one is what the UNLOAD and the counts embed.
     """
+    from seclake_ml.pairs import reason_sql
 
-    def case_block(path: str, end: str = "END AS reason") -> str:
-        text = (repo_dir / "plugins" / "seclake_ml" / "sql" / path).read_text(encoding="utf-8")
-        block = text[text.index("CASE"):text.rindex(end)]
+    def case_block(sql: str) -> str:
+        block = sql[sql.index("CASE"):sql.rindex("END")]
         return " ".join(block.split())
 
-    duck = case_block("duckdb/pairs_reason.sql", end="END")
+    duck = case_block(reason_sql("duckdb"))
     duck = duck.replace("regexp_full_match(", "regexp_like(").replace("regexp_matches(", "regexp_like(")
-    assert case_block("athena/pairs_classified.sql") == duck
+    assert case_block(reason_sql("athena")) == duck
+    athena = AthenaLake(make_cfg()).build_queries("vpc_flow", "instance_peer", START, END, f"{WORK}/p/")
+    assert all(case_block(reason_sql("athena")) in " ".join(q.split()) for q in athena.values())

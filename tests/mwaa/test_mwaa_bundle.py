@@ -54,9 +54,10 @@ from .runtime import REPO, MwaaRuntime, load_builder
 DAG_IDS = {"seclake_ipinsights_training", "seclake_ipinsights_scoring", "seclake_ipinsights_batch_scoring",
            "seclake_cloudtrail_risk_training"}
 SQL_TEMPLATES = {"athena/pairs_classified.sql", "athena/pairs_counts.sql", "athena/pairs_unload.sql", "athena/risk_events_unload.sql",
+                 "common/pairs_reason.sql",
                  "duckdb/pairs_bad_values.sql", "duckdb/pairs_candidates.sql", "duckdb/pairs_copy.sql",
                  "duckdb/pairs_counts.sql", "duckdb/pairs_grouped.sql", "duckdb/pairs_profile.sql",
-                 "duckdb/pairs_reason.sql", "duckdb/pairs_stage.sql", "duckdb/pairs_write.sql", "duckdb/risk_events.sql"}
+                 "duckdb/pairs_stage.sql", "duckdb/pairs_write.sql", "duckdb/risk_events.sql"}
 LOCAL_CONFIG = {"backend": "local"}
 # Modules of the local backend's IP Insights trainer (PyTorch); never imported on the aws backend.
 LOCAL_TRAINING_MODULES = {"seclake_ml.ipinsights.model", "seclake_ml.ipinsights.trainer"}

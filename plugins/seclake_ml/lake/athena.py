@@ -32,15 +32,7 @@ from typing import TYPE_CHECKING
 from seclake_ml import sqlsafe
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.interval import parse_utc
-from seclake_ml.pairs import (
-    CONTROL_CHARS_RE,
-    DROP_REASONS,
-    IPV4_RE,
-    MAX_ENTITY_LEN,
-    MAX_IP_LEN,
-    ExtractionResult,
-    render_view_sql,
-)
+from seclake_ml.pairs import DROP_REASONS, ExtractionResult, reason_sql, render_view_sql
 from seclake_ml.sources import get_source
 from seclake_ml.uris import s3_prefix
 
@@ -210,10 +202,7 @@ class AthenaLake:
             time_filter=sqlsafe.trusted(time_filter),
             account_filter=_in_list("t.accountid", self.cfg.accounts, ACCOUNT_LITERAL_RE),
             region_filter=_in_list("t.region", self.cfg.regions, REGION_LITERAL_RE),
-            max_entity_len=sqlsafe.int_literal(MAX_ENTITY_LEN),
-            max_ip_len=sqlsafe.int_literal(MAX_IP_LEN),
-            control_chars_re=sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
-            ipv4_re=sqlsafe.trusted(f"'{IPV4_RE}'"),
+            reason_expr=sqlsafe.trusted(reason_sql("athena")),
         )
         classified = sqlsafe.trusted(_strip_comment_lines(classified))
         pair_rank = (

@@ -44,12 +44,10 @@ from seclake_ml.config import SeclakeConfig
 from seclake_ml.display import escape
 from seclake_ml.lake.paths import LinkPolicy, literal_path
 from seclake_ml.pairs import (
-    CONTROL_CHARS_RE,
     DROP_REASONS,
-    IPV4_RE,
-    MAX_ENTITY_LEN,
-    MAX_IP_LEN,
     ExtractionResult,
+    check_params,
+    reason_sql,
     render_view_sql,
 )
 from seclake_ml.sources import get_source, placeholders, substitute
@@ -296,13 +294,13 @@ class DuckDBLake:
         source_params = {k: v for k, v in bound.items() if k != "source"}
         try:
             con.execute(sqlsafe.render("duckdb/pairs_profile.sql", profile=sqlsafe.ident(self.PROFILE),
-                                       reason_expr=sqlsafe.trusted(reason_sql()),
+                                       reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
                                        candidates=sqlsafe.trusted(candidates)), source_params)
         except duckdb.Error as exc:
             log.info("direct extraction declined (%s); staging file by file", str(exc).splitlines()[0][:200])
             return False
         bad = con.execute(sqlsafe.render("duckdb/pairs_bad_values.sql", profile=sqlsafe.ident(self.PROFILE),
-                                         **_check_params())).fetchall()
+                                         **check_params())).fetchall()
         if len(bad) > self.MAX_LISTED_VALUES:
             log.info("direct extraction declined: %d distinct bad entity/IP values; staging instead", len(bad))
             return False
@@ -439,20 +437,6 @@ def render_context_sql(source: str, view: str, version: int, resolve: Any) -> st
     return substitute(expr, paths)
 
 
-def _check_params() -> dict[str, sqlsafe.Sql]:
-    return {
-        "max_entity_len": sqlsafe.int_literal(MAX_ENTITY_LEN),
-        "max_ip_len": sqlsafe.int_literal(MAX_IP_LEN),
-        "control_chars_re": sqlsafe.trusted(f"'{CONTROL_CHARS_RE}'"),
-        "ipv4_re": sqlsafe.trusted(f"'{IPV4_RE}'"),
-    }
-
-
-def reason_sql() -> str:
-    """The drop-reason ``CASE`` over columns ``entity`` and ``ip`` (``'ok'`` when the pair is kept)."""
-    return sqlsafe.render("duckdb/pairs_reason.sql", **_check_params())
-
-
 def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[str, str], *,
               relation: str = READ_FILES, time_filter: str | None = None) -> str:
     """The classified-pairs staging statement of one view (``r`` from :func:`render_view_sql`);
@@ -460,7 +444,7 @@ def stage_sql(stage: str, unnest: tuple[str, str] | None, version: int, r: dict[
     return sqlsafe.render(
         "duckdb/pairs_stage.sql",
         stage=sqlsafe.ident(stage),
-        reason_expr=sqlsafe.trusted(reason_sql()),
+        reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
         candidates=sqlsafe.trusted(candidates_sql(unnest, version, r, relation=relation, time_filter=time_filter)),
     )
 

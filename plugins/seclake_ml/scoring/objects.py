@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seclake_ml import sqlsafe
-from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, reason_sql, render_context_sql
-from seclake_ml.pairs import DROP_REASONS, render_view_sql
+from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, render_context_sql
+from seclake_ml.pairs import DROP_REASONS, reason_sql, render_view_sql
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
 
@@ -91,7 +91,7 @@ def iter_view_chunks(
     context_name = pv.context[0] if pv.context else ""
     wanted = _read_columns(pf.schema_arrow, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
     sql = sqlsafe.render(
-        "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql()),
+        "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
         max_context=sqlsafe.int_literal(MAX_CONTEXT_VALUES),
         candidates=sqlsafe.trusted(candidates_sql(pv.unnest, version, rendered, relation=CHUNK_RELATION,
                                                   time_filter="TRUE", context=context)),

@@ -2,7 +2,7 @@
 -- classified as 'ok' or with the reason it will be dropped. Used inside pairs_unload.sql and
 -- pairs_counts.sql, so the pairs written and the counts reported come from the same classification.
 -- Every ${...} placeholder is a validated identifier or literal, or SQL written in the package
--- (seclake_ml.sqlsafe). The checks mirror duckdb/pairs_stage.sql, in Trino SQL.
+-- (seclake_ml.sqlsafe). The reason is common/pairs_reason.sql, as in the DuckDB backend.
 SELECT
     entity,
     ip,
@@ -10,20 +10,7 @@ SELECT
     source,
     account,
     region,
-    CASE
-        WHEN entity IS NULL OR ip IS NULL OR entity = '' OR ip = '' THEN 'null'
-        WHEN entity = '-' OR ip = '-' THEN 'dash'
-        WHEN length(entity) > ${max_entity_len} OR length(ip) > ${max_ip_len}
-             OR regexp_like(entity, ${control_chars_re}) OR regexp_like(ip, ${control_chars_re}) THEN 'hostile'
-        WHEN strpos(ip, ':') > 0 THEN 'ipv6'
-        WHEN NOT regexp_like(ip, ${ipv4_re}) THEN 'not_ip'
-        WHEN starts_with(ip, '0.') THEN 'unspecified'
-        WHEN ip = '255.255.255.255' THEN 'broadcast'
-        WHEN starts_with(ip, '127.') THEN 'loopback'
-        WHEN starts_with(ip, '169.254.') THEN 'link_local'
-        WHEN CAST(split_part(ip, '.', 1) AS INTEGER) BETWEEN 224 AND 239 THEN 'multicast'
-        ELSE 'ok'
-    END AS reason
+    ${reason_expr} AS reason
 FROM (
     SELECT
         CAST(${entity_expr} AS VARCHAR) AS entity,
