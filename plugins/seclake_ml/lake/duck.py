@@ -81,28 +81,33 @@ def _days(start: datetime, end: datetime) -> set[str]:
     return out
 
 
-def _schema_paths(schema: Any) -> set[str]:
-    """Dotted paths of every field, with ``name[]`` for list elements (``answers[].rdata``)."""
+def schema_spellings(schema: Any) -> dict[str, str]:
+    """Every field's dotted path in lower case (``answers[].rdata`` for list elements) -> the path as the
+    file spells it (``src_endpoint.IP``), for reading just those fields."""
     import pyarrow as pa
 
-    out: set[str] = set()
+    out: dict[str, str] = {}
 
-    def walk(prefix: str, typ: Any) -> None:
+    def walk(lower: str, spelled: str, typ: Any) -> None:
         if pa.types.is_struct(typ):
             for i in range(typ.num_fields):
                 f = typ.field(i)
-                p = f"{prefix}.{f.name.lower()}"
-                out.add(p)
-                walk(p, f.type)
+                low, name = f"{lower}.{f.name.lower()}", f"{spelled}.{f.name}"
+                out.setdefault(low, name)
+                walk(low, name, f.type)
         elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
-            p = f"{prefix}[]"
-            out.add(p)
-            walk(p, typ.value_type)
+            out.setdefault(f"{lower}[]", f"{spelled}[]")
+            walk(f"{lower}[]", f"{spelled}[]", typ.value_type)
 
     for f in schema:
-        out.add(f.name.lower())
-        walk(f.name.lower(), f.type)
+        out.setdefault(f.name.lower(), f.name)
+        walk(f.name.lower(), f.name, f.type)
     return out
+
+
+def _schema_paths(schema: Any) -> set[str]:
+    """Dotted paths of every field, with ``name[]`` for list elements (``answers[].rdata``)."""
+    return set(schema_spellings(schema))
 
 
 def column_resolver(available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seclake_ml import sqlsafe
-from seclake_ml.lake.duck import _schema_paths, candidates_sql, column_resolver, render_context_sql
+from seclake_ml.lake.duck import candidates_sql, column_resolver, render_context_sql, schema_spellings
 from seclake_ml.pairs import DROP_REASONS, reason_sql, render_view_sql
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
@@ -79,7 +79,8 @@ def iter_view_chunks(
     spec = get_source(source)
     pv = spec.view(view)
     version = obj.version
-    paths = _schema_paths(pf.schema_arrow)
+    spellings = schema_spellings(pf.schema_arrow)
+    paths = set(spellings)
     time_col = spec.time_column(version)
     if time_col not in paths:
         raise UnreadableObject(f"no '{time_col}' column")
@@ -89,7 +90,7 @@ def iter_view_chunks(
         log.warning("%s: %s/%s columns absent, read as NULL: %s", obj.key[-200:], source, view, ", ".join(sorted(set(missing))))
     context = render_context_sql(source, view, version, column_resolver(paths, pv.unnest, []))
     context_name = pv.context[0] if pv.context else ""
-    wanted = _read_columns(pf.schema_arrow, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
+    wanted = _read_columns(spellings, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
     sql = sqlsafe.render(
         "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
         max_context=sqlsafe.int_literal(MAX_CONTEXT_VALUES),
@@ -117,25 +118,10 @@ def iter_view_chunks(
         raise UnreadableObject(f"unreadable rows: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _read_columns(schema: Any, paths: list[str], unnest: tuple[str, str] | None) -> list[str]:
-    """The object's columns to read for the view's ``paths``: struct fields as dotted leaf paths in the
-    file's own spelling (only those fields are decoded, not the whole struct), an unnested list
-    whole, absent paths left out (they read as ``NULL``)."""
-    import pyarrow as pa
-
-    spelled: dict[str, str] = {}
-
-    def walk(prefix_lower: str, prefix: str, typ: Any) -> None:
-        if pa.types.is_struct(typ):
-            for i in range(typ.num_fields):
-                f = typ.field(i)
-                lower, name = f"{prefix_lower}.{f.name.lower()}", f"{prefix}.{f.name}"
-                spelled.setdefault(lower, name)
-                walk(lower, name, f.type)
-
-    for f in schema:
-        spelled.setdefault(f.name.lower(), f.name)
-        walk(f.name.lower(), f.name, f.type)
+def _read_columns(spelled: dict[str, str], paths: list[str], unnest: tuple[str, str] | None) -> list[str]:
+    """The object's columns to read for the view's ``paths`` (``spelled``: :func:`schema_spellings`):
+    struct fields as dotted leaf paths in the file's own spelling (only those fields are decoded, not
+    the whole struct), an unnested list whole, absent paths left out (they read as ``NULL``)."""
     wanted: list[str] = []
     for path in paths:
         head = path.split(".", 1)[0]
