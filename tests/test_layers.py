@@ -25,7 +25,7 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PACKAGE = "seclake_ml"
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "contracts": ("config", "sources", "sqlsafe", "display", "outputs", "pairs", "risk.columns", "lake.paths", "uris",
+    "contracts": ("config", "sources", "sqlsafe", "display", "outputs", "pairs", "risk.columns", "lake.paths", "uris", "aws_errors",
                   "interval", "locations",
                   "ipinsights.ipv4", "ipinsights.hyperparams", "__init__", "lake.__init__",
                   "risk.__init__", "scoring.__init__", "ipinsights.__init__", "aws.__init__", "scoring.lake_object"),

@@ -16,12 +16,11 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
+from seclake_ml.config import BACKENDS
 from seclake_ml.interval import DataInterval
 
 if TYPE_CHECKING:
     from seclake_ml.ipinsights.calibration import Threshold
-
-BACKEND_NAMES = ("local", "aws")
 
 
 def decode_mapping(value: Any, name: str) -> dict[str, Any]:
@@ -58,7 +57,8 @@ def _text(record: str, key: str, value: Any, *, optional: bool = False) -> str |
 
 @dataclass(frozen=True)
 class _Record:
-    """Encoding shared by the records: the interval flattened to ``start``/``end``, ``details`` kept."""
+    """Encoding shared by the records: the interval flattened to ``start``/``end``, ``details`` kept
+    as JSON (values XCom cannot carry, such as datetimes, become their text)."""
 
     NAME: ClassVar[str] = "record"
 
@@ -69,7 +69,7 @@ class _Record:
             if isinstance(value, DataInterval):
                 out.update(value.to_xcom())
             elif f.name == "details":
-                out["details"] = dict(value)
+                out["details"] = json.loads(json.dumps(dict(value), default=str))
             else:
                 out[f.name] = value
         return out
@@ -334,6 +334,6 @@ class Wait:
 
 
 def _backend(label: str, value: Any) -> str:
-    if value not in BACKEND_NAMES:
-        raise ValueError(f"{label}.backend: got {value!r}; allowed: {' | '.join(BACKEND_NAMES)}")
+    if value not in BACKENDS:
+        raise ValueError(f"{label}.backend: got {value!r}; allowed: {' | '.join(BACKENDS)}")
     return value

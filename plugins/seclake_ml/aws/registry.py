@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from seclake_ml.aws import aws_setting
 from seclake_ml.aws.clients import ssm_hook
+from seclake_ml.aws_errors import error_code
 from seclake_ml.model_store import check_threshold, check_version
 
 if TYPE_CHECKING:
@@ -84,16 +85,6 @@ def parameter_names(ssm_path: str, endpoint_name: str) -> dict[str, str]:
     return {ACTIVE: f"{base}/{ACTIVE}", PREVIOUS: f"{base}/{PREVIOUS}"}
 
 
-def _aws_error_code(exc: BaseException) -> str | None:
-    """The error code of a botocore ``ClientError`` (``"error"`` when it names none); ``None`` for an
-    exception that is no AWS service error."""
-    response = getattr(exc, "response", None)
-    if not isinstance(response, Mapping):
-        return None
-    error = response.get("Error")
-    return str(error.get("Code") or "error") if isinstance(error, Mapping) else "error"
-
-
 def _is_transport_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a botocore error raised before any answer (credentials, network, timeouts)."""
     try:
@@ -113,7 +104,7 @@ def _parameter_text(ssm: Any, name: str) -> str | None:
     try:
         value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     except Exception as exc:
-        code = _aws_error_code(exc)
+        code = error_code(exc)
         if code == NOT_FOUND:
             return None
         if code is None and not _is_transport_error(exc):

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from seclake_ml.aws_errors import error_fields
+
 JobType = Literal["training", "transform"]
 
 #: ``job_type`` -> (Describe method of the client, its name argument, status field).
@@ -62,27 +64,15 @@ def _one_line(text: Any, limit: int = 1000) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _error_fields(exc: BaseException) -> tuple[str | None, str, int | None]:
-    """(error code, message, HTTP status) of a botocore ``ClientError``; (None, str(exc), None) otherwise."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        error = response.get("Error") or {}
-        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        code = error.get("Code")
-        return (str(code) if code else None), str(error.get("Message") or exc), (
-            status if isinstance(status, int) else None)
-    return None, str(exc), None
-
-
 def describe_error(exc: BaseException) -> str:
     """``Code: message`` of an AWS error (type name and text of any other exception), on one line."""
-    code, message, _ = _error_fields(exc)
+    code, message, _ = error_fields(exc)
     return _one_line(f"{code or type(exc).__name__}: {message}")
 
 
 def is_not_found(exc: BaseException) -> bool:
     """Whether SageMaker answered that the described resource does not exist."""
-    code, message, _ = _error_fields(exc)
+    code, message, _ = error_fields(exc)
     return code in _NOT_FOUND_CODES and any(w in message.lower() for w in _NOT_FOUND_WORDS)
 
 
@@ -97,7 +87,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, BotoConnectionError | HTTPClientError):
         return True
-    code, _, status = _error_fields(exc)
+    code, _, status = error_fields(exc)
     return code in TRANSIENT_ERROR_CODES or (status is not None and status >= 500)
 
 

@@ -48,11 +48,8 @@ class Backend:
     def extract_pairs(self, source: str, view: str, start: datetime, end: datetime, out: str) -> Any:
         """``UNLOAD`` the window's pairs under the prefix ``out`` (emptied first)."""
         from seclake_ml.lake.athena import AthenaLake
-        from seclake_ml.uris import s3_prefix
 
-        bucket, key = s3_prefix(out, "out")
-        return AthenaLake(self.cfg, aws_conn_id=self.aws_conn_id).extract(source, view, start, end,
-                                                                         f"s3://{bucket}/{key}")
+        return AthenaLake(self.cfg, aws_conn_id=self.aws_conn_id).extract(source, view, start, end, out)
 
     def scoring_site(self) -> Any:
         """The scoring site on AWS, with boto3 clients from the provider's hooks (:mod:`seclake_ml.aws.clients`)."""
@@ -93,8 +90,8 @@ class Backend:
             window=window, backend=self.name, train_uri=res["train_uri"], holdout_uri=res.get("validation_uri"),
             train_rows=int(res["train_rows"]), holdout_rows=int(res.get("validation_rows") or 0),
             split_time=iso(cut), profile_uri=res.get("profile_uri"),
-            details=_json_safe({k: v for k, v in res.items() if k not in main}
-                               | {"feedback": dict(feedback.counts), "labelled": labelled}),
+            details={k: v for k, v in res.items() if k not in main}
+            | {"feedback": dict(feedback.counts), "labelled": labelled},
         )
 
     def _trained(self, window: DataInterval, data: PreparedData, hp: Mapping[str, Any],
@@ -102,7 +99,7 @@ class Backend:
         return TrainedModel(
             window=window, backend=self.name, version=window.model_version(), model_uri=summary["model_data_url"],
             hyperparameters=dict(hp), train_rows=data.train_rows, profile_uri=data.profile_uri,
-            details=_json_safe({k: v for k, v in summary.items() if k != "model_data_url"}),
+            details={k: v for k, v in summary.items() if k != "model_data_url"},
         )
 
     def train(self, window: DataInterval, data: PreparedData, hyperparameters: Mapping[str, Any],
@@ -180,8 +177,8 @@ class Backend:
     def _activation(self, model: TrainedModel, calibration: Calibration, done: Mapping[str, Any]) -> Activation:
         return Activation(backend=self.name, version=model.version, threshold=calibration.threshold_value,
                           previous_version=done.get("previous_version"),
-                          details=_json_safe({k: done.get(k) for k in ("endpoint_name", "endpoint_config_name",
-                                                                       "model_name", "action")}))
+                          details={k: done.get(k) for k in ("endpoint_name", "endpoint_config_name",
+                                                            "model_name", "action")})
 
     def activate(self, model: TrainedModel, calibration: Calibration, deferrable: bool) -> Activation | Wait:
         """Create or blue/green-update the endpoint; the SSM record is written only once it is

@@ -5,7 +5,6 @@ Nothing here waits for anything: every step runs in the worker and returns its r
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -32,7 +31,7 @@ def calibration_record(window: DataInterval, version: str, summary: Mapping[str,
         abnormal_set=str(summary["abnormal_set"]), report_uri=summary.get("report_html") or None,
         target_fpr=summary.get("target_fpr"), components=dict(summary.get("components") or {}),
         combiner=summary.get("combiner"), score_reference=summary.get("score_reference"),
-        details=json.loads(json.dumps({k: v for k, v in summary.items() if k not in main}, default=str)),
+        details={k: v for k, v in summary.items() if k not in main},
     )
 
 
@@ -67,8 +66,8 @@ class Backend:
         return self.cfg.lake_root
 
     def extract_pairs(self, source: str, view: str, start: datetime, end: datetime, out: str) -> Any:
-        """Write the window's pairs to the Parquet file ``out`` (atomically), removing a stale
-        quarantine list of an earlier run beside it."""
+        """Write the window's pairs to the Parquet file ``out`` (atomically; the extraction also
+        replaces or removes the quarantine list of an earlier run beside it)."""
         from seclake_ml.lake.duck import DuckDBLake
 
         root = Path(self.cfg.lake_root).expanduser()
@@ -78,10 +77,6 @@ class Backend:
         path = Path(out)
         if path.suffix != ".parquet":
             raise ValueError(f"out: got {out!r}; a local output must be a .parquet file path")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stale = path.with_name(path.name + ".quarantine.json")
-        if stale.exists():
-            stale.unlink()
         result = DuckDBLake(self.cfg).extract(source, view, start, end, str(path))
         if not path.is_file():
             raise RuntimeError(f"extraction reported success but wrote no file at {path}")

@@ -274,11 +274,13 @@ class DuckDBLake:
             finally:
                 con.close()
             _atomic_move(tmp_out, out_path)
+        side = out_path.with_name(out_path.name + ".quarantine.json")
         if res.quarantined:
-            side = out_path.with_name(out_path.name + ".quarantine.json")
             side.write_text(json.dumps(res.quarantined, indent=1), encoding="utf-8")
             for q in res.quarantined:
                 log.error("quarantined %s: %s", escape(q["path"])[0], escape(q["reason"])[0])
+        else:
+            side.unlink(missing_ok=True)  # an earlier run's list no longer describes this output
         res.seconds = round(time.perf_counter() - t0, 3)
         log.info("%s", res.summary_line())
         return res

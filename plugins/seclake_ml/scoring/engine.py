@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seclake_ml.pairs import DROP_REASONS
-from seclake_ml.scoring.drift import ScoreHistogram
+from seclake_ml.scoring.drift import ScoreHistogram, check_reference
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.scoring.objects import (
@@ -256,7 +256,10 @@ def score_objects(
     from seclake_ml.scoring.peers import UnknownPolicy
 
     decision = model.decision
-    histogram = ScoreHistogram(model.score_reference) if model.score_reference else None
+    # checked here, where every model record arrives (active, pinned in a manifest, the Lambda's):
+    # a damaged reference means no drift figures, never a failed batch
+    reference = check_reference(model.score_reference)
+    histogram = ScoreHistogram(reference) if reference else None
     history_once = _once(history_loader)
     anomaly_scorer = AnomalyScorer(model.combiner, history_once)
     unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from seclake_ml.config import BACKENDS
 from seclake_ml.ipinsights.calibration import Threshold
-
-BACKENDS = ("local", "aws")
 
 
 @dataclass

@@ -65,6 +65,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from seclake_ml.aws_errors import error_code
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.interval import DataInterval, parse_utc
 from seclake_ml.locations import ipinsights_store_dir, work_root
@@ -103,13 +104,10 @@ class FindingsUnavailable(RuntimeError):
 
 def _s3_error_code(exc: BaseException) -> str | None:
     """The S3 error code of a botocore ``ClientError`` (``AccessDenied`` ...), else ``None``."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = (response.get("Error") or {}).get("Code")
-        if isinstance(code, str) and re.fullmatch(r"[A-Za-z0-9.]{1,64}", code):
-            return code
-        return "error"
-    return None
+    code = error_code(exc)
+    if code is None or re.fullmatch(r"[A-Za-z0-9.]{1,64}", code):
+        return code
+    return "error"  # a code not fit to show
 
 
 # =============================================================================== filter
