@@ -138,16 +138,7 @@ with DAG(
                        if (e.extra or {}).get("reason")]
             if reasons:
                 log.warning("retraining triggered by drift: %s", " | ".join(reasons))
-            end = context.get("data_interval_end")
-            if end is None or events:
-                # An asset-triggered run (drift, or an event made by hand) has no data interval: its
-                # window ends at the hour it was triggered.
-                run = context.get("dag_run")
-                after = getattr(run, "run_after", None) or getattr(run, "logical_date", None)
-                if after is None:
-                    raise ValueError("this run has neither a data interval nor a run_after time to end its window at")
-                end = DataInterval.ending_at(after, 1).end.replace(minute=0, second=0, microsecond=0)
-            window = DataInterval.ending_at(end, params["lookback_days"])
+            window = DataInterval.lookback_of_run(context, params["lookback_days"])
             cfg = load_runtime_config()
             plan = plan_pair_extractions(cfg, window, params.get("sources"))
             log.info(
@@ -190,8 +181,8 @@ with DAG(
                 backend=cfg.backend,
                 source_version=cfg.source_version,
             )
-            location = (run_summary_location(cfg, summary["dag_id"], DataInterval.parse(start, end))
-                        if start and end else None)
+            window = DataInterval.parse(start, end) if start and end else None
+            location = run_summary_location(cfg, summary["dag_id"], window) if window else None
             if location:
                 write_text(location, json.dumps(summary, indent=2, sort_keys=True) + "\n")
                 summary["summary_location"] = location
@@ -207,7 +198,7 @@ with DAG(
             from seclake_ml.handoff import Extraction
 
             return Extraction(
-                window=DataInterval.parse(start, end),
+                window=window,
                 pairs={f"{r['source']}:{r['view']}": r["output"] for r in summary["extractions"]},
                 pairs_written=summary["totals"]["pairs_written"],
                 summary_location=location,

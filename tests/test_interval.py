@@ -84,3 +84,20 @@ def test_refused_intervals() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         DataInterval(datetime(2024, 1, 1), datetime(2024, 1, 2))  # type: ignore[arg-type]
     assert sorted([WEEK.lookback(1), WEEK])[0] == WEEK  # ordered by start, then end
+
+
+def test_lookback_of_run_ends_at_the_data_interval_or_the_triggering_hour() -> None:
+    from types import SimpleNamespace
+
+    end = datetime(2024, 3, 8, tzinfo=timezone.utc)
+    scheduled = {"data_interval_end": end, "dag_run": SimpleNamespace(run_after=end)}
+    assert DataInterval.lookback_of_run(scheduled, 7) == DataInterval(end - timedelta(days=7), end)
+    after = datetime(2024, 3, 9, 14, 37, 12, tzinfo=timezone.utc)
+    triggered = {"data_interval_end": None, "triggering_asset_events": {"drift": ["event"]},
+                 "dag_run": SimpleNamespace(run_after=after)}
+    hour = datetime(2024, 3, 9, 14, tzinfo=timezone.utc)
+    assert DataInterval.lookback_of_run(triggered, 2) == DataInterval(hour - timedelta(days=2), hour)
+    with pytest.raises(ValueError, match="neither a data interval nor a run_after"):
+        DataInterval.lookback_of_run({"dag_run": SimpleNamespace(run_after=None, logical_date=None)}, 2)
+    with pytest.raises(ValueError, match="lookback_days"):
+        DataInterval.lookback_of_run(scheduled, 0)

@@ -113,6 +113,20 @@ class DataInterval:
         return cls.parse(start, end)
 
     @classmethod
+    def lookback_of_run(cls, context: Mapping[str, Any], days: Any) -> DataInterval:
+        """The ``days`` whole days a training run looks back over: up to its data interval's end, or, for
+        a run an Asset event triggered (drift, or an event made by hand; it has no data interval), up to
+        the hour it was triggered."""
+        end = context.get("data_interval_end")
+        if end is None or context.get("triggering_asset_events"):
+            run = context.get("dag_run")
+            after = getattr(run, "run_after", None) or getattr(run, "logical_date", None)
+            if after is None:
+                raise ValueError("this run has neither a data interval nor a run_after time to end its window at")
+            end = parse_utc(after, "run_after").replace(minute=0, second=0, microsecond=0)
+        return cls.ending_at(end, days)
+
+    @classmethod
     def ending_at(cls, end: Any, days: Any) -> DataInterval:
         """The ``days`` whole days (1-366) that end at ``end``."""
         if isinstance(days, bool):
