@@ -83,7 +83,7 @@ from typing import Any
 from seclake_ml import __version__ as PACKAGE_VERSION
 from seclake_ml.aws.registry import RegistryError, read_active_record
 from seclake_ml.config import ConfigError, SeclakeConfig
-from seclake_ml.feedback.allowlist import AllowEntry, AllowList, Matcher
+from seclake_ml.feedback.allowlist import Matcher, read_matcher
 from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.engine import ObjectOutcome, score_objects
 from seclake_ml.scoring.model_record import ActiveModel
@@ -242,7 +242,7 @@ _CLIENTS: dict[tuple[str, str], Any] = {}
 _ACTIVE: dict[str, tuple[float, ActiveModel]] = {}
 _PROFILE: dict[str, tuple[float, bytes]] = {}
 _HISTORY: dict[str, tuple[float, Any]] = {}
-_ALLOW: dict[str, tuple[float, list[AllowEntry], int]] = {}  # work location -> (read at, entries, unreadable)
+_ALLOW: dict[str, tuple[float, Matcher, dict[str, Any]]] = {}  # work location -> (read at, matcher, summary)
 
 
 def reset_caches() -> None:
@@ -372,28 +372,25 @@ def history_loader(model: ActiveModel, s3: Any, ttl: float) -> Any:
 
 
 def allowlist_matcher(settings: Settings, s3: Any) -> tuple[Matcher | None, dict[str, Any]]:
-    """``(Matcher or None, summary)`` of the analysts' allow-list in ``WORK_LOCATION``, read once per
-    container and ``ACTIVE_TTL_SECONDS`` (entries that expire meanwhile stop matching at once).
+    """``(Matcher or None, summary)`` of the analysts' allow-list in ``WORK_LOCATION``
+    (:func:`~seclake_ml.feedback.allowlist.read_matcher`), read once per container and
+    ``ACTIVE_TTL_SECONDS`` (entries that expire meanwhile stop matching at once).
 
-    A read that fails keeps the last copy read (reported ``stale``); with none, nothing is suppressed:
-    a broken allow-list never hides a detection and never stops scoring.
+    A read that fails keeps the last copy read (reported with the ``error`` and ``stale``); with none,
+    nothing is suppressed: a broken allow-list never hides a detection and never stops scoring.
     """
     location = settings.work_location
     now = time.monotonic()
     hit = _ALLOW.get(location)
     if hit is None or now - hit[0] >= settings.active_ttl:
-        allow = AllowList(S3Store(s3, location))
-        try:
-            entries = allow.entries()
-        except Exception as exc:  # noqa: BLE001 - see above
-            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        matcher, summary = read_matcher(S3Store(s3, location))
+        if matcher is None:
             if hit is None:
-                log.error("analyst allow-list cannot be read (%s): nothing is suppressed", reason)
-                return None, {"entries": 0, "unreadable": 0, "error": reason}
-            log.error("analyst allow-list cannot be read (%s): using the copy read %.0fs ago", reason, now - hit[0])
-            return Matcher(hit[1]), {"entries": len(hit[1]), "unreadable": hit[2], "error": reason, "stale": True}
-        _ALLOW[location] = hit = (now, entries, allow.unreadable)
-    return Matcher(hit[1]), {"entries": len(hit[1]), "unreadable": hit[2]}
+                return None, summary
+            log.error("analyst allow-list: the copy read %.0fs ago is used instead (stale)", now - hit[0])
+            return hit[1], {**hit[2], "error": summary["error"], "stale": True}
+        _ALLOW[location] = hit = (now, matcher, summary)
+    return hit[1], dict(hit[2])
 
 
 # ------------------------------------------------------------------------------ ledger

@@ -69,19 +69,22 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from seclake_ml.display import is_unsafe_char
+from seclake_ml.interval import parse_utc
 from seclake_ml.ipinsights.ipv4 import parse_ipv4
+from seclake_ml.risk.labels import utc_iso as _utc_iso
+from seclake_ml.scoring.stores import ObjectStore
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ALLOWLIST_PREFIX", "KINDS", "MAX_REASON_CHARS", "MAX_ENTITY_CHARS", "MAX_NAME_CHARS", "MIN_PREFIX",
     "AllowEntry", "AllowEvent", "AddResult", "RemoveResult", "AllowList", "Matcher", "ObjectStore",
-    "new_entry", "normalise_cidr", "allowlist_for",
+    "new_entry", "normalise_cidr", "read_matcher",
 ]  # fmt: skip
 
 ALLOWLIST_PREFIX = "feedback/allowlist"
@@ -98,66 +101,42 @@ _NONE = np.iinfo(np.int64).max  # "no entry matched" while taking minima
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _utc_iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(field: str, value: Any) -> datetime:
-    """An aware UTC datetime from ISO 8601 text (``Z``, offset, naive = UTC) or a datetime."""
-    if isinstance(value, datetime):
-        ts = value
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            ts = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
-        except ValueError:
-            raise ValueError(f"{field}: not an ISO 8601 time: {text[:40]!r}") from None
-    else:
-        raise ValueError(f"{field}: expected an ISO 8601 time, got {type(value).__name__} {str(value)[:40]!r}")
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
+# Times are read by :func:`seclake_ml.interval.parse_utc` (ISO 8601 with ``Z``, an offset, or naive =
+# UTC; its errors start with the field name) and written by :func:`seclake_ml.risk.labels.utc_iso`.
 def _now(now: datetime | None) -> datetime:
-    return datetime.now(timezone.utc) if now is None else _parse_time("now", now)
+    return datetime.now(timezone.utc) if now is None else parse_utc(now, "now")
 
 
-def _unsafe(text: str) -> str | None:
-    return next((ch for ch in text if is_unsafe_char(ch)), None)
+def _checked(field: str, text: Any, limit: int, *, required: str | None = None) -> str:
+    """``text`` when it is a non-blank string of at most ``limit`` characters without control, format or
+    line-separator characters; else a one-line ValueError starting with ``field``.
+
+    :param required: what the message says of a missing or blank value (default: the allowed length).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{field}: {required or f'required (1-{limit} characters)'}")
+    if len(text) > limit:
+        raise ValueError(f"{field}: {len(text)} characters; at most {limit} are allowed")
+    bad = next((ch for ch in text if is_unsafe_char(ch)), None)
+    if bad is not None:
+        raise ValueError(f"{field} {text[:60]!r}: holds the control or format character U+{ord(bad):04X}; remove it")
+    return text
 
 
 def _clean_reason(value: Any, field: str = "reason") -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{field}: required; say why this is known and accepted (1-{MAX_REASON_CHARS} characters)")
-    text = value.strip()
-    if len(text) > MAX_REASON_CHARS:
-        raise ValueError(f"{field}: {len(text)} characters; at most {MAX_REASON_CHARS} are allowed")
-    bad = _unsafe(text)
-    if bad is not None:
-        raise ValueError(f"{field}: holds the control or format character U+{ord(bad):04X}; remove it")
-    return text
+    return _checked(field, value.strip() if isinstance(value, str) else value, MAX_REASON_CHARS,
+                    required=f"required; say why this is known and accepted (1-{MAX_REASON_CHARS} characters)")
 
 
 def _clean_name(value: Any, field: str) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        raise ValueError(f"{field}: required (who, 1-{MAX_NAME_CHARS} printable characters)")
-    if len(text) > MAX_NAME_CHARS:
-        raise ValueError(f"{field}: {len(text)} characters; at most {MAX_NAME_CHARS} are allowed")
-    bad = _unsafe(text)
-    if bad is not None:
-        raise ValueError(f"{field} {text[:60]!r}: holds the control or format character U+{ord(bad):04X}")
-    return text
+    return _checked(field, value.strip() if isinstance(value, str) else value, MAX_NAME_CHARS,
+                    required=f"required (who, 1-{MAX_NAME_CHARS} printable characters)")
 
 
 def _clean_entity(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"entity: expected the entity exactly as scored (1-{MAX_ENTITY_CHARS} characters)")
-    if len(value) > MAX_ENTITY_CHARS:
-        raise ValueError(f"entity: {len(value)} characters; at most {MAX_ENTITY_CHARS} are allowed")
-    bad = _unsafe(value)
-    if bad is not None:
-        raise ValueError(f"entity {value[:60]!r}: holds the control or format character U+{ord(bad):04X}")
-    return value
+    # compared verbatim at match time: never stripped
+    return _checked("entity", value, MAX_ENTITY_CHARS,
+                    required=f"expected the entity exactly as scored (1-{MAX_ENTITY_CHARS} characters)")
 
 
 def normalise_cidr(value: Any) -> str:
@@ -211,7 +190,7 @@ class AllowEntry:
 
     def expired(self, now: datetime | None = None) -> bool:
         """Whether the entry has expired at ``now`` (default: the current time)."""
-        return self.expires_at is not None and _parse_time("expires_at", self.expires_at) <= _now(now)
+        return self.expires_at is not None and parse_utc(self.expires_at, "expires_at") <= _now(now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,7 +208,7 @@ class AllowEntry:
         missing = sorted(k for k in ("entry_id", "kind", "reason", "created_by", "created_at") if k not in doc)
         if missing:
             raise ValueError(f"{missing[0]}: missing")
-        created = _parse_time("created_at", doc["created_at"])
+        created = parse_utc(doc["created_at"], "created_at")
         entry = _build(doc["kind"], entity=doc.get("entity"), cidr=doc.get("cidr"), reason=doc["reason"],
                        expires_at=doc.get("expires_at"), created_by=doc["created_by"], created=created,
                        not_before=created)
@@ -255,7 +234,7 @@ def _build(kind: Any, *, entity: Any, cidr: Any, reason: Any, expires_at: Any, c
         raise ValueError(f"cidr: not used by kind {kind_text!r} (use kind 'pair' for an entity from a network)")
     expiry = None
     if expires_at is not None and expires_at != "":
-        when = _parse_time("expires_at", expires_at)
+        when = parse_utc(expires_at, "expires_at")
         if when <= not_before:
             raise ValueError(f"expires_at {_utc_iso(when)}: not in the future (now {_utc_iso(not_before)}); "
                              "give a later time, or none for an entry that does not expire")
@@ -321,16 +300,6 @@ class RemoveResult:
     uri: str | None
 
 
-class ObjectStore(Protocol):
-    """What the allow-list needs of a storage backend (``LocalStore`` and ``S3Store`` have it)."""
-
-    def put_bytes(self, key: str, data: bytes) -> str: ...
-
-    def get_bytes(self, key: str) -> bytes | None: ...
-
-    def list(self, prefix: str) -> list[str]: ...
-
-
 def _event_from(doc: Any, key: str) -> AllowEvent:
     if not isinstance(doc, Mapping):
         raise ValueError(f"event: expected a JSON object, got {type(doc).__name__}")
@@ -340,25 +309,18 @@ def _event_from(doc: Any, key: str) -> AllowEvent:
         by = _clean_name(doc.get("by"), "by")
         if by != entry.created_by:
             raise ValueError(f"by {by[:60]!r}: differs from the entry's created_by {entry.created_by[:60]!r}")
-        at = _parse_time("at", doc.get("at"))
-        if at < _parse_time("created_at", entry.created_at):
+        at = parse_utc(doc.get("at"), "at")
+        if at < parse_utc(entry.created_at, "created_at"):
             raise ValueError(f"at {_utc_iso(at)}: before the entry's created_at {entry.created_at}")
         return AllowEvent("add", entry.entry_id, by, _utc_iso(at), key, entry=entry)
     if action == "remove":
         entry_id = doc.get("entry_id")
         if not isinstance(entry_id, str) or not _ID_RE.fullmatch(entry_id):
             raise ValueError(f"entry_id {str(entry_id)[:40]!r}: expected 32 hex characters")
-        at = _utc_iso(_parse_time("at", doc.get("at")))
+        at = _utc_iso(parse_utc(doc.get("at"), "at"))
         return AllowEvent("remove", entry_id, _clean_name(doc.get("by"), "by"), at, key,
                           reason=_clean_reason(doc.get("reason")))
     raise ValueError(f"action {str(action)[:40]!r}: allowed add | remove")
-
-
-def allowlist_for(work_location: str, client: Any = None) -> AllowList:
-    """The allow-list of a work location: a local folder, or ``s3://bucket/prefix`` with a boto3 S3 client."""
-    from seclake_ml.scoring.stores import store_for
-
-    return AllowList(store_for(work_location, client))
 
 
 # ----------------------------------------------------------------------------- the store
@@ -449,7 +411,7 @@ class AllowList:
     # -- writing
     def _put(self, doc: dict[str, Any], at: str) -> str:
         body = (json.dumps(doc, sort_keys=True, ensure_ascii=True) + "\n").encode()
-        stamp = _parse_time("at", at).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = parse_utc(at, "at").strftime("%Y%m%dT%H%M%S%fZ")
         key = f"{self.prefix}/{stamp}-{doc['action']}-{hashlib.sha256(body).hexdigest()[:16]}.json"
         return self.store.put_bytes(key, body)
 
@@ -507,7 +469,7 @@ class Matcher:
             if not isinstance(e, AllowEntry):
                 raise TypeError(f"Matcher takes AllowEntry objects, got {type(e).__name__}")
         self.now = None if now is None else _now(now)
-        self._expiry = [None if e.expires_at is None else _parse_time("expires_at", e.expires_at)
+        self._expiry = [None if e.expires_at is None else parse_utc(e.expires_at, "expires_at")
                         for e in self.entries]
         self._live: tuple[int, ...] | None = None
 
@@ -626,3 +588,25 @@ class Matcher:
         :param ips: their addresses (IPv4 dotted, IPv6; anything unparseable matches entity entries only).
         """
         return [self.entries[i] if i >= 0 else None for i in self.match_indices(entities, ips).tolist()]
+
+
+# ----------------------------------------------------------------------------- reading for scoring
+def read_matcher(store: ObjectStore) -> tuple[Matcher | None, dict[str, Any]]:
+    """``(Matcher or None, summary)`` of the analysts' allow-list in the work store ``store``.
+
+    An allow-list that cannot be read suppresses nothing: ``(None, {"entries": 0, "unreadable": …,
+    "error": "<type>: <message>"})``, and the error is logged (a broken allow-list must never hide a
+    detection nor stop scoring). Otherwise ``(Matcher, {"entries": n, "unreadable": k})``, where ``k``
+    event objects were skipped as unreadable. Expired entries stop matching at match time, so the
+    matcher may be kept for a while (the Lambda caches it; scoring builds one per batch).
+    """
+    allow = AllowList(store)
+    try:
+        entries = allow.entries()
+    except Exception as exc:  # noqa: BLE001 - see above: scoring goes on without suppression
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.error("ALERT analyst allow-list under %s cannot be read (%s): nothing is suppressed", allow.prefix, reason)
+        return None, {"entries": 0, "unreadable": allow.unreadable, "error": reason}
+    if entries:
+        log.info("analyst allow-list: %d entries in force", len(entries))
+    return Matcher(entries), {"entries": len(entries), "unreadable": allow.unreadable}

@@ -65,25 +65,46 @@ def _finding_files(root: Path, window: DataInterval | None) -> list[str]:
 
 
 def _s3_finding_files(location: str, client: Any, window: DataInterval | None, tmp: str) -> list[str]:
-    """Local copies of the IP Insights findings objects of ``window``'s days under ``location``/ext/."""
+    """Local copies of the IP Insights findings objects of ``window``'s days under ``location``/ext/.
+
+    Only the window's partitions are listed: the ``ipinsights-*`` sources, regions and accounts are
+    walked one folder level at a time (``Delimiter='/'``) down to ``eventDay=<day>/`` of each day (every
+    day when ``window`` is ``None``). Objects are streamed to files under ``tmp``, never held in memory.
+    """
     from seclake_ml.uris import s3_prefix
 
     bucket, prefix = s3_prefix(location, "findings location", allow_root=True)
-    days = {d.strftime("%Y%m%d") for d in window.days()} if window is not None else None
+    paginator = client.get_paginator("list_objects_v2")
+
+    def listing(under: str) -> tuple[list[str], list[dict[str, Any]]]:
+        """``(sub-folder prefixes, objects)`` directly under ``under``."""
+        folders: list[str] = []
+        objects: list[dict[str, Any]] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=under, Delimiter="/"):
+            folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            objects += page.get("Contents", [])
+        return sorted(folders), objects
+
+    def folders(under: str, part: str) -> list[str]:
+        return [f for f in listing(under)[0] if f[len(under):].startswith(part)]
+
+    days = sorted(d.strftime("%Y%m%d") for d in window.days()) if window is not None else None
     out: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}ext/ipinsights-"):
-        for item in page.get("Contents", []):
-            rel = item["Key"][len(prefix):]
-            found = _S3_KEY_RE.fullmatch(rel)
-            if not found or (days is not None and found.group(1) not in days):
-                continue
-            if int(item.get("Size") or 0) > MAX_S3_OBJECT_BYTES:
-                log.warning("findings object s3://%s/%s is over %d bytes; not read", bucket, item["Key"],
-                            MAX_S3_OBJECT_BYTES)
-                continue
-            path = Path(tmp) / f"{len(out):06d}.parquet"
-            path.write_bytes(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-            out.append(str(path))
+    for source in listing(f"{prefix}ext/{DETECTOR_GLOB.rstrip('*')}")[0]:
+        for region in folders(source, "region="):
+            for account in folders(region, "accountId="):
+                parts = folders(account, "eventDay=") if days is None else [f"{account}eventDay={d}/" for d in days]
+                for part in parts:
+                    for item in sorted(listing(part)[1], key=lambda x: x["Key"]):
+                        if not _S3_KEY_RE.fullmatch(item["Key"][len(prefix):]):
+                            continue
+                        if int(item.get("Size") or 0) > MAX_S3_OBJECT_BYTES:
+                            log.warning("findings object s3://%s/%s is over %d bytes; not read", bucket, item["Key"],
+                                        MAX_S3_OBJECT_BYTES)
+                            continue
+                        path = Path(tmp) / f"{len(out):06d}.parquet"
+                        client.download_file(bucket, item["Key"], str(path))
+                        out.append(str(path))
     return out
 
 
@@ -117,8 +138,8 @@ def finding_pairs(files: list[str]) -> tuple[Any, int]:
 def training_feedback(cfg: SeclakeConfig, window: DataInterval | None = None, *, findings_root: str | None = None,
                       labels: dict[str, str] | None = None, s3_client: Any = None) -> Feedback:
     """The feedback for a model trained on ``window``: the findings tree under ``findings_root``
-    (default ``extra.scoring.findings_location``, else the local lake root, or ``s3://<lake_bucket>``
-    with ``s3_client``).
+    (default: the scoring site's, :func:`seclake_ml.scoring.sites.findings_location`: the configured
+    ``extra.scoring.findings_location``, else the local lake root, or ``s3://<lake_bucket>`` on aws).
 
     :param labels: finding uid → verdict (default: the label store of the work location, kind ``finding``).
     :param s3_client: a boto3 S3 client, for findings and labels in S3 (the aws backend).
@@ -126,10 +147,16 @@ def training_feedback(cfg: SeclakeConfig, window: DataInterval | None = None, *,
     import tempfile
 
     from seclake_ml.locations import work_root
+    from seclake_ml.scoring.sites import findings_location
     from seclake_ml.uris import is_s3
 
-    location = findings_root or cfg.scoring.findings_location or (
-        f"s3://{cfg.lake_bucket}" if s3_client is not None and cfg.lake_bucket else cfg.lake_root)
+    location = findings_root
+    if not location:
+        try:
+            location = findings_location(cfg)
+        except ValueError as exc:  # aws without lake_bucket: scoring cannot have written findings either
+            log.warning("no findings location (%s); no findings are left out of training", exc)
+            location = ""
     if labels is None:
         from seclake_ml.risk.labels import label_store_for
 

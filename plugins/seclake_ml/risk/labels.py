@@ -59,10 +59,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from seclake_ml.display import is_unsafe_char
 from seclake_ml.risk.columns import LABEL_CSV_COLUMNS, VERDICTS
+from seclake_ml.scoring.stores import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ __all__ = [
     "LABELS_PREFIX", "MAX_NOTE_CHARS", "TARGET_KINDS", "LABEL_SOURCES", "MALICIOUS_AT", "BENIGN_AT",
     "REJECT_REASONS", "EXPORT_COLUMNS", "LabelRecord", "LabelStore", "ObjectStore", "CsvRow", "Reject",
     "ParsedCsv", "ImportResult", "derive_verdict", "new_label", "parse_label_csv", "match_rows",
-    "accept_unverified", "import_labels", "neutralise_cell", "export_rows", "label_store_for",
+    "accept_unverified", "import_labels", "neutralise_cell", "export_rows", "label_store_for", "utc_iso",
 ]  # fmt: skip
 
 LABELS_PREFIX = "risk/labels"
@@ -109,7 +110,8 @@ def derive_verdict(score: int) -> str:
     return "unsure"
 
 
-def _utc_iso(ts: datetime) -> str:
+def utc_iso(ts: datetime) -> str:
+    """``ts`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (how label and allow-list times are stored)."""
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -268,10 +270,10 @@ def new_label(
     when = datetime.now(timezone.utc) if labelled_at is None else parse_time(labelled_at)
     ev_time = None
     if event_time not in (None, ""):
-        ev_time = _utc_iso(parse_time(event_time))
+        ev_time = utc_iso(parse_time(event_time))
     rec = LabelRecord(
         target_uid=target_uid, risk_score=risk, verdict=text or derive_verdict(risk), verdict_derived=derived,
-        analyst=_clean_name("analyst", analyst, MAX_ANALYST_CHARS), labelled_at=_utc_iso(when),
+        analyst=_clean_name("analyst", analyst, MAX_ANALYST_CHARS), labelled_at=utc_iso(when),
         note=_clean_note(note), source=source_text, target_kind=kind_text,
         principal=_clean_context("principal", principal), operation=_clean_context("operation", operation),
         source_ip=_clean_context("source_ip", source_ip), event_time=ev_time,
@@ -280,16 +282,6 @@ def new_label(
 
 
 # ----------------------------------------------------------------------------- the store
-class ObjectStore(Protocol):
-    """What the label store needs of a storage backend (``LocalStore`` and ``S3Store`` have it)."""
-
-    def put_bytes(self, key: str, data: bytes) -> str: ...
-
-    def get_bytes(self, key: str) -> bytes | None: ...
-
-    def list(self, prefix: str) -> list[str]: ...
-
-
 def label_store_for(work_location: str, client: Any = None) -> LabelStore:
     """The label store of a work location: a local folder, or ``s3://bucket/prefix`` with a boto3 S3 client."""
     from seclake_ml.scoring.stores import store_for
@@ -692,7 +684,7 @@ def match_rows(rows: Sequence[CsvRow], events: Any) -> tuple[list[Match], list[R
         found = by_key.get(key, set())
         if not found:
             rejects.append(Reject(row.line, "no matching event",
-                                  f"{_utc_iso(row.event_time)[:19]}Z {row.principal[:60]} {row.operation[:40]}"))
+                                  f"{utc_iso(row.event_time)[:19]}Z {row.principal[:60]} {row.operation[:40]}"))
         elif len(found) > 1:
             rejects.append(Reject(row.line, "ambiguous match", f"{len(found)} events share its time, principal, "
                                   f"operation and source IP: {', '.join(sorted(found)[:3])[:120]}"))
@@ -814,7 +806,7 @@ def _event_time_text(ts: Any) -> str | None:
 
     t = pd.Timestamp(ts)
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return _utc_iso(t.to_pydatetime())
+    return utc_iso(t.to_pydatetime())
 
 
 # ----------------------------------------------------------------------------- export

@@ -100,27 +100,14 @@ def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
 
 
 def allowlist_matcher(store: Any) -> tuple[Any, dict[str, Any]]:
-    """``(Matcher or None, summary)`` of the analysts' allow-list in the work store ``store``.
-
-    Built once per batch (expired entries stop matching at match time). An allow-list that cannot
-    be read suppresses nothing: the batch is scored and alerts are published as without one (a broken
-    allow-list must never hide a detection nor stop scoring), and the error is logged and reported.
-    Unreadable event objects are skipped and counted (``unreadable``).
-
-    :param store: the work store (:func:`work_store`; the ledger's store).
+    """``(Matcher or None, summary)`` of the analysts' allow-list in the work store ``store`` (the
+    ledger's store, :func:`work_store`), built once per batch: see
+    :func:`seclake_ml.feedback.allowlist.read_matcher` (an allow-list that cannot be read suppresses
+    nothing, and the error is logged and reported).
     """
-    from seclake_ml.feedback.allowlist import AllowList, Matcher
+    from seclake_ml.feedback.allowlist import read_matcher
 
-    allow = AllowList(store)
-    try:
-        entries = allow.entries()
-    except Exception as exc:  # noqa: BLE001 - see above: scoring goes on without suppression
-        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
-        log.error("ALERT analyst allow-list under %s cannot be read (%s): nothing is suppressed", allow.prefix, reason)
-        return None, {"entries": 0, "unreadable": allow.unreadable, "error": reason}
-    if entries:
-        log.info("analyst allow-list: %d entries in force", len(entries))
-    return Matcher(entries), {"entries": len(entries), "unreadable": allow.unreadable}
+    return read_matcher(store)
 
 
 # ------------------------------------------------------------------------------ active model

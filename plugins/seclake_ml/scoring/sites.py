@@ -209,6 +209,23 @@ def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObj
     return out
 
 
+def findings_location(cfg: SeclakeConfig, backend: str | None = None) -> str:
+    """The root of the findings tree: ``extra.scoring.findings_location``, else the local lake root
+    (``local``) or ``s3://<lake_bucket>`` (``aws``).
+
+    :param backend: whose default applies (default: ``cfg.backend``); a site passes its own name.
+    :raises ValueError: aws without ``lake_bucket`` or ``findings_location``.
+    """
+    loc = cfg.scoring.findings_location
+    if loc:
+        return str(loc).rstrip("/")
+    if (backend or cfg.backend) != "aws":
+        return str(Path(cfg.lake_root).expanduser().resolve())
+    if not cfg.lake_bucket:
+        raise ValueError("aws scoring needs lake_bucket (or extra.scoring.findings_location) for findings")
+    return f"s3://{cfg.lake_bucket}"
+
+
 # ------------------------------------------------------------------------------------ sites
 class LocalSite:
     """The embedded default: the lake folder, the local model store, findings under the lake root."""
@@ -221,8 +238,7 @@ class LocalSite:
 
     def findings_location(self) -> str:
         """The root of the findings tree (``extra.scoring.findings_location``, else the lake root)."""
-        loc = self.cfg.scoring.findings_location
-        return str(loc).rstrip("/") if loc else str(Path(self.cfg.lake_root).expanduser().resolve())
+        return findings_location(self.cfg, self.name)
 
     def active_model(self) -> ActiveModel:
         """The active model and threshold of the local model store."""
@@ -313,12 +329,7 @@ class AwsSite:
 
     def findings_location(self) -> str:
         """The root of the findings tree (``extra.scoring.findings_location``, else ``s3://<lake_bucket>``)."""
-        loc = self.cfg.scoring.findings_location
-        if loc:
-            return str(loc).rstrip("/")
-        if not self.cfg.lake_bucket:
-            raise ValueError("aws scoring needs lake_bucket (or extra.scoring.findings_location) for findings")
-        return f"s3://{self.cfg.lake_bucket}"
+        return findings_location(self.cfg, self.name)
 
     def active_model(self) -> ActiveModel:
         """The active model and threshold of the SSM registry record of the scoring endpoint."""

@@ -4,6 +4,8 @@ Every class has a local and an S3 flavour with the same methods, so the scoring 
 operators and the Lambda handler share one code path. The S3 flavours take a boto3 client (the
 operators get theirs from the Amazon provider's hooks; the Lambda from boto3).
 
+* :class:`ObjectStore`: the byte-level interface the append-only stores (the analysts' label store,
+  the allow-list) need; :class:`LocalStore` and :class:`S3Store` have it.
 * :class:`LocalStore` / :class:`S3Store`: small JSON documents (batch manifests, ledger entries) and
   blobs under one root. Local writes are atomic (temporary file + ``os.replace``); S3 ``PutObject``
   is atomic by nature.
@@ -25,8 +27,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from seclake_ml.aws_errors import error_code
 from seclake_ml.display import escape
 from seclake_ml.uris import is_s3, s3_prefix
 
@@ -41,7 +44,7 @@ def s3_key_missing(client: Any, exc: Exception, bucket: str, key: str) -> bool:
     a listing of that exact key (which such a role may do): absent -> missing; present, or the listing
     refused too -> a real access problem (``False``: the caller raises).
     """
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    code = error_code(exc) or ""
     if code in ("404", "NoSuchKey", "NotFound"):
         return True
     if code not in ("403", "AccessDenied", "Forbidden"):
@@ -56,6 +59,18 @@ def s3_key_missing(client: Any, exc: Exception, bucket: str, key: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ state stores
+class ObjectStore(Protocol):
+    """What an append-only store of small objects needs of a storage backend: the label store
+    (:mod:`seclake_ml.risk.labels`) and the allow-list (:mod:`seclake_ml.feedback.allowlist`).
+    :class:`LocalStore` and :class:`S3Store` have it."""
+
+    def put_bytes(self, key: str, data: bytes) -> str: ...
+
+    def get_bytes(self, key: str) -> bytes | None: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+
 class LocalStore:
     """JSON documents and blobs under a local folder; keys are ``/``-separated relative paths."""
 
