@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import Asset
+
+from seclake_ml.operators.base import _ConfiguredOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,7 +28,7 @@ STATE_KEY = "scoring/drift/retrain.json"
 HISTORY = 50  # drift triggers kept in the state object
 
 
-class DriftRetrainOperator(BaseOperator):
+class DriftRetrainOperator(_ConfiguredOperator):
     """Update :data:`DRIFT_ASSET` (which schedules retraining) when ``batch`` drifted; else skip.
 
     :param batch: the ``score_batch`` task's result (its ``drift`` figures). Templated.
@@ -35,24 +37,17 @@ class DriftRetrainOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("batch", "config_overrides")
 
-    def __init__(self, *, batch: Any, aws_conn_id: str | None = "aws_default",
-                 config_overrides: Mapping[str, Any] | None = None, now: datetime | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, batch: Any, now: datetime | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("outlets", [Asset(DRIFT_ASSET)])
         super().__init__(**kwargs)
         self.batch = batch
-        self.aws_conn_id = aws_conn_id
-        self.config_overrides = config_overrides
         self.now = now
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from seclake_ml.airflow_support import load_runtime_config
-        from seclake_ml.backends import backend_of
         from seclake_ml.handoff import ScoringBatch, decode_mapping
         from seclake_ml.interval import iso, parse_utc
-        from seclake_ml.scoring.service import work_store
 
         batch = decode_mapping(self.batch, "batch")
         batch_id = ScoringBatch.from_xcom(batch, "batch").batch_id
@@ -67,8 +62,8 @@ class DriftRetrainOperator(BaseOperator):
         if not breaches:
             raise AirflowSkipException(f"batch {batch_id}: within the drift bounds ({figures})")
 
-        cfg = load_runtime_config(self.config_overrides)
-        store = work_store(cfg, backend_of(cfg, self.aws_conn_id).scoring_site().clients)
+        cfg = self.runtime_config()
+        store = self.work_store(cfg, self.scoring_site(cfg))
         now = (self.now or datetime.now(timezone.utc)).astimezone(timezone.utc)
         try:
             state = store.get_json(STATE_KEY) or {}

@@ -15,9 +15,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from seclake_ml.links import REPORT_URL_KEY, CalibrationReportLink, report_url
+from seclake_ml.operators.base import _ConfiguredOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,20 +30,7 @@ def _mapping(value: Any, name: str) -> dict[str, Any]:
     return decode_mapping(value, name)
 
 
-class _RiskOperator(BaseOperator):
-    def __init__(self, *, config_overrides: Mapping[str, Any] | None = None,
-                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.config_overrides = config_overrides
-        self.aws_conn_id = aws_conn_id
-
-    def runtime_config(self) -> Any:
-        from seclake_ml.airflow_support import load_runtime_config
-
-        return load_runtime_config(self.config_overrides)
-
-
-class RiskFitOperator(_RiskOperator):
+class RiskFitOperator(_ConfiguredOperator):
     """Read the window's CloudTrail events and their history, fit both risk models, write the report.
 
     The window is the run's data interval (:meth:`~seclake_ml.interval.DataInterval.from_context`);
@@ -98,7 +84,7 @@ class RiskFitOperator(_RiskOperator):
                                     "labels_available", "metrics", "gate", "report", "model_dir")}
 
 
-class RiskGateOperator(_RiskOperator):
+class RiskGateOperator(_ConfiguredOperator):
     """Pass the candidate when it is no worse than the active model on the same test split.
 
     A held candidate returns ``passed: false``; the rollout is then skipped and the active model stays.
@@ -120,7 +106,7 @@ class RiskGateOperator(_RiskOperator):
         return {"version": fit["version"], **gate}
 
 
-class RiskRolloutOperator(_RiskOperator):
+class RiskRolloutOperator(_ConfiguredOperator):
     """Activate the candidate the gate passed (skipped when it was held)."""
 
     template_fields: Sequence[str] = ("decision", "config_overrides")
@@ -144,7 +130,7 @@ class RiskRolloutOperator(_RiskOperator):
         return record
 
 
-class RiskScoreBatchOperator(BaseOperator):
+class RiskScoreBatchOperator(_ConfiguredOperator):
     """Risk-score the CloudTrail objects of a scoring batch with the active risk model; write findings.
 
     Runs after the IP Insights scoring of the same batch (same manifest, same findings writer, same
@@ -158,31 +144,25 @@ class RiskScoreBatchOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("batch", "config_overrides")
 
-    def __init__(self, *, batch: Any, config_overrides: Mapping[str, Any] | None = None,
-                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
+    def __init__(self, *, batch: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
-        self.config_overrides = config_overrides
-        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         import json
 
         from seclake_ml import __version__
-        from seclake_ml.airflow_support import load_runtime_config
-        from seclake_ml.backends import backend_of
         from seclake_ml.risk import service
         from seclake_ml.risk.batch import done_record, score_objects
         from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import work_store
 
         from seclake_ml.handoff import ScoringBatch
 
         batch_id = ScoringBatch.from_xcom(self.batch, "batch").batch_id
-        cfg = load_runtime_config(self.config_overrides)
-        site = backend_of(cfg, self.aws_conn_id).scoring_site()
+        cfg = self.runtime_config()
+        site = self.scoring_site(cfg)
         clients = site.clients
-        store = work_store(cfg, clients)
+        store = self.work_store(cfg, site)
         manifest = Ledger(store).manifest(batch_id)
         keys = [o["key"] for o in manifest.get("objects", []) if isinstance(o, Mapping) and o.get("key")]
         progress = done_record(store, batch_id)

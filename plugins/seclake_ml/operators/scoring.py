@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator
+from airflow.sdk import BaseSensorOperator
+
+from seclake_ml.operators.base import _Configured, _ConfiguredOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,19 +33,13 @@ if TYPE_CHECKING:
 SCORING_DAG_ID = "seclake_ipinsights_scoring"
 
 
-def _runtime_config(overrides: Any) -> "SeclakeConfig":
-    from seclake_ml.airflow_support import load_runtime_config
-
-    return load_runtime_config(overrides)
-
-
 def _batch_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
     from seclake_ml.handoff import ScoringBatch
 
     return ScoringBatch.of_manifest(manifest).to_xcom()
 
 
-class NewLogBatchSensor(BaseSensorOperator):
+class NewLogBatchSensor(_Configured, BaseSensorOperator):
     """Wait for new Security Lake objects and hand them off as one batch (see the module docstring).
 
     :param max_messages: aws: messages per ``ReceiveMessage`` (1-10).
@@ -72,64 +68,43 @@ class NewLogBatchSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
         self.config_overrides = config_overrides
 
-    # ------------------------------------------------------------------ helpers
-    def _site(self, cfg: "SeclakeConfig") -> Any:
-        from seclake_ml.backends import backend_of
-
-        return backend_of(cfg, self.aws_conn_id).scoring_site()
-
-    def _ledger(self, cfg: "SeclakeConfig", clients: Any = None) -> Any:
-        from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import work_store
-
-        return Ledger(work_store(cfg, clients))
-
-    def _queue(self, cfg: "SeclakeConfig") -> str:
-        from seclake_ml.scoring.service import setting
-
-        url = setting(cfg, "queue_url")
-        if not url:
-            raise ValueError("aws scoring needs extra.scoring.queue_url (the Security Lake subscriber queue URL)")
-        return str(url)
-
     def execute(self, context: "Context") -> Any:
-        cfg = _runtime_config(self.config_overrides)
-        site = self._site(cfg)
+        cfg = self.runtime_config()
+        site = self.scoring_site(cfg)
         if site.notification_queue() is not None:  # new objects are announced on a queue
             from seclake_ml.scoring.service import resume_pending
 
-            clients = site.clients
-            ledger = self._ledger(cfg, clients)
-            resumed = resume_pending(ledger)
+            resumed = resume_pending(self.ledger(cfg, site))
             if resumed is not None:
                 # While an earlier batch is retried, the queue is still drained into handed-off
                 # batches, so no notification outlives the queue's retention period.
-                self._drain(cfg, clients)
+                self._drain(cfg, site)
                 return _batch_summary(resumed)
             if self.deferrable:
-                self._defer(cfg)
+                self._defer(cfg, site)
         return super().execute(context)
 
-    def _drain(self, cfg: "SeclakeConfig", clients: Any) -> None:
+    def _drain(self, cfg: "SeclakeConfig", site: Any) -> None:
         messages: list[dict] = []
         for _ in range(self.num_batches):
-            resp = clients.sqs.receive_message(QueueUrl=self._queue(cfg), MaxNumberOfMessages=self.max_messages,
-                                               WaitTimeSeconds=0, VisibilityTimeout=self.visibility_timeout)
+            resp = site.clients.sqs.receive_message(QueueUrl=site.notification_queue(),
+                                                    MaxNumberOfMessages=self.max_messages, WaitTimeSeconds=0,
+                                                    VisibilityTimeout=self.visibility_timeout)
             got = resp.get("Messages", [])
             messages += got
             if len(got) < self.max_messages:
                 break
         if messages:
-            summary = self._hand_off(cfg, clients, messages)
+            summary = self._hand_off(cfg, site, messages)
             if summary is not None:
                 self.log.info("queued batch %s handed off behind the resumed one", summary["batch_id"])
 
-    def _defer(self, cfg: "SeclakeConfig") -> None:
+    def _defer(self, cfg: "SeclakeConfig", site: Any) -> None:
         from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
 
         self.defer(
             trigger=SqsSensorTrigger(
-                sqs_queue=self._queue(cfg), aws_conn_id=self.aws_conn_id, max_messages=self.max_messages,
+                sqs_queue=site.notification_queue(), aws_conn_id=self.aws_conn_id, max_messages=self.max_messages,
                 num_batches=self.num_batches, wait_time_seconds=self.wait_time_seconds,
                 visibility_timeout=self.visibility_timeout, delete_message_on_reception=False,
                 waiter_delay=int(self.poke_interval), region_name=cfg.region,
@@ -141,24 +116,23 @@ class NewLogBatchSensor(BaseSensorOperator):
     def poke(self, context: "Context") -> Any:
         from airflow.sdk import PokeReturnValue
 
-        cfg = _runtime_config(self.config_overrides)
-        site = self._site(cfg)
+        cfg = self.runtime_config()
+        site = self.scoring_site(cfg)
         if site.notification_queue() is not None:
-            clients = site.clients
             messages = []
             for _ in range(self.num_batches):
-                resp = clients.sqs.receive_message(
-                    QueueUrl=self._queue(cfg), MaxNumberOfMessages=self.max_messages,
+                resp = site.clients.sqs.receive_message(
+                    QueueUrl=site.notification_queue(), MaxNumberOfMessages=self.max_messages,
                     WaitTimeSeconds=self.wait_time_seconds, VisibilityTimeout=self.visibility_timeout,
                 )
                 messages += resp.get("Messages", [])
             if not messages:
                 return False
-            summary = self._hand_off(cfg, clients, messages)
+            summary = self._hand_off(cfg, site, messages)
             return PokeReturnValue(is_done=summary is not None, xcom_value=summary)
         from seclake_ml.scoring.service import find_new_local_batch
 
-        manifest = find_new_local_batch(cfg, self._ledger(cfg))
+        manifest = find_new_local_batch(cfg, self.ledger(cfg, site))
         if manifest is None:
             self.log.info("no new objects under %s", cfg.lake_root)
             return False
@@ -169,26 +143,25 @@ class NewLogBatchSensor(BaseSensorOperator):
     def execute_complete(self, context: "Context", event: dict[str, Any] | None = None) -> Any:
         if not event or event.get("status") != "success":
             raise RuntimeError(f"SQS trigger error: {event!r}")
-        cfg = _runtime_config(self.config_overrides)
-        clients = self._site(cfg).clients
-        summary = self._hand_off(cfg, clients, list(event.get("message_batch") or []))
+        cfg = self.runtime_config()
+        site = self.scoring_site(cfg)
+        summary = self._hand_off(cfg, site, list(event.get("message_batch") or []))
         if summary is None:
-            self._defer(cfg)  # only test events, duplicates or poison messages: keep waiting
+            self._defer(cfg, site)  # only test events, duplicates or poison messages: keep waiting
         return summary
 
-    def _hand_off(self, cfg: "SeclakeConfig", clients: Any, messages: list[dict]) -> dict[str, Any] | None:
+    def _hand_off(self, cfg: "SeclakeConfig", site: Any, messages: list[dict]) -> dict[str, Any] | None:
         from seclake_ml.scoring.service import hand_off_messages
 
-        ledger = self._ledger(cfg, clients)
-        manifest, plan = hand_off_messages(cfg, ledger, messages)
+        manifest, plan = hand_off_messages(cfg, self.ledger(cfg, site), messages)
         counts = plan.counts()
         self.log.info("received %d messages: %s", len(messages), counts)
         # The batch (or the record of rejected messages) is durable now; only then drop the messages.
-        queue = self._queue(cfg)
+        queue = site.notification_queue()
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
                    if m.get("ReceiptHandle")]
         for start in range(0, len(entries), 10):
-            resp = clients.sqs.delete_message_batch(QueueUrl=queue, Entries=entries[start:start + 10])
+            resp = site.clients.sqs.delete_message_batch(QueueUrl=queue, Entries=entries[start:start + 10])
             for failed in resp.get("Failed", []):
                 self.log.warning("could not delete message %s: %s (it will be redelivered; the ledger "
                                  "skips its objects)", failed.get("Id"), failed.get("Message"))
@@ -200,7 +173,7 @@ class NewLogBatchSensor(BaseSensorOperator):
         return summary
 
 
-class IntervalBatchOperator(BaseOperator):
+class IntervalBatchOperator(_ConfiguredOperator):
     """Hand off every object of the data interval's ``eventDay`` partitions as one batch.
 
     The batch id derives from the interval, so a re-run re-scores the same objects and overwrites
@@ -213,25 +186,20 @@ class IntervalBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("start", "end", "config_overrides")
 
     def __init__(self, *, start: Any = "{{ data_interval_start }}", end: Any = "{{ data_interval_end }}",
-                 aws_conn_id: str | None = "aws_default", config_overrides: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start = start
         self.end = end
-        self.aws_conn_id = aws_conn_id
-        self.config_overrides = config_overrides
 
     def execute(self, context: "Context") -> dict[str, Any]:
-        from seclake_ml.backends import backend_of
         from seclake_ml.interval import DataInterval
-        from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import hand_off_interval, interval_objects, work_store
+        from seclake_ml.scoring.service import hand_off_interval, interval_objects
 
-        cfg = _runtime_config(self.config_overrides)
+        cfg = self.runtime_config()
         window = DataInterval.parse(self.start, self.end)
         start, end = window.start, window.end
-        site = backend_of(cfg, self.aws_conn_id).scoring_site()
-        ledger = Ledger(work_store(cfg, site.clients))
+        site = self.scoring_site(cfg)
+        ledger = self.ledger(cfg, site)
         objects = interval_objects(cfg, start, end, site=site)
         batch_id = window.batch_id
         manifest = hand_off_interval(ledger, objects, batch_id, start, end)
@@ -241,7 +209,7 @@ class IntervalBatchOperator(BaseOperator):
         return summary
 
 
-class ScoreBatchOperator(BaseOperator):
+class ScoreBatchOperator(_ConfiguredOperator):
     """Score a handed-off batch with the active model (pinned into the batch) and write findings.
 
     Logs objects, rows, pairs, drops by reason, findings by severity, seconds per stage and output
@@ -253,20 +221,15 @@ class ScoreBatchOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("batch", "config_overrides")
 
-    def __init__(self, *, batch: Any, aws_conn_id: str | None = "aws_default",
-                 config_overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, batch: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch = batch
-        self.aws_conn_id = aws_conn_id
-        self.config_overrides = config_overrides
 
     def execute(self, context: "Context") -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from seclake_ml import __version__
-        from seclake_ml.backends import backend_of
-        from seclake_ml.scoring.ledger import Ledger
-        from seclake_ml.scoring.service import EndpointChanging, score_batch, work_store
+        from seclake_ml.scoring.service import EndpointChanging, score_batch
         from seclake_ml.scoring.sites import NoActiveModel
 
         from seclake_ml.handoff import ScoringBatch
@@ -275,9 +238,9 @@ class ScoreBatchOperator(BaseOperator):
             batch = ScoringBatch.from_xcom(self.batch, "batch").to_xcom()
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
-        cfg = _runtime_config(self.config_overrides)
-        site = backend_of(cfg, self.aws_conn_id).scoring_site()
-        ledger = Ledger(work_store(cfg, site.clients))
+        cfg = self.runtime_config()
+        site = self.scoring_site(cfg)
+        ledger = self.ledger(cfg, site)
         try:
             summary = score_batch(cfg, ledger, batch["batch_id"], site=site, product_version=__version__)
         except EndpointChanging as exc:

@@ -15,19 +15,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from seclake_ml.links import REPORT_URL_KEY, CalibrationReportLink, report_url
+from seclake_ml.operators.base import _ConfiguredOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from seclake_ml.backends import Backend
     from seclake_ml.config import SeclakeConfig
-    from seclake_ml.handoff import Wait
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +45,6 @@ def default_deferrable() -> bool:
     from airflow.providers.common.compat.sdk import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
-
-
-class _ConfiguredOperator(BaseOperator):
-    """Shared plumbing: runtime configuration with per-task overrides, and the backend it names."""
-
-    def __init__(self, *, config_overrides: Mapping[str, Any] | None = None,
-                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.config_overrides = config_overrides
-        self.aws_conn_id = aws_conn_id
-
-    def runtime_config(self) -> SeclakeConfig:
-        from seclake_ml.airflow_support import load_runtime_config
-
-        return load_runtime_config(self.config_overrides)
-
-    def backend(self, cfg: SeclakeConfig | None = None) -> Backend:
-        from seclake_ml.backends import backend_of
-
-        return backend_of(cfg or self.runtime_config(), self.aws_conn_id)
-
-    def defer_on(self, wait: Wait) -> None:
-        """Hand the wait to the triggerer; the task resumes in ``wait.method_name``."""
-        self.log.info("deferring to %s for at most %.0f s", type(wait.trigger).__name__, wait.timeout_seconds)
-        self.defer(trigger=wait.trigger, method_name=wait.method_name, kwargs=wait.kwargs or None,
-                   timeout=timedelta(seconds=wait.timeout_seconds))
 
 
 def _fail(message: str) -> None:
