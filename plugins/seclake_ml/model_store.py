@@ -169,3 +169,10 @@ class LocalModelStore:
         with open(self.root / "history.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
         return record
+
+
+def ipinsights_store(cfg: Any) -> LocalModelStore:
+    """The IP Insights model store of the configured work location (``<work>/models/ipinsights``)."""
+    from seclake_ml.locations import ipinsights_store_dir
+
+    return LocalModelStore(Path(ipinsights_store_dir(cfg)))

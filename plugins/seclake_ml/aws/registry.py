@@ -191,6 +191,16 @@ def _endpoint(cfg: Any, endpoint_name: str | None) -> str:
     return endpoint_name or default_endpoint_name(aws_setting(cfg, "resource_prefix"))
 
 
+def configured_endpoint(cfg: Any) -> str:
+    """The endpoint scoring follows: ``extra.scoring.endpoint_name``, else the resource prefix's default."""
+    return _endpoint(cfg, cfg.scoring.endpoint_name)
+
+
+def active_parameter(cfg: Any) -> str:
+    """The SSM parameter of the configured endpoint's active record, under ``ssm_path``."""
+    return parameter_names(aws_setting(cfg, "ssm_path"), configured_endpoint(cfg))[ACTIVE]
+
+
 def read_active(
     cfg: Any, *, endpoint_name: str | None = None, ssm_path: str | None = None, aws_conn_id: str | None = "aws_default"
 ) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.handoff import Activation, Calibration, PreparedData, TrainedModel
 from seclake_ml.interval import DataInterval
-from seclake_ml.locations import ipinsights_store_dir, training_dir
+from seclake_ml.locations import training_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ class Backend:
 
     # ------------------------------------------------------------------------------- training
     def _store(self) -> Any:
-        from seclake_ml.model_store import LocalModelStore
+        from seclake_ml.model_store import ipinsights_store
 
-        return LocalModelStore(Path(ipinsights_store_dir(self.cfg)))
+        return ipinsights_store(self.cfg)
 
     def prepare(self, window: DataInterval, inputs: Sequence[str], train_fraction: float) -> PreparedData:
         from seclake_ml.feedback.training import training_feedback

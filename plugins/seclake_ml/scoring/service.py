@@ -78,9 +78,14 @@ def setting(cfg: SeclakeConfig, name: str) -> Any:
 def site_of(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Site:
     """The scoring site of direct callers (the Lambda, commands, tests): AWS clients mean the aws site.
 
-    Operators take theirs from the backend factory (``backend_of(cfg).scoring_site()``).
+    Without clients, the configured backend's site (``backend_of(cfg).scoring_site()``, as operators
+    get theirs), so an aws configuration never falls back to the local site.
     """
-    return LocalSite(cfg) if clients is None else AwsSite(cfg, clients)
+    if clients is not None:
+        return AwsSite(cfg, clients)
+    from seclake_ml.backends import backend_of
+
+    return backend_of(cfg).scoring_site()
 
 
 def findings_location(cfg: SeclakeConfig, clients: AwsClients | None = None, *, site: Site | None = None) -> str:

@@ -19,8 +19,7 @@ from typing import Any, Callable
 
 from seclake_ml.aws.clients import AwsClients
 from seclake_ml.config import SeclakeConfig
-from seclake_ml.locations import ipinsights_store_dir, work_root
-from seclake_ml.scoring.drift import check_reference
+from seclake_ml.locations import work_root
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import InvalidLakeKey, LakeObject, parse_lake_key
 from seclake_ml.sources import get_source
@@ -79,10 +78,10 @@ def _combiner_of(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def model_store(cfg: SeclakeConfig) -> Any:
-    """The local model store of the work location (``<work>/models/ipinsights``)."""
-    from seclake_ml.model_store import LocalModelStore
+    """The local model store of the work location (:func:`seclake_ml.model_store.ipinsights_store`)."""
+    from seclake_ml.model_store import ipinsights_store
 
-    return LocalModelStore(Path(ipinsights_store_dir(cfg)))
+    return ipinsights_store(cfg)
 
 
 
@@ -123,7 +122,7 @@ def model_from_record(record: str | Mapping[str, Any], *, severity_scale: float)
                        profile_uri=profile_uri, severity_scale=scale,
                        endpoint_config_name=config_name if isinstance(config_name, str) else None,
                        combiner=_combiner_of(record), threshold_rule=_rule_of(record),
-                       score_reference=check_reference(record.get("score_reference")))
+                       score_reference=record.get("score_reference"))
 
 
 
@@ -258,7 +257,7 @@ class LocalSite:
         return ActiveModel(version=record["version"], threshold=record["threshold"], backend="local",
                            model_dir=str(model_dir), profile_uri=str(profile) if profile.is_file() else None,
                            severity_scale=scale, combiner=_combiner_of(record), threshold_rule=_rule_of(record),
-                           score_reference=check_reference(record.get("score_reference")))
+                           score_reference=record.get("score_reference"))
 
     def lake_objects(self, days: set[str]) -> list[LakeObject]:
         """Objects of the enabled sources in the ``eventDay`` partitions ``days`` (YYYYMMDD)."""
@@ -333,15 +332,18 @@ class AwsSite:
 
     def active_model(self) -> ActiveModel:
         """The active model and threshold of the SSM registry record of the scoring endpoint."""
-        from seclake_ml.aws import aws_setting
-        from seclake_ml.aws.names import endpoint_name as default_endpoint
-        from seclake_ml.aws.registry import ACTIVE, NoActiveRecord, UnreadableRecord, parameter_names, read_active_record
+        from seclake_ml.aws.registry import (
+            NoActiveRecord,
+            UnreadableRecord,
+            active_parameter,
+            configured_endpoint,
+            read_active_record,
+        )
 
         cfg, clients = self.cfg, self.clients
         scale = float(cfg.scoring.severity_scale)
 
-        endpoint = cfg.scoring.endpoint_name or default_endpoint(aws_setting(cfg, "resource_prefix"))
-        name = parameter_names(aws_setting(cfg, "ssm_path"), endpoint)[ACTIVE]
+        name = active_parameter(cfg)
         try:
             record = read_active_record(clients.ssm, name)
         except NoActiveRecord:
@@ -351,7 +353,7 @@ class AwsSite:
                 raise
             raise NoActiveModel(f"unusable active model record: {exc}") from None
         model = model_from_record(record, severity_scale=scale)
-        return model if model.endpoint_name else dc_replace(model, endpoint_name=endpoint)
+        return model if model.endpoint_name else dc_replace(model, endpoint_name=configured_endpoint(cfg))
 
     def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
         """``(model, None)``: its endpoint scores it. A model of another site is refused."""

@@ -68,7 +68,7 @@ from typing import Any
 from seclake_ml.aws_errors import error_code
 from seclake_ml.config import SeclakeConfig
 from seclake_ml.interval import DataInterval, parse_utc
-from seclake_ml.locations import ipinsights_store_dir, work_root
+from seclake_ml.locations import work_root
 from seclake_ml.scoring.findings import SEVERITY_NAMES, ms_to_rfc3339
 from seclake_ml.uris import is_s3, join_location, split_s3_uri
 
@@ -262,11 +262,11 @@ class _Listing:
 
 
 def findings_location(cfg: SeclakeConfig) -> str:
-    """The root of the findings tree, as the backend's scoring site chooses it
-    (:meth:`seclake_ml.scoring.sites.LocalSite.findings_location`, :meth:`~seclake_ml.scoring.sites.AwsSite.findings_location`)."""
-    from seclake_ml.backends import backend_of
+    """The root of the findings tree (:func:`seclake_ml.scoring.sites.findings_location`); no site and no
+    AWS clients are built for it."""
+    from seclake_ml.scoring.sites import findings_location as site_findings_location
 
-    return backend_of(cfg).scoring_site().findings_location()
+    return site_findings_location(cfg)
 
 
 def _detector_of(source: str) -> str | None:
@@ -969,13 +969,9 @@ def _ipinsights_overview(cfg: SeclakeConfig, work: str, s3_client: Any, ssm_clie
         versions = sorted(calibrations)
         if ssm_client is not None:
             try:
-                from seclake_ml.aws import aws_setting
-                from seclake_ml.aws.names import endpoint_name as default_endpoint
-                from seclake_ml.aws.registry import ACTIVE, parameter_names, read_active_record
+                from seclake_ml.aws.registry import active_parameter, read_active_record
 
-                endpoint = cfg.scoring.endpoint_name or default_endpoint(aws_setting(cfg, "resource_prefix"))
-                name = parameter_names(aws_setting(cfg, "ssm_path"), endpoint)[ACTIVE]
-                active = read_active_record(ssm_client, name)
+                active = read_active_record(ssm_client, active_parameter(cfg))
             except Exception as exc:  # noqa: BLE001 - NoActiveRecord, unreadable record, access denied
                 log.warning("reading the active IP Insights record failed: %s", exc)
                 active_error = f"the active model record could not be read ({type(exc).__name__})"
@@ -983,9 +979,9 @@ def _ipinsights_overview(cfg: SeclakeConfig, work: str, s3_client: Any, ssm_clie
             active_error = "the active record is in the SSM registry; pass ssm_client to read it"
         location = "SageMaker (versions from the calibrations under " + store.uri("training/calibration") + ")"
     else:
-        from seclake_ml.model_store import LocalModelStore, ModelStoreError
+        from seclake_ml.model_store import ModelStoreError, ipinsights_store
 
-        local = LocalModelStore(ipinsights_store_dir(cfg))
+        local = ipinsights_store(cfg)
         location = str(local.root)
         versions = local.versions()
         try:
