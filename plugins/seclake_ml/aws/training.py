@@ -311,7 +311,6 @@ def run_training(
     :param aws_conn_id: Airflow AWS connection.
     :return: the summary of :func:`training_summary`, or the wait (:func:`training_complete` finishes).
     """
-    conn_id = aws_conn_id
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
     instance_type = aws_setting(cfg, "training_instance_type", instance_type)
     role = require_setting(cfg, "role_arn", role_arn)
@@ -329,7 +328,7 @@ def run_training(
         role_arn=role, hyperparameters=hps, instance_type=instance_type, instance_count=instance_count,
         volume_size_gb=volume_size_gb, max_runtime_seconds=max_runtime_seconds, image_uri=image, tags=tags,
     )
-    hook = sagemaker_hook(cfg, conn_id)
+    hook = sagemaker_hook(cfg, aws_conn_id)
 
     found = describe_or_none(hook.describe_training_job, name)
     reused = found is not None
@@ -356,7 +355,7 @@ def run_training(
         if deferrable:
             status = hook.describe_training_job(name)["TrainingJobStatus"]
         if deferrable and status in RUNNING_STATES:
-            return job_wait(name, "training", cfg, conn_id, check_interval, max_runtime_seconds + 600)
+            return job_wait(name, "training", cfg, aws_conn_id, check_interval, max_runtime_seconds + 600)
         if status in RUNNING_STATES:
             _wait(hook, name, check_interval, max_runtime_seconds + 600)
     return _finish(hook, name, reused=reused)

@@ -199,7 +199,6 @@ def run_transform(
     :param aws_conn_id: Airflow AWS connection.
     :return: :func:`transform_summary` plus ``model_name`` and ``model_created``, or the wait.
     """
-    conn_id = aws_conn_id
     prefix = naming.validate_prefix(aws_setting(cfg, "resource_prefix"))
     instance_type = aws_setting(cfg, "transform_instance_type", instance_type)
     image = resolve_image_uri(cfg, image_uri)
@@ -217,7 +216,7 @@ def run_transform(
         instance_count=instance_count, max_payload_mb=max_payload_mb,
         max_concurrent_transforms=max_concurrent_transforms, tags=tags,
     )
-    hook = sagemaker_hook(cfg, conn_id)
+    hook = sagemaker_hook(cfg, aws_conn_id)
 
     found = describe_or_none(hook.describe_transform_job, name)
     reused = found is not None
@@ -247,7 +246,7 @@ def run_transform(
         if deferrable:
             status = hook.describe_transform_job(name)["TransformJobStatus"]
         if deferrable and status in RUNNING_STATES:
-            return job_wait(name, "transform", cfg, conn_id, check_interval, max_wait_seconds)
+            return job_wait(name, "transform", cfg, aws_conn_id, check_interval, max_wait_seconds)
         if status in RUNNING_STATES:
             from airflow.providers.common.compat.sdk import AirflowException
 

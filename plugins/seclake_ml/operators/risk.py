@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from seclake_ml.handoff import decode_mapping
 from seclake_ml.links import REPORT_URL_KEY, CalibrationReportLink, report_url
 from seclake_ml.operators.base import _ConfiguredOperator
 
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
-
-
-def _mapping(value: Any, name: str) -> dict[str, Any]:
-    from seclake_ml.handoff import decode_mapping
-
-    return decode_mapping(value, name)
 
 
 class RiskFitOperator(_ConfiguredOperator):
@@ -97,7 +92,7 @@ class RiskGateOperator(_ConfiguredOperator):
         self.fit = fit
 
     def execute(self, context: Context) -> dict[str, Any]:
-        fit = _mapping(self.fit, "fit")
+        fit = decode_mapping(self.fit, "fit")
         gate = dict(fit["gate"])
         if gate["passed"]:
             log.info("gate passed for %s: %s", fit["version"], gate["reason"])
@@ -121,7 +116,7 @@ class RiskRolloutOperator(_ConfiguredOperator):
         from seclake_ml.risk import service
         from seclake_ml.risk.store import activate
 
-        decision = _mapping(self.decision, "decision")
+        decision = decode_mapping(self.decision, "decision")
         if not decision.get("passed"):
             raise AirflowSkipException(f"gate held {decision.get('version')}: {decision.get('reason')}")
         cfg = self.runtime_config()

@@ -320,7 +320,6 @@ def _stamp() -> str:
 
 
 # ------------------------------------------------------------------------------ interval
-# ------------------------------------------------------------------------------ interval
 def interval_objects(cfg: SeclakeConfig, start: Any, end: Any, clients: AwsClients | None = None, *,
                      site: Site | None = None) -> list[LakeObject]:
     """Objects of the enabled sources in the ``eventDay`` partitions of ``[start, end)``."""

@@ -32,14 +32,8 @@ class NoActiveModel(RuntimeError):
     """No model is active yet: train and roll one out first (``seclake_ipinsights_training``)."""
 
 
-
-
-
-
 def enabled_lake_sources(cfg: SeclakeConfig) -> set[str]:
     return {get_source(s).lake_source for s, _ in cfg.source_views()}
-
-
 
 
 def _rule_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -75,15 +69,11 @@ def _combiner_of(record: dict[str, Any]) -> dict[str, Any] | None:
         raise NoActiveModel(f"active record's 'combiner' is unusable: {exc}") from None
 
 
-
-
 def model_store(cfg: SeclakeConfig) -> Any:
     """The local model store of the work location (:func:`seclake_ml.model_store.ipinsights_store`)."""
     from seclake_ml.model_store import ipinsights_store
 
     return ipinsights_store(cfg)
-
-
 
 
 def model_from_record(record: str | Mapping[str, Any], *, severity_scale: float) -> ActiveModel:
@@ -123,8 +113,6 @@ def model_from_record(record: str | Mapping[str, Any], *, severity_scale: float)
                        endpoint_config_name=config_name if isinstance(config_name, str) else None,
                        combiner=_combiner_of(record), threshold_rule=_rule_of(record),
                        score_reference=record.get("score_reference"))
-
-
 
 
 def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> tuple[list[LakeObject], list[dict]]:
@@ -171,10 +159,6 @@ def iter_local_objects(cfg: SeclakeConfig, *, days: set[str] | None = None) -> t
         rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
         rejected.append({"key": rel[:300], "reason": r["reason"]})
     return objects, rejected
-
-
-
-
 
 
 def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObject]:
