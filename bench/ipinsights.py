@@ -1,10 +1,14 @@
 """IP Insights benchmark: the default detector against the nearest-known-IP baseline, on two data sets.
 
-Default run (``python bench/ipinsights.py``), side by side for both data sets:
+Default run (``python bench/ipinsights.py``), side by side for three data sets:
 
-* **logins**: a login world shaped like the SageMaker IP Insights tutorial's (``bench/logins.py``:
-  3,000 users with home ISPs and DHCP leases, offices, mobile carriers, travel to hubs and random
-  networks), split in time at 70%;
+* **tutorial**: logins drawn with the SageMaker IP Insights tutorial generator's process
+  (``bench/logins.py``, ``generate_tutorial_logins``: 3,000 users, each with a home and a work
+  range of a synthetic routing table, local moves of Normal(0, 10) table positions around them,
+  travel with probability Beta(1, 30) to a uniformly random range, Pareto event counts), split in
+  time at 70%;
+* **logins**: a login world with more structure (``generate_logins``: 3,000 users with home ISPs
+  and DHCP leases, offices, mobile carriers, travel to hubs and random networks), split the same way;
 * **lake**: the pairs of the sample lake that ``make run`` trains on (the package generator, the
   four default source views, the 14-day window before 2024-01-08 03:00 UTC, split at 70%).
 
@@ -14,8 +18,9 @@ For each: the training DAG's default hyperparameters, the calibration sets of th
 (``-dot_product``), of the baseline (distance from the entity's nearest known IP) and of their
 calibrated combination (the deployed score), with the bar: combination >= 0.997 and at most half
 the baseline's error. Training samples/s are printed per device (CPU; CUDA when available). On the
-logins set, the combination fitted on the injected sets is also scored on the generator's own
-intrusions (another user's home network, a random network), which it never saw.
+two login sets, the combination fitted on the injected sets is also scored on the generator's own
+intrusions (another user's home network or neighbourhood, a random network or range), which it
+never saw.
 
 ``--world`` runs the older, larger benchmark instead (10,000 users, tuned model, scorer speed):
 
@@ -365,13 +370,14 @@ LAKE_VIEWS = ("vpc_flow:instance_peer", "route53:instance_resolved_ip", "cloudtr
 BAR_AUC = 0.997
 
 
-def login_pairs(n_users: int, seed: int) -> tuple[Any, Any, Any]:
-    """``(train, later, world)`` of the tutorial-shaped login world, split in time at 70%."""
+def login_pairs(n_users: int, seed: int, process: str = "isp") -> tuple[Any, Any, Any]:
+    """``(train, later, world)`` of a login world, split in time at 70%: ``process`` "isp" (ISPs,
+    leases, offices, carriers, hubs) or "tutorial" (the SageMaker tutorial's generator process)."""
     import pandas as pd
 
-    from logins import generate_logins
+    from logins import generate_logins, generate_tutorial_logins
 
-    world = generate_logins(n_users, seed=seed)
+    world = (generate_tutorial_logins if process == "tutorial" else generate_logins)(n_users, seed=seed)
     names = np.array([f"user-{u:05d}" for u in range(n_users)], dtype=object)
     frame = pd.DataFrame({"entity": names[world.user], "ip": format_ipv4(world.ip),
                           "event_time": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(world.t, unit="s")})
@@ -429,14 +435,15 @@ def default_hyperparameters() -> dict[str, Any]:
 
 def intrusion_pairs(train: Any, later: Any, world: Any, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(entities, ips, kind)``: 50,000 known-normal later logins (``kind`` "normal") and 50,000 of the
-    generator's own intrusions (another user's home network, a random network)."""
-    from logins import abnormal_logins
+    generator's own intrusions (another user's home network or neighbourhood, a random network or range)."""
+    from logins import RangeWorld, abnormal_logins, range_abnormal_logins
 
     from seclake_ml.ipinsights.calibration import known_normal_pairs
 
     normal = known_normal_pairs(train, later, 50_000, seed=seed + 7)
     users = np.array(sorted(int(e.split("-")[1]) for e in train["entity"].unique()))
-    u, ip, kind = abnormal_logins(world, users, 50_000, seed=seed + 5)
+    draw = range_abnormal_logins if isinstance(world, RangeWorld) else abnormal_logins
+    u, ip, kind = draw(world, users, 50_000, seed=seed + 5)
     ents = np.r_[normal["entity"].to_numpy(object), np.array([f"user-{i:05d}" for i in u], dtype=object)]
     return ents, np.r_[normal["ip"].to_numpy(object), format_ipv4(ip)], np.r_[np.full(len(normal), "normal"), kind]
 
@@ -498,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=3000, help="users of the login world (default 3000)")
     ap.add_argument("--devices", help="comma-separated training devices (default: cpu, and cuda when available)")
     ap.add_argument("--lake-dir", default=str(REPO / "var" / "bench-ipinsights"), help="where the sample lake is generated")
-    ap.add_argument("--only", choices=("logins", "lake"), help="one data set only")
+    ap.add_argument("--only", choices=("tutorial", "logins", "lake"), help="one data set only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true", help="log training progress")
     args = ap.parse_args(argv)
@@ -509,11 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {', '.join(devices)} (CUDA available: {torch.cuda.is_available()}); "
           f"hyperparameters: the training DAG's defaults {default_hyperparameters()}")
     rows: list[dict[str, Any]] = []
-    if args.only in (None, "logins"):
+    for name, process in (("tutorial", "tutorial"), ("logins", "isp")):
+        if args.only not in (None, name):
+            continue
         t0 = time.perf_counter()
-        train, later, world = login_pairs(args.users, args.seed)
-        print(f"logins: {len(train) + len(later):,} logins of {args.users:,} users in {time.perf_counter() - t0:.1f}s")
-        rows.extend(evaluate("logins", train, later, devices, args.seed, intrusions=intrusion_pairs(train, later, world, args.seed)))
+        train, later, world = login_pairs(args.users, args.seed, process)
+        print(f"{name}: {len(train) + len(later):,} logins of {args.users:,} users in {time.perf_counter() - t0:.1f}s")
+        rows.extend(evaluate(name, train, later, devices, args.seed, intrusions=intrusion_pairs(train, later, world, args.seed)))
     if args.only in (None, "lake"):
         t0 = time.perf_counter()
         train, later, injected = lake_pairs(Path(args.lake_dir))

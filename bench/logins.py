@@ -152,3 +152,87 @@ def abnormal_logins(world: LoginWorld, users: np.ndarray, n: int, seed: int = 1)
                   random_network_ips(rng, world.isp_blocks, n))
     kind = np.where(from_other, "other_user_network", "random_network")
     return u, ip.astype(np.uint32), kind
+
+
+# ------------------------------------------------------------------------------------ tutorial process
+@dataclass
+class RangeWorld:
+    """Logins drawn with the SageMaker tutorial's process over a synthetic table of address ranges."""
+
+    user: np.ndarray
+    ip: np.ndarray
+    t: np.ndarray
+    n_users: int
+    range_start: np.ndarray  # per range, first address (ascending)
+    range_size: np.ndarray  # per range, number of addresses
+    home: np.ndarray  # per user, range index
+    work: np.ndarray  # per user, range index
+
+
+def _address_ranges(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` disjoint public ranges in address order: sizes 2**8 .. 2**20 (median /23), laid
+    out contiguously with unrouted gaps, like a routing table's announced prefixes."""
+    from seclake_ml.ipinsights.ipv4 import RESERVED_BOUNDS
+
+    host_bits = np.minimum(8 + rng.geometric(0.35, n) - 1, 20)
+    sizes = (1 << host_bits).astype(np.int64)
+    span = (224 << 24) - (1 << 24)
+    gaps = rng.exponential(1.0, n)
+    gaps *= max(span * 0.8 - sizes.sum(), 0) / gaps.sum()
+    starts = (1 << 24) + np.cumsum(gaps.astype(np.int64) + sizes) - sizes
+    reserved = RESERVED_BOUNDS.astype(np.int64)
+    clash = np.zeros(n, bool)
+    for first, last in reserved:
+        clash |= (starts <= last) & (starts + sizes - 1 >= first)
+    keep = ~clash & (starts + sizes <= (224 << 24))
+    return starts[keep], sizes[keep]
+
+
+def generate_tutorial_logins(n_users: int = 3000, *, days: int = 10, seed: int = 0, n_ranges: int = 200_000,
+                             work_window: int = 50_000, locality_sigma: float = 10.0,
+                             events_scale: float = 50.0, max_events: int = 10_000) -> RangeWorld:
+    """Logins following the SageMaker IP Insights tutorial's generator, over synthetic ranges.
+
+    Each user has a home range (uniform over the table) and a work range within ``work_window``
+    table positions of it; per login the user travels with probability ``Beta(1, 30)`` (a uniformly
+    random range of the table), otherwise is at home with probability ``Beta(3, 5)`` or at work, and
+    connects from a range ``Normal(0, locality_sigma)`` table positions around that place. The
+    address is uniform inside the range. Events per user: ``events_scale * (Pareto(1) + 1)``, capped.
+    """
+    rng = np.random.default_rng([seed, 7])
+    starts, sizes = _address_ranges(rng, n_ranges)
+    n = starts.size
+    home = rng.integers(0, n, n_users)
+    offset = rng.integers(-work_window, work_window, n_users)
+    offset = np.where(offset == 0, 1, offset)
+    work = (home + offset) % n
+    p_travel = rng.beta(1, 30, n_users)
+    p_home = rng.beta(3, 5, n_users)
+    counts = np.minimum((events_scale * (rng.pareto(1.0, n_users) + 1)).astype(np.int64), max_events)
+    user = np.repeat(np.arange(n_users), counts)
+    m = user.size
+    travel = rng.random(m) < p_travel[user]
+    at_home = rng.random(m) < p_home[user]
+    base = np.where(at_home, home[user], work[user])
+    local = (base + np.rint(rng.normal(0.0, locality_sigma, m)).astype(np.int64)) % n
+    rng_idx = np.where(travel, rng.integers(0, n, m), local)
+    ip = starts[rng_idx] + (rng.random(m) * sizes[rng_idx]).astype(np.int64)
+    t = rng.integers(0, days * DAY_S, m)
+    order = np.argsort(t, kind="stable")
+    return RangeWorld(user=user[order], ip=ip[order].astype(np.uint32), t=t[order], n_users=n_users,
+                      range_start=starts, range_size=sizes, home=home, work=work)
+
+
+def range_abnormal_logins(world: RangeWorld, users: np.ndarray, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(user, ip, kind)``: half from another user's home neighbourhood, half from a random range."""
+    rng = np.random.default_rng(seed)
+    u = rng.choice(users, n)
+    other = rng.integers(0, world.n_users, n)
+    other = np.where(other == u, (other + 1) % world.n_users, other)
+    from_other = rng.random(n) < 0.5
+    k = world.range_start.size
+    near = (world.home[other] + np.rint(rng.normal(0.0, 10.0, n)).astype(np.int64)) % k
+    idx = np.where(from_other, near, rng.integers(0, k, n))
+    ip = world.range_start[idx] + (rng.random(n) * world.range_size[idx]).astype(np.int64)
+    kind = np.where(from_other, "other_user_network", "random_network")
+    return u, ip.astype(np.uint32), kind

@@ -65,6 +65,21 @@ def test_train_score_calibrate(world, tmp_path, capsys):
     assert metrics["roc_auc"] > 0.9 and metrics["threshold"]["fpr"] <= 0.05
     assert {p.name for p in report.iterdir()} == {"score_histogram.png", "roc_curve.png", "metrics.json", "report.html", "threshold.json"}
 
+    # with the training pairs: the combined score, each component's AUC and combiner.json
+    combined = tmp_path / "report-combined"
+    assert cli.main(["calibrate", "--model", str(model), "--normal", str(normal), "--abnormal", str(abnormal),
+                     "--target-fpr", "0.05", "--report", str(combined), "--train", str(train_csv), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics["components"]) == {"model", "nearest_known_ip", "combined"}
+    assert all(0.5 < c["roc_auc"] <= 1.0 for c in metrics["components"].values())
+    if metrics.get("combiner_declined") is None:
+        assert json.loads((combined / "combiner.json").read_text())["format"] == "seclake-ipinsights-combiner"
+    else:  # the model alone: no combination file to deploy
+        assert not (combined / "combiner.json").exists()
+    with pytest.raises(SystemExit):  # one history source, not both
+        _parse(["ipinsights", "calibrate", "--model", "m", "--normal", "n", "--abnormal", "a", "--report", "r",
+                "--train", "t.csv", "--profile", "p.parquet"])
+
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--train", "missing.csv", "--out", "m"], "does not exist"),

@@ -33,6 +33,23 @@ def test_history_features_on_a_hand_made_case():
     assert f["known_entity"][4] and f["prefix_bits"][4] == 0 and f["distance_bits"][4] == 32.0
 
 
+def test_estate_features_count_other_entities_per_network():
+    hist = HistoryIndex.from_pairs(["a", "b", "b", "c", "d"], ["10.0.0.5", "10.0.0.9", "10.0.0.10", "10.0.7.1", "192.0.2.1"])
+    f = hist.features(["a", "a", "zz", "d", "a"], ["10.0.0.99", "10.0.9.9", "10.0.0.1", "10.0.0.1", "bad"])
+    scale = np.log1p(3)  # four entities: at most three others
+    # a's own /24 also holds b (one other; a itself is not counted), the /16 also holds c
+    assert f["estate_24"][0] == pytest.approx(np.log1p(1) / scale)
+    assert f["estate_16"][0] == pytest.approx(np.log1p(2) / scale)
+    # a /24 nobody used, in a /16 that b and c used
+    assert f["estate_24"][1] == 0.0 and f["estate_16"][1] == pytest.approx(np.log1p(2) / scale)
+    # an unknown entity counts everyone; d has no history in 10.0/16 and counts a, b, c
+    assert f["estate_24"][2] == pytest.approx(np.log1p(2) / scale)
+    assert f["estate_16"][3] == pytest.approx(1.0)
+    # invalid IP: nothing
+    assert f["estate_24"][4] == 0.0 and f["estate_16"][4] == 0.0
+    assert HistoryIndex.empty().features(["a"], ["10.0.0.1"])["estate_16"][0] == 0.0
+
+
 def test_history_nearest_prefix_matches_brute_force():
     rng = np.random.default_rng(4)
     ents = rng.integers(0, 30, 3000)
@@ -65,7 +82,7 @@ def _synthetic(n: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray], np
     dots = np.where(y, -1.0, 1.0) + rng.normal(0, 1.2, n)
     dist = np.clip(np.where(y, 20.0, 8.0) + rng.normal(0, 6.0, n), 0, 32)
     hist = {"prefix_bits": 32 - dist, "distance_bits": dist, "share_24": np.zeros(n), "share_16": np.zeros(n),
-            "known_ip": (dist < 1).astype(float)}
+            "known_ip": (dist < 1).astype(float), "estate_24": np.zeros(n), "estate_16": np.zeros(n)}
     return dots, hist, y
 
 
@@ -88,6 +105,19 @@ def test_a_feature_with_the_wrong_sign_is_dropped():
     assert "share_24" not in comb.features and comb.fit["dropped"]["share_24"] == "sign against expectation"
     assert all(np.sign(c) == {"dot_product": -1, "prefix_bits": -1, "distance_bits": 1, "share_16": -1,
                               "known_ip": -1}[f] for f, c in zip(comb.features, comb.coef))
+
+
+def test_estate_features_may_only_lower_the_score():
+    dots, hist, y = _synthetic(10_000, 5)
+    rng = np.random.default_rng(6)
+    # injected pairs from networks everyone uses (like other_entity): "common = abnormal" must be refused
+    hist = dict(hist, estate_16=np.where(y, 0.8, 0.3) + rng.normal(0, 0.05, y.size))
+    comb = fit_combiner(dots, hist, y)
+    assert "estate_16" not in comb.features and comb.fit["dropped"]["estate_16"] == "sign against expectation"
+    # and a network nobody used is evidence the other way: kept, with a negative coefficient
+    hist = dict(hist, estate_16=np.where(y, 0.1, 0.6) + rng.normal(0, 0.2, y.size))
+    comb = fit_combiner(dots, hist, y)
+    assert dict(zip(comb.features, comb.coef))["estate_16"] < 0
 
 
 def test_combiner_round_trips_through_json_without_pickle():

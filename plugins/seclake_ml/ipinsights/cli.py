@@ -8,8 +8,10 @@ module on its own: ``python -m seclake_ml.ipinsights.cli <command> ...``.
   Parquet pairs); the output format follows its suffix: ``.parquet``, ``.jsonl`` or CSV with a header.
 * ``calibration-sets --train FILE --later FILE --normal-out FILE --abnormal-out FILE``: build the
   known-normal and injected-abnormal sets (Parquet).
-* ``calibrate --model DIR --normal FILE --abnormal FILE --target-fpr X --report DIR``: choose a
-  threshold and write the report (PNG, JSON, HTML) and ``threshold.json``.
+* ``calibrate --model DIR --normal FILE --abnormal FILE --target-fpr X --report DIR [--train FILE]``:
+  choose a threshold and write the report (PNG, JSON, HTML) and ``threshold.json``; with the
+  training pairs (``--train``) or the model's profile (``--profile``) it calibrates the score
+  combined with the entities' history and writes ``combiner.json`` (when the combination beats the model).
 """
 
 from __future__ import annotations
@@ -90,8 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ca.add_argument("--abnormal", required=True, help="abnormal pairs (CSV or Parquet; optional 'kind' column)")
     ca.add_argument("--target-fpr", type=float, help="false-positive rate to aim for, e.g. 0.01 (default: best F1)")
     ca.add_argument("--report", required=True, help="folder for the report and threshold.json")
-    ca.add_argument("--profile", help="the model's profile.parquet: calibrate the score combined with the entities' "
-                    "history (writes combiner.json) instead of -dot_product")
+    history = ca.add_mutually_exclusive_group()
+    history.add_argument("--profile", help="the model's profile.parquet: calibrate the score combined with the entities' "
+                         "history (writes combiner.json) instead of -dot_product")
+    history.add_argument("--train", help="the model's training pairs (CSV or Parquet): the same as --profile, with the "
+                         "history built from these pairs")
     ca.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return group
 
@@ -258,13 +263,22 @@ def _calibrate(args: argparse.Namespace) -> int:
     scorer = IPInsightsScorer.load(args.model)
     normal = read_pairs_frame(args.normal, ("entity", "ip"))
     abnormal = read_pairs_frame(args.abnormal, ("entity", "ip", "kind"))
-    if args.profile:
+    if args.profile or args.train:
         from seclake_ml.ipinsights.calibration import calibrate_combined
-        from seclake_ml.scoring.profile import load_history
 
-        result = calibrate_combined(scorer, normal, abnormal, load_history(args.profile), args.target_fpr)
+        if args.profile:
+            from seclake_ml.scoring.profile import load_history
+
+            history = load_history(args.profile)
+        else:
+            from seclake_ml.ipinsights.history import HistoryIndex
+
+            train = read_pairs_frame(args.train, ("entity", "ip"))
+            history = HistoryIndex.from_pairs(train["entity"].to_numpy(object), train["ip"].to_numpy(object))
+        result = calibrate_combined(scorer, normal, abnormal, history, args.target_fpr)
         Path(args.report).mkdir(parents=True, exist_ok=True)
-        (Path(args.report) / "combiner.json").write_text(json.dumps(result.combiner, indent=2) + "\n")
+        if result.combiner is not None:
+            (Path(args.report) / "combiner.json").write_text(json.dumps(result.combiner, indent=2) + "\n")
     else:
         result = calibrate(scorer, normal, abnormal, args.target_fpr)
     context = {

@@ -16,7 +16,11 @@ Why it carries to data it was not fitted on:
   whose fitted sign contradicts that is dropped and the rest refitted, so the combination cannot
   learn a quirk of the injected sets (e.g. "addresses in this range are normal");
 * no feature describes the entity alone (activity, age, number of IPs): normal and injected pairs
-  pick their entities differently, and such a feature would learn that difference, not anomalies.
+  pick their entities differently, and such a feature would learn that difference, not anomalies;
+* the estate features (how many other entities used the IP's network) may only lower the score:
+  the injected ``other_entity`` pairs are by construction from networks others use, and a fit that
+  learned "used by others = abnormal" from them would be learning the injection, so that sign is
+  refused like any other.
 
 Stored as JSON (no pickle) with :meth:`ScoreCombiner.to_dict`; :meth:`ScoreCombiner.from_dict`
 validates every field.
@@ -45,6 +49,8 @@ EXPECTED_SIGNS: dict[str, int] = {
     "share_24": -1,
     "share_16": -1,
     "known_ip": -1,
+    "estate_24": -1,
+    "estate_16": -1,
 }
 INPUTS = ("dot_product", *FEATURE_NAMES)
 

@@ -10,10 +10,15 @@ sorted by ``(entity, address)``, and answers, for any batch of pairs and with Nu
 ``share_24``      ``log1p(events in the IP's /24) / log1p(all events of the entity)``, 0..1
 ``share_16``      the same for the IP's /16
 ``known_ip``      1.0 when the exact IP was seen with the entity
+``estate_24``     ``log1p(other entities with events in the IP's /24) / log1p(entities - 1)``, 0..1
+``estate_16``     the same for the IP's /16
 ``known_entity``  whether the entity has any history
 
-Everything is relative to the entity's own history (no feature counts how many entities use an IP,
-or how active an entity is), so the features mean the same on any data set. The nearest known IP
+The first five are relative to the entity's own history; the ``estate_*`` pair says how common the
+IP's network is across the estate (other entities only, so they do not repeat ``share_*``): an
+address from a network nobody in the estate has used is more surprising than one from the
+office, VPN or ISP that colleagues share. No feature says how active an entity is or how many
+networks it has, so the features mean the same on any data set. The nearest known IP
 (the most shared leading bits) is always one of the two known IPs adjacent to the queried address
 in numeric order, so one ``searchsorted`` answers it exactly.
 """
@@ -29,7 +34,7 @@ from seclake_ml.ipinsights.ipv4 import parse_ipv4
 
 __all__ = ["FEATURE_NAMES", "HistoryIndex"]
 
-FEATURE_NAMES = ("prefix_bits", "distance_bits", "share_24", "share_16", "known_ip")
+FEATURE_NAMES = ("prefix_bits", "distance_bits", "share_24", "share_16", "known_ip", "estate_24", "estate_16")
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 
@@ -63,6 +68,23 @@ class HistoryIndex:
         self._code = {name: i for i, name in enumerate(self.names)}
         self._keys = keys
         self._cum = np.r_[0, np.cumsum(events)].astype(np.int64)
+        self._estate = {bits: self._entities_per_network(bits) for bits in (24, 16)}
+
+    def _entities_per_network(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(networks, entity counts)``: the distinct /``bits`` networks of the held pairs (ascending)
+        and how many entities have events in each."""
+        net = (self._keys & _LOW32) >> np.uint64(32 - bits)
+        per_entity = np.unique((net << np.uint64(32)) | (self._keys >> np.uint64(32)))
+        return np.unique(per_entity >> np.uint64(32), return_counts=True)
+
+    def _estate_share(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
+        nets, counts = self._estate[bits]
+        if nets.size == 0:
+            return np.zeros(addr.size)
+        q = addr.astype(np.uint64) >> np.uint64(32 - bits)
+        pos = np.clip(np.searchsorted(nets, q), 0, nets.size - 1)
+        found = np.where(nets[pos] == q, counts[pos], 0) - own.astype(np.int64)
+        return np.log1p(np.maximum(found, 0)) / np.log1p(max(len(self.names) - 1, 1))
 
     @classmethod
     def empty(cls) -> "HistoryIndex":
@@ -166,8 +188,12 @@ class HistoryIndex:
                 host = np.uint64((1 << (32 - bits)) - 1)
                 ev = self._events_between(base | (a & ~host & _LOW32), base | (a | host)).astype(np.float64)
                 out[idx] = np.log1p(ev) / denom
+        addr_ok = np.where(ok, addr, 0)
         return {"prefix_bits": prefix, "distance_bits": dist, "share_24": share24, "share_16": share16,
-                "known_ip": exact, "known_entity": code >= 0}
+                "known_ip": exact,
+                "estate_24": np.where(ok, self._estate_share(24, addr_ok, share24 > 0), 0.0),
+                "estate_16": np.where(ok, self._estate_share(16, addr_ok, share16 > 0), 0.0),
+                "known_entity": code >= 0}
 
     def nearest_known_score(self, entities: Any, ips: Any) -> np.ndarray:
         """The non-ML baseline as an anomaly score: ``distance_bits`` (higher = farther from history)."""
