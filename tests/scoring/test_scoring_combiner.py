@@ -105,3 +105,35 @@ def test_an_unusable_combiner_in_the_active_record_is_refused_by_name(site: dict
     store.activate("ipinsights-a", threshold=site["threshold"], extra={"combiner": {**COMBINER, "coef": [1.0]}})
     with pytest.raises(sites.NoActiveModel, match="'combiner' is unusable"):
         service.active_model(make_config(site))
+
+
+def test_a_combiner_that_weighs_the_estate_says_so_in_the_findings(site: dict) -> None:
+    from seclake_ml.ipinsights.history import HistoryIndex
+
+    import pandas as pd
+
+    store = LocalModelStore(Path(site["work"]) / "models" / "ipinsights")
+    combiner = {**COMBINER, "features": ["dot_product", "distance_bits", "estate_16"], "mean": [0.0, 8.0, 0.5],
+                "scale": [1.0, 4.0, 0.25], "coef": [-1.0, 1.5, -0.5]}
+    store.activate("ipinsights-a", threshold=-3.0, extra={"combiner": combiner})  # low: many findings
+    cfg = make_config(site)
+    ledger = Ledger(service.work_store(cfg))
+    assert service.find_new_local_batch(cfg, ledger) is None
+    drop_day(site, DAY)
+    manifest = service.find_new_local_batch(cfg, ledger)
+    summary = service.score_batch(cfg, ledger, manifest["batch_id"])
+    assert summary["totals"]["failed"] == 0 and summary["totals"]["findings"] > 0
+    records = read_findings(sorted(str(p) for p in (Path(site["lake"]) / "ext").rglob("*.parquet")))
+    prof = pd.read_parquet(store.version_dir("ipinsights-a") / "profile.parquet")
+    history = HistoryIndex.from_pairs(prof["entity"].to_numpy(object), prof["ip"].to_numpy(object), prof["events"].to_numpy())
+    checked = 0
+    for r in records:
+        expl = r["evidences"][0]["data"]["explanation"]
+        if not expl.get("entity_known"):
+            continue
+        entity, ip = r["unmapped"]["entity"], r["unmapped"]["ip"]
+        want = history.estate_entities([entity], [ip])
+        assert (expl["estate_entities_24"], expl["estate_entities_16"]) == (int(want[24][0]), int(want[16][0]))
+        assert "of the estate" in expl["text"] and "of the estate" in r["message"]
+        checked += 1
+    assert checked > 0

@@ -95,6 +95,11 @@ class ScoreCombiner:
             raise ValueError(f"combiner: 'intercept' must be a finite number, got {self.intercept!r}")
 
     @property
+    def uses_estate(self) -> bool:
+        """Whether the score depends on how common the IP's network is across the estate."""
+        return any(f.startswith("estate_") for f in self.features)
+
+    @property
     def needs_history(self) -> bool:
         """Whether scoring needs the entity history (any input other than ``dot_product``)."""
         return any(f != "dot_product" for f in self.features)

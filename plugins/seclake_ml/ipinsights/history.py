@@ -77,14 +77,43 @@ class HistoryIndex:
         per_entity = np.unique((net << np.uint64(32)) | (self._keys >> np.uint64(32)))
         return np.unique(per_entity >> np.uint64(32), return_counts=True)
 
-    def _estate_share(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
+    def _other_entities(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Entities with events in each address's /``bits`` network, less one where ``own`` is set."""
         nets, counts = self._estate[bits]
         if nets.size == 0:
-            return np.zeros(addr.size)
+            return np.zeros(addr.size, np.int64)
         q = addr.astype(np.uint64) >> np.uint64(32 - bits)
         pos = np.clip(np.searchsorted(nets, q), 0, nets.size - 1)
         found = np.where(nets[pos] == q, counts[pos], 0) - own.astype(np.int64)
-        return np.log1p(np.maximum(found, 0)) / np.log1p(max(len(self.names) - 1, 1))
+        return np.maximum(found, 0)
+
+    def _estate_share(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
+        return np.log1p(self._other_entities(bits, addr, own)) / np.log1p(max(len(self.names) - 1, 1))
+
+    def estate_entities(self, entities: Any, ips: Any) -> dict[int, np.ndarray]:
+        """How many *other* entities had events in each IP's /24 and /16 (``{24: counts, 16: counts}``;
+        0 for an invalid IP), for explanations.
+
+        :param entities: entity names.
+        :param ips: dotted IPv4 strings or integer addresses, same length.
+        """
+        ents = list(entities)
+        addr, ok = _as_addresses(ips)
+        if len(ents) != addr.size:
+            raise ValueError(f"estate counts: {len(ents)} entities and {addr.size} IPs; expected equal lengths")
+        code = np.fromiter((self._code.get(e, -1) if isinstance(e, str) else -1 for e in ents), dtype=np.int64,
+                           count=len(ents))
+        out = {}
+        for bits in (24, 16):
+            own = np.zeros(addr.size, bool)
+            idx = np.flatnonzero((code >= 0) & ok)
+            if idx.size:
+                base = code[idx].astype(np.uint64) << np.uint64(32)
+                host = np.uint64((1 << (32 - bits)) - 1)
+                a = addr[idx].astype(np.uint64)
+                own[idx] = self._events_between(base | (a & ~host & _LOW32), base | (a | host)) > 0
+            out[bits] = np.where(ok, self._other_entities(bits, np.where(ok, addr, 0), own), 0)
+        return out
 
     @classmethod
     def empty(cls) -> "HistoryIndex":

@@ -54,6 +54,7 @@ from seclake_ml.sources import get_source
 
 if TYPE_CHECKING:
     from seclake_ml.feedback.allowlist import Matcher
+    from seclake_ml.scoring.scorers import AnomalyScorer
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,29 @@ def _utc(value: Any, fallback: datetime) -> datetime:
     if not _MIN_US <= micros <= _MAX_US:
         return fallback
     return datetime.fromtimestamp(micros / 1e6, tz=timezone.utc)
+
+
+def _add_estate(explanations: dict[tuple[str, str], dict], scorer: AnomalyScorer) -> None:
+    """Add how common each flagged IP's network is across the estate to the known entities'
+    explanations, where the combined score weighed it (``estate_entities_24`` / ``_16``, one line of
+    text). An unavailable profile leaves the explanations as they are."""
+    keys = [k for k, e in explanations.items() if isinstance(e, dict) and e.get("entity_known") and e.get("ip_valid")]
+    if not keys:
+        return
+    try:
+        counts = scorer.estate_counts([k[0] for k in keys], [k[1] for k in keys])
+    except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
+        log.warning("estate counts unavailable (%s); explanations leave them out", exc)
+        return
+    if counts is None:
+        return
+    for i, key in enumerate(keys):
+        n24, n16 = int(counts[24][i]), int(counts[16][i])
+        said = ("no other entity of the estate was seen in its /16" if n16 == 0 else
+                f"{n16} other {'entity' if n16 == 1 else 'entities'} of the estate {'was' if n16 == 1 else 'were'} "
+                f"seen in its /16 ({n24} in its /24)")
+        explanations[key] = dict(explanations[key], estate_entities_24=n24, estate_entities_16=n16,
+                                 text=f"{explanations[key].get('text', '')}; {said}")
 
 
 def _day_start(obj: LakeObject) -> datetime:
@@ -340,6 +364,7 @@ def score_objects(
                         context_name=context_name, context=context,
                     ))
                     explanations[(entity, ip)] = flagged.why.get((entity, ip)) or profile.explain(entity, ip)
+                _add_estate(explanations, anomaly_scorer)
                 secs["explain"] += time.perf_counter() - t2
                 t3 = time.perf_counter()
                 records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,

@@ -70,6 +70,13 @@ class AnomalyScorer:
                 raise ScoringError("the model's score combiner needs the entity profile, and it is unavailable")
         return self._history
 
+    def estate_counts(self, entities: Sequence[str], ips: Sequence[str]) -> dict[int, np.ndarray] | None:
+        """Other entities seen in each IP's /24 and /16 (``{24: ..., 16: ...}``) when the combined score
+        weighs them; ``None`` when it does not."""
+        if self.combiner is None or not self.combiner.uses_estate:
+            return None
+        return self._load().estate_entities(entities, ips)
+
     def score(self, entities: Sequence[str], ips: Sequence[str], dot_product: np.ndarray) -> np.ndarray:
         """Anomaly scores of the pairs whose ``dot_product`` is given."""
         dots = np.asarray(dot_product, dtype=np.float64)
