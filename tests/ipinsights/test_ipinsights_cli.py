@@ -60,9 +60,9 @@ def test_train_score_calibrate(world, tmp_path, capsys):
     capsys.readouterr()
     report = tmp_path / "report"
     assert cli.main(["calibrate", "--model", str(model), "--normal", str(normal), "--abnormal", str(abnormal),
-                     "--target-fpr", "0.05", "--report", str(report), "--json"]) == 0
+                     "--target-fpr", "0.05", "--report", str(report), "--model-only", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["roc_auc"] > 0.9 and metrics["threshold"]["fpr"] <= 0.05
+    assert metrics["roc_auc"] > 0.9 and metrics["threshold"]["fpr"] <= 0.05 and "components" not in metrics
     assert {p.name for p in report.iterdir()} == {"score_histogram.png", "roc_curve.png", "metrics.json", "report.html", "threshold.json"}
 
     # with the training pairs: the combined score, each component's AUC and combiner.json
@@ -76,6 +76,14 @@ def test_train_score_calibrate(world, tmp_path, capsys):
         assert json.loads((combined / "combiner.json").read_text())["format"] == "seclake-ipinsights-combiner"
     else:  # the model alone: no combination file to deploy
         assert not (combined / "combiner.json").exists()
+    # train wrote the training pairs' profile beside the model: calibrate uses it without being told
+    profile = pd.read_parquet(model / "profile.parquet")
+    assert profile["events"].sum() == 6000 and profile["entity"].nunique() == len(set(world.train_entities[:6000]))
+    auto = tmp_path / "report-auto"
+    assert cli.main(["calibrate", "--model", str(model), "--normal", str(normal), "--abnormal", str(abnormal),
+                     "--target-fpr", "0.05", "--report", str(auto), "--json"]) == 0
+    auto_metrics = json.loads(capsys.readouterr().out)
+    assert auto_metrics["components"] == metrics["components"]  # the same history as --train gives
     with pytest.raises(SystemExit):  # one history source, not both
         _parse(["ipinsights", "calibrate", "--model", "m", "--normal", "n", "--abnormal", "a", "--report", "r",
                 "--train", "t.csv", "--profile", "p.parquet"])

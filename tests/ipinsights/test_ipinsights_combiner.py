@@ -241,3 +241,13 @@ def test_a_combination_without_the_model_is_not_deployed(model_dir, frames):
     assert "-dot_product" in res.metrics()["score"]
     # The deployed AUC is the (inverted, poor) model's own on the held-out half, not the combination's.
     assert res.auc == res.components["model"]["roc_auc"] < res.components["combined"]["roc_auc"]
+
+
+def test_estate_counts_are_built_only_when_asked_for():
+    hist = HistoryIndex.from_pairs(["a", "b"], ["10.0.0.5", "10.0.0.9"])
+    f = hist.features(["a"], ["10.0.0.7"], ["dot_product", "distance_bits"])
+    assert "estate_16" not in f and not hist._estate_cache
+    f = hist.features(["a"], ["10.0.0.7"], ["estate_16"])
+    assert f["estate_16"][0] == pytest.approx(1.0) and set(hist._estate_cache) == {16}
+    counts = hist.estate_entities(["a", "zz", "a"], ["10.0.0.7", "10.0.0.7", "nope"])
+    assert counts[24].tolist() == [1, 2, 0] and counts[16].tolist() == [1, 2, 0]

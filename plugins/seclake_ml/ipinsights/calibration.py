@@ -499,7 +499,7 @@ def combined_auc(scorer: Any, normal: Any, abnormal: Any, combiner: Any, history
     scores = []
     for name in ("normal", "abnormal"):
         dots, ents, ips = sets[name]
-        scores.append(comb.decision_function(dots, history.features(ents, ips) if comb.needs_history else None))
+        scores.append(comb.decision_function(dots, history.features(ents, ips, comb.features) if comb.needs_history else None))
     labels = np.r_[np.zeros(scores[0].size, bool), np.ones(scores[1].size, bool)]
     return roc_auc(labels, np.r_[scores[0], scores[1]])
 

@@ -3,15 +3,18 @@
 Attach it to a parent parser with :func:`register` and dispatch with :func:`run`; or run this
 module on its own: ``python -m seclake_ml.ipinsights.cli <command> ...``.
 
-* ``train --train FILE [--validation FILE] --out DIR [hyperparameters ...]``: train and save a model.
+* ``train --train FILE [--validation FILE] --out DIR [hyperparameters ...]``: train and save a model,
+  with the entity profile of the training pairs (``profile.parquet``) beside it.
 * ``score --model DIR --input FILE --output FILE``: score pairs (headerless CSV ``entity,ip`` or
   Parquet pairs); the output format follows its suffix: ``.parquet``, ``.jsonl`` or CSV with a header.
 * ``calibration-sets --train FILE --later FILE --normal-out FILE --abnormal-out FILE``: build the
   known-normal and injected-abnormal sets (Parquet).
-* ``calibrate --model DIR --normal FILE --abnormal FILE --target-fpr X --report DIR [--train FILE]``:
-  choose a threshold and write the report (PNG, JSON, HTML) and ``threshold.json``; with the
-  training pairs (``--train``) or the model's profile (``--profile``) it calibrates the score
-  combined with the entities' history and writes ``combiner.json`` (when the combination beats the model).
+* ``calibrate --model DIR --normal FILE --abnormal FILE --target-fpr X --report DIR``: choose a
+  threshold and write the report (PNG, JSON, HTML) and ``threshold.json``. With a profile (the
+  model folder's ``profile.parquet``, ``--profile FILE``, or ``--train FILE`` to build it from the
+  training pairs) it calibrates the score combined with the entities' history and writes
+  ``combiner.json`` when the combination beats the model; ``--model-only`` calibrates
+  ``-dot_product`` alone.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own setting)")
     tr.add_argument("--interval-start", help="start of the data interval the pairs cover (ISO, recorded in model.json)")
     tr.add_argument("--interval-end", help="end of the data interval (ISO, recorded in model.json)")
+    tr.add_argument("--no-profile", action="store_true", help="do not write the entity profile (profile.parquet) "
+                    "into the model folder")
     tr.add_argument("--json", action="store_true", help="print the result as JSON")
 
     sc = sub.add_parser("score", help="score pairs with a saved model")
@@ -97,6 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                          "history (writes combiner.json) instead of -dot_product")
     history.add_argument("--train", help="the model's training pairs (CSV or Parquet): the same as --profile, with the "
                          "history built from these pairs")
+    history.add_argument("--model-only", action="store_true", help="calibrate -dot_product alone even when the "
+                         "model folder holds a profile.parquet (by default it is used as with --profile)")
     ca.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return group
 
@@ -133,6 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     if interval is None and est.train_summary_.get("event_time_min"):
         interval = {"observed_min": est.train_summary_["event_time_min"], "observed_max": est.train_summary_["event_time_max"]}
     out = est.save(args.out, training_interval=interval)
+    profile = None if args.no_profile else _write_profile(args.train, Path(out))
     last = est.history_[-1]
     summary = {
         "model": str(out),
@@ -147,6 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         "validation_discriminator_auc": last.validation_discriminator_auc,
         "seconds": round(seconds, 2),
         "device": est.device_,
+        "profile": profile,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -158,7 +167,40 @@ def _train(args: argparse.Namespace) -> int:
             auc = "" if h.validation_discriminator_auc is None else f", validation:discriminator_auc {h.validation_discriminator_auc:.5f}"
             print(f"epoch {h.epoch + 1:<7d} loss {h.loss:.5f}, accuracy {h.accuracy:.4f}, {h.samples_per_second:,.0f} samples/s{auc}")
         print(f"seconds       {seconds:.1f} on {est.device_}")
+        if profile:
+            print(f"profile       {profile['path']} ({profile['entities']} entities, {profile['pairs']} distinct pairs; "
+                  "calibrate uses it for the combined score)")
     return 0
+
+
+def _write_profile(train: str, model_dir: Path) -> dict:
+    """The entity profile of the training pairs in ``model_dir/profile.parquet`` (what the training DAG
+    keeps beside its models): the history the combined score and the findings' explanations use."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seclake_ml.ipinsights.data import iter_pair_batches
+    from seclake_ml.scoring.profile import PROFILE_FILE, build_profile
+
+    out = model_dir / PROFILE_FILE
+    if Path(train).suffix.lower() in (".parquet", ".pq") or Path(train).is_dir():
+        return build_profile([str(train)], str(out))
+    with tempfile.TemporaryDirectory(prefix="seclake-profile-") as tmp:  # CSV: through a Parquet copy
+        staged = Path(tmp) / "pairs.parquet"
+        writer = None
+        try:
+            for batch in iter_pair_batches(train, ("entity", "ip")):
+                table = pa.Table.from_batches([batch])
+                writer = writer or pq.ParquetWriter(staged, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            return build_profile([], str(out))
+        return build_profile([str(staged)], str(out))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -263,13 +305,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     scorer = IPInsightsScorer.load(args.model)
     normal = read_pairs_frame(args.normal, ("entity", "ip"))
     abnormal = read_pairs_frame(args.abnormal, ("entity", "ip", "kind"))
-    if args.profile or args.train:
+    from seclake_ml.scoring.profile import PROFILE_FILE
+
+    beside = Path(args.model) / PROFILE_FILE
+    profile_path = args.profile or (str(beside) if not (args.train or args.model_only) and beside.is_file() else None)
+    if profile_path or args.train:
         from seclake_ml.ipinsights.calibration import calibrate_combined
 
-        if args.profile:
+        if profile_path:
             from seclake_ml.scoring.profile import load_history
 
-            history = load_history(args.profile)
+            history = load_history(profile_path)
         else:
             from seclake_ml.ipinsights.history import HistoryIndex
 
@@ -301,6 +347,9 @@ def _calibrate(args: argparse.Namespace) -> int:
             print(f"threshold     {t.value:.6g} on the combined log-odds ({t.method})")
         else:
             print(f"threshold     {t.value:.6g} on -dot_product ({t.method}); flag when dot_product < {t.dot_product_cutoff:.6g}")
+            if not (profile_path or args.train):
+                print("              (model alone: no profile.parquet in the model folder; --train PAIRS calibrates the "
+                      "score combined with the entities' history, the one the DAGs deploy)")
         print(f"at threshold  precision {t.precision:.4f}, recall {t.recall:.4f}, FPR {t.fpr:.4f}, F1 {t.f1:.4f}")
         print(f"counts        {result.counts}")
         print(f"report        {paths['html']}")

@@ -68,7 +68,7 @@ class HistoryIndex:
         self._code = {name: i for i, name in enumerate(self.names)}
         self._keys = keys
         self._cum = np.r_[0, np.cumsum(events)].astype(np.int64)
-        self._estate = {bits: self._entities_per_network(bits) for bits in (24, 16)}
+        self._estate_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _entities_per_network(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
         """``(networks, entity counts)``: the distinct /``bits`` networks of the held pairs (ascending)
@@ -79,7 +79,9 @@ class HistoryIndex:
 
     def _other_entities(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
         """Entities with events in each address's /``bits`` network, less one where ``own`` is set."""
-        nets, counts = self._estate[bits]
+        if bits not in self._estate_cache:  # built on first use: scores that do not weigh the estate never pay for it
+            self._estate_cache[bits] = self._entities_per_network(bits)
+        nets, counts = self._estate_cache[bits]
         if nets.size == 0:
             return np.zeros(addr.size, np.int64)
         q = addr.astype(np.uint64) >> np.uint64(32 - bits)
@@ -168,13 +170,15 @@ class HistoryIndex:
         b = np.searchsorted(self._keys, hi, side="right")
         return self._cum[b] - self._cum[a]
 
-    def features(self, entities: Any, ips: Any) -> dict[str, np.ndarray]:
+    def features(self, entities: Any, ips: Any, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """History features of each pair (see the module docstring), plus ``known_entity``.
 
         Invalid IPs get the no-history values; the scores they combine with are NaN anyway.
 
         :param entities: entity names.
         :param ips: dotted IPv4 strings or integer addresses, same length.
+        :param names: the features wanted (default all); the estate counts are computed only when
+            an ``estate_*`` feature is among them.
         """
         ents = list(entities)
         addr, ok = _as_addresses(ips)
@@ -217,12 +221,14 @@ class HistoryIndex:
                 host = np.uint64((1 << (32 - bits)) - 1)
                 ev = self._events_between(base | (a & ~host & _LOW32), base | (a | host)).astype(np.float64)
                 out[idx] = np.log1p(ev) / denom
+        out = {"prefix_bits": prefix, "distance_bits": dist, "share_24": share24, "share_16": share16,
+               "known_ip": exact, "known_entity": code >= 0}
         addr_ok = np.where(ok, addr, 0)
-        return {"prefix_bits": prefix, "distance_bits": dist, "share_24": share24, "share_16": share16,
-                "known_ip": exact,
-                "estate_24": np.where(ok, self._estate_share(24, addr_ok, share24 > 0), 0.0),
-                "estate_16": np.where(ok, self._estate_share(16, addr_ok, share16 > 0), 0.0),
-                "known_entity": code >= 0}
+        for bits, share in ((24, share24), (16, share16)):
+            name = f"estate_{bits}"
+            if names is None or name in names:
+                out[name] = np.where(ok, self._estate_share(bits, addr_ok, share > 0), 0.0)
+        return out
 
     def nearest_known_score(self, entities: Any, ips: Any) -> np.ndarray:
         """The non-ML baseline as an anomaly score: ``distance_bits`` (higher = farther from history)."""

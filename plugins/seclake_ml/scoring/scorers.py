@@ -82,7 +82,7 @@ class AnomalyScorer:
         dots = np.asarray(dot_product, dtype=np.float64)
         if self.combiner is None:
             return -dots
-        history = self._load().features(entities, ips) if self.combiner.needs_history else None
+        history = self._load().features(entities, ips, self.combiner.features) if self.combiner.needs_history else None
         return self.combiner.decision_function(dots, history)
 
 
