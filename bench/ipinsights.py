@@ -449,7 +449,8 @@ def intrusion_pairs(train: Any, later: Any, world: Any, seed: int) -> tuple[np.n
 
 
 def evaluate(name: str, train: Any, later: Any, devices: list[str], seed: int,
-             intrusions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
+             intrusions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+             best_epoch: bool = False) -> list[dict[str, Any]]:
     """Train on each device, calibrate on the combined score; one result row per device.
 
     :param intrusions: optional extra ``(entities, ips, kind)`` pairs scored with the fitted combiner
@@ -467,7 +468,11 @@ def evaluate(name: str, train: Any, later: Any, devices: list[str], seed: int,
     rows = []
     for device in devices:
         t0 = time.perf_counter()
-        est = IPInsights(hp, seed=seed, device=device).fit((train["entity"].to_numpy(object), train["ip"].to_numpy(object)))
+        # the later pairs give validation:discriminator_auc per epoch; with --best-epoch they also choose
+        # the epoch kept (the training DAG keeps the last one)
+        est = IPInsights(hp, seed=seed, device=device, best_epoch=best_epoch).fit(
+            (train["entity"].to_numpy(object), train["ip"].to_numpy(object)),
+            validation=(later["entity"].to_numpy(object), later["ip"].to_numpy(object)))
         fit_s = time.perf_counter() - t0
         with tempfile.TemporaryDirectory(prefix="ipinsights-bench-") as tmp:
             est.save(tmp)
@@ -479,6 +484,7 @@ def evaluate(name: str, train: Any, later: Any, devices: list[str], seed: int,
                "by_kind": {k: {c: round(v["roc_auc_by_kind"].get(k, float("nan")), 5) for c, v in res.components.items()}
                            for k in res.auc_by_kind},
                "samples_per_second": est.history_[-1].samples_per_second, "fit_seconds": fit_s, "epochs": len(est.history_),
+               "epoch_kept": None if est.best_epoch_ is None else est.best_epoch_ + 1,
                "combiner": res.combiner, "recall_at_fpr_0.01": res.threshold.recall, "threshold": res.threshold.value}
         if intrusions is not None:
             ents, ips, kind = intrusions
@@ -507,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lake-dir", default=str(REPO / "var" / "bench-ipinsights"), help="where the sample lake is generated")
     ap.add_argument("--only", choices=("tutorial", "logins", "lake"), help="one data set only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--best-epoch", action="store_true", help="keep the epoch with the best validation:discriminator_auc "
+                    "on the later pairs instead of the last")
     ap.add_argument("-v", "--verbose", action="store_true", help="log training progress")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -522,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         train, later, world = login_pairs(args.users, args.seed, process)
         print(f"{name}: {len(train) + len(later):,} logins of {args.users:,} users in {time.perf_counter() - t0:.1f}s")
-        rows.extend(evaluate(name, train, later, devices, args.seed, intrusions=intrusion_pairs(train, later, world, args.seed)))
+        rows.extend(evaluate(name, train, later, devices, args.seed, intrusions=intrusion_pairs(train, later, world, args.seed),
+                             best_epoch=args.best_epoch))
     if args.only in (None, "lake"):
         t0 = time.perf_counter()
         train, later, injected = lake_pairs(Path(args.lake_dir))
@@ -533,18 +542,18 @@ def main(argv: list[str] | None = None) -> int:
         later = later[~bad].reset_index(drop=True)
         print(f"lake: {len(train):,} training and {len(later):,} later pairs in {time.perf_counter() - t0:.1f}s "
               f"({int(bad.sum())} later rows of the generator's injected anomalies left out of the known-normal pairs)")
-        rows.extend(evaluate("lake", train, later, devices, args.seed))
+        rows.extend(evaluate("lake", train, later, devices, args.seed, best_epoch=args.best_epoch))
 
     print()
     print(f"{'data':8s} {'device':6s} {'pairs':>9s} {'entities':>8s} {'model':>7s} {'baseline':>8s} {'combined':>8s} "
-          f"{'err. ratio':>10s} {'bar':>4s} {'samples/s':>10s} {'fit s':>6s}")
+          f"{'err. ratio':>10s} {'bar':>4s} {'samples/s':>10s} {'fit s':>6s} {'epoch':>7s}")
     for r in rows:
         ratio = (1 - r["combined_auc"]) / max(1 - r["baseline_auc"], 1e-12)
         ok = r["combined_auc"] >= BAR_AUC and ratio <= 0.5
         r["error_ratio"], r["bar_met"] = ratio, ok
         print(f"{r['data']:8s} {r['device']:6s} {r['train_pairs']:9,d} {r['entities']:8,d} {r['model_auc']:7.4f} "
               f"{r['baseline_auc']:8.4f} {r['combined_auc']:8.4f} {ratio:10.2f} {'yes' if ok else 'NO':>4s} "
-              f"{r['samples_per_second']:10,.0f} {r['fit_seconds']:6.0f}")
+              f"{r['samples_per_second']:10,.0f} {r['fit_seconds']:6.0f} {str(r['epoch_kept'] or r['epochs']) + '/' + str(r['epochs']):>7s}")
     print("(ROC AUC on the held-out half of the calibration sets; err. ratio = (1 - combined) / (1 - baseline); "
           f"bar: combined >= {BAR_AUC} and ratio <= 0.5)")
     for r in rows:

@@ -33,10 +33,11 @@ def test_train_score_calibrate(world, tmp_path, capsys):
     model = tmp_path / "model"
     rc = cli.main(["train", "--train", str(train_csv), "--validation", str(val_csv), "--out", str(model), "--vector-dim", "16",
                    "--num-entity-vectors", "1000", "--epochs", "2", "--mini-batch-size", "512", "--learning-rate", "0.02",
-                   "--ip-hash-buckets", "1024", "--threads", "1", "--interval-start", "2024-01-01", "--json"])
+                   "--ip-hash-buckets", "1024", "--threads", "1", "--interval-start", "2024-01-01", "--best-epoch", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["pairs"] == 6000 and summary["validation_discriminator_auc"] > 0.9
+    assert summary["epoch_kept"] in (1, 2)
     assert json.loads((model / "model.json").read_text())["training_interval"]["start"] == "2024-01-01"
 
     pairs = tmp_path / "score.parquet"

@@ -34,6 +34,37 @@ def test_history_has_loss_speed_and_validation_auc(trained):
     assert h[-1].validation_discriminator_auc > 0.95
 
 
+def test_the_epoch_with_the_best_validation_auc_is_kept(world, small_settings, tmp_path):
+    import json
+
+    from seclake_ml.ipinsights.trainer import IPInsights, discriminator_auc
+
+    hp, enc = small_settings
+    data = (world.train_entities[:4000], world.train_ips[:4000])
+    val = (world.test_entities, world.test_ips)
+    # a learning rate high enough that the validation AUC does not rise every epoch
+    settings = {**hp, "epochs": 6, "learning_rate": 0.2}
+    last = IPInsights(settings, seed=5, num_threads=1, best_epoch=False, **enc).fit(data, validation=val)
+    assert last.best_epoch_ is None and len(last.history_) == 6
+    est = IPInsights(settings, seed=5, num_threads=1, best_epoch=True, patience=2, **enc).fit(data, validation=val)
+    aucs = [h.validation_discriminator_auc for h in est.history_]
+    assert aucs == [h.validation_discriminator_auc for h in last.history_][:len(aucs)]  # same run up to the stop
+    best = int(np.argmax(aucs))
+    assert est.best_epoch_ == best
+    assert len(aucs) == min(6, best + 3)  # stopped two epochs after the best one, or ran them all
+    # the weights are the best epoch's: recomputing the validation AUC on the kept model gives its figure
+    from seclake_ml.ipinsights.data import encode_pairs
+
+    v = encode_pairs(val, est.spec_.hash_seed)
+    vrng = np.random.default_rng([5, 3])
+    negatives = vrng.integers(0, 1 << 32, len(v), dtype=np.uint64).astype(np.uint32)
+    again = discriminator_auc(est.model_, est.spec_, est.spec_.entity_rows(v.entity_hash), v.ip, negatives,
+                              device=est.model_.entity.device)
+    assert again == pytest.approx(aucs[best], abs=1e-9)
+    metrics = json.loads((est.save(tmp_path / "m") / "model.json").read_text())["metrics"]
+    assert metrics["epoch_kept"] == best + 1 and metrics["epochs_run"] == len(aucs)
+
+
 def _fit(world, settings, **kw):
     from seclake_ml.ipinsights.trainer import IPInsights
 

@@ -69,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own setting)")
     tr.add_argument("--interval-start", help="start of the data interval the pairs cover (ISO, recorded in model.json)")
     tr.add_argument("--interval-end", help="end of the data interval (ISO, recorded in model.json)")
+    tr.add_argument("--best-epoch", action="store_true", help="with --validation, keep the weights of the epoch with "
+                    "the best validation:discriminator_auc and stop 2 epochs after it (default: the last epoch's)")
     tr.add_argument("--no-profile", action="store_true", help="do not write the entity profile (profile.parquet) "
                     "into the model folder")
     tr.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -133,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.interval_start or args.interval_end:
         interval = {"start": args.interval_start, "end": args.interval_end}
     est = IPInsights(hp, ip_prefix_lengths=prefixes, ip_hash_buckets=args.ip_hash_buckets or DEFAULT_IP_HASH_BUCKETS,
-                     seed=args.seed, device=args.device, num_threads=args.threads)
+                     seed=args.seed, device=args.device, num_threads=args.threads, best_epoch=args.best_epoch)
     t0 = time.perf_counter()
     est.fit(args.train, validation=args.validation)
     seconds = time.perf_counter() - t0
@@ -141,7 +143,7 @@ def _train(args: argparse.Namespace) -> int:
         interval = {"observed_min": est.train_summary_["event_time_min"], "observed_max": est.train_summary_["event_time_max"]}
     out = est.save(args.out, training_interval=interval)
     profile = None if args.no_profile else _write_profile(args.train, Path(out))
-    last = est.history_[-1]
+    last = est.history_[-1] if est.best_epoch_ is None else est.history_[est.best_epoch_]  # the weights saved
     summary = {
         "model": str(out),
         "pairs": est.train_summary_["pairs"],
@@ -149,6 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         "dropped": est.train_summary_["dropped"],
         "entities": int(est.known_entity_hashes_.size),
         "epochs": len(est.history_),
+        "epoch_kept": None if est.best_epoch_ is None else est.best_epoch_ + 1,
         "final_loss": last.loss,
         "final_accuracy": last.accuracy,
         "samples_per_second": last.samples_per_second,
@@ -166,6 +169,8 @@ def _train(args: argparse.Namespace) -> int:
         for h in est.history_:
             auc = "" if h.validation_discriminator_auc is None else f", validation:discriminator_auc {h.validation_discriminator_auc:.5f}"
             print(f"epoch {h.epoch + 1:<7d} loss {h.loss:.5f}, accuracy {h.accuracy:.4f}, {h.samples_per_second:,.0f} samples/s{auc}")
+        if est.best_epoch_ is not None:
+            print(f"kept          epoch {est.best_epoch_ + 1} of {len(est.history_)} run (best validation:discriminator_auc)")
         print(f"seconds       {seconds:.1f} on {est.device_}")
         if profile:
             print(f"profile       {profile['path']} ({profile['entities']} entities, {profile['pairs']} distinct pairs; "
