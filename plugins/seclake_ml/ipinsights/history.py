@@ -92,6 +92,16 @@ class HistoryIndex:
     def _estate_share(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
         return np.log1p(self._other_entities(bits, addr, own)) / np.log1p(max(len(self.names) - 1, 1))
 
+    def _query(self, entities: Any, ips: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(entity codes (-1 unknown), uint32 addresses, valid)`` of a batch of pairs."""
+        ents = list(entities)
+        addr, ok = _as_addresses(ips)
+        if len(ents) != addr.size:
+            raise ValueError(f"{what}: {len(ents)} entities and {addr.size} IPs; expected equal lengths")
+        code = np.fromiter((self._code.get(e, -1) if isinstance(e, str) else -1 for e in ents), dtype=np.int64,
+                           count=len(ents))
+        return code, addr, ok
+
     def estate_entities(self, entities: Any, ips: Any) -> dict[int, np.ndarray]:
         """How many *other* entities had events in each IP's /24 and /16 (``{24: counts, 16: counts}``;
         0 for an invalid IP), for explanations.
@@ -99,12 +109,7 @@ class HistoryIndex:
         :param entities: entity names.
         :param ips: dotted IPv4 strings or integer addresses, same length.
         """
-        ents = list(entities)
-        addr, ok = _as_addresses(ips)
-        if len(ents) != addr.size:
-            raise ValueError(f"estate counts: {len(ents)} entities and {addr.size} IPs; expected equal lengths")
-        code = np.fromiter((self._code.get(e, -1) if isinstance(e, str) else -1 for e in ents), dtype=np.int64,
-                           count=len(ents))
+        code, addr, ok = self._query(entities, ips, "estate counts")
         out = {}
         for bits in (24, 16):
             own = np.zeros(addr.size, bool)
@@ -180,12 +185,7 @@ class HistoryIndex:
         :param names: the features wanted (default all); the estate counts are computed only when
             an ``estate_*`` feature is among them.
         """
-        ents = list(entities)
-        addr, ok = _as_addresses(ips)
-        if len(ents) != addr.size:
-            raise ValueError(f"history features: {len(ents)} entities and {addr.size} IPs; expected equal lengths")
-        code = np.fromiter((self._code.get(e, -1) if isinstance(e, str) else -1 for e in ents), dtype=np.int64,
-                           count=len(ents))
+        code, addr, ok = self._query(entities, ips, "history features")
         known = (code >= 0) & ok
         n = addr.size
         prefix = np.zeros(n, np.float64)
