@@ -85,6 +85,12 @@ def test_train_score_calibrate(world, tmp_path, capsys):
                      "--target-fpr", "0.05", "--report", str(auto), "--json"]) == 0
     auto_metrics = json.loads(capsys.readouterr().out)
     assert auto_metrics["components"] == metrics["components"]  # the same history as --train gives
+    # the report folder reused for the model alone: the earlier combiner.json must not stay beside it
+    (auto / "combiner.json").write_text("{}")
+    assert cli.main(["calibrate", "--model", str(model), "--normal", str(normal), "--abnormal", str(abnormal),
+                     "--target-fpr", "0.05", "--report", str(auto), "--model-only"]) == 0
+    assert "model alone, as --model-only asks" in capsys.readouterr().out
+    assert not (auto / "combiner.json").exists()
     with pytest.raises(SystemExit):  # one history source, not both
         _parse(["ipinsights", "calibrate", "--model", "m", "--normal", "n", "--abnormal", "a", "--report", "r",
                 "--train", "t.csv", "--profile", "p.parquet"])
@@ -102,3 +108,23 @@ def test_input_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_train_profile_matches_training_for_folders_and_padded_csv(world, tmp_path, capsys):
+    ents, ips = list(world.train_entities[:2000]), list(world.train_ips[:2000])
+    padded = tmp_path / "padded.csv"  # spaces around the IP: training trims them, so must the profile
+    padded.write_text("".join(f"{e}, {i} \n" for e, i in zip(ents, ips)))
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    half = len(ents) // 2
+    for k, part in enumerate((slice(0, half), slice(half, None))):
+        pd.DataFrame({"entity": ents[part], "ip": ips[part]}).to_parquet(folder / f"part-{k}.parquet", index=False)
+    small = ["--vector-dim", "8", "--num-entity-vectors", "500", "--epochs", "1", "--ip-hash-buckets", "256", "--threads", "1"]
+    for source, out in ((padded, tmp_path / "m-csv"), (folder, tmp_path / "m-folder")):
+        assert cli.main(["train", "--train", str(source), "--out", str(out), *small, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["pairs"] == 2000 and summary["profile"]["rows_used"] == 2000, summary
+        assert pd.read_parquet(out / "profile.parquet")["events"].sum() == 2000
+    # --best-epoch without validation pairs: refused before training
+    assert cli.main(["train", "--train", str(padded), "--out", str(tmp_path / "m3"), *small, "--best-epoch"]) == 2
+    assert "--best-epoch needs --validation" in capsys.readouterr().err

@@ -50,6 +50,15 @@ def test_estate_features_count_other_entities_per_network():
     assert HistoryIndex.empty().features(["a"], ["10.0.0.1"])["estate_16"][0] == 0.0
 
 
+def test_estate_leaves_the_entity_out_even_where_its_pairs_have_no_events():
+    # a profile row with 0 events (a null count read as 0) is still the entity's own pair
+    hist = HistoryIndex.from_pairs(["a", "b"], ["10.0.0.5", "10.0.0.9"], [0, 3])
+    assert hist.estate_entities(["a"], ["10.0.0.7"])[24].tolist() == [1]
+    assert hist.features(["a"], ["10.0.0.7"])["estate_24"][0] == pytest.approx(1.0)
+    # an unknown entity counts both: clipped to 1, the documented range
+    assert hist.features(["zz"], ["10.0.0.7"])["estate_24"][0] == 1.0
+
+
 def test_history_nearest_prefix_matches_brute_force():
     rng = np.random.default_rng(4)
     ents = rng.integers(0, 30, 3000)

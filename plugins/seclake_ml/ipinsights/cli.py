@@ -124,6 +124,8 @@ def _train(args: argparse.Namespace) -> int:
             prefixes = tuple(int(p) for p in args.ip_prefix_lengths.split(","))
         except ValueError:
             raise ValueError(f"--ip-prefix-lengths: expected comma-separated integers, got {args.ip_prefix_lengths!r}") from None
+    if args.best_epoch and not args.validation:
+        raise ValueError("--best-epoch needs --validation: the epoch kept is the one with the best validation AUC")
     for path in filter(None, (args.train, args.validation)):
         if not Path(path).exists():
             raise FileNotFoundError(f"pairs input {path} does not exist")
@@ -142,8 +144,14 @@ def _train(args: argparse.Namespace) -> int:
     if interval is None and est.train_summary_.get("event_time_min"):
         interval = {"observed_min": est.train_summary_["event_time_min"], "observed_max": est.train_summary_["event_time_max"]}
     out = est.save(args.out, training_interval=interval)
-    profile = None if args.no_profile else _write_profile(args.train, Path(out))
-    last = est.history_[-1] if est.best_epoch_ is None else est.history_[est.best_epoch_]  # the weights saved
+    profile = None
+    if not args.no_profile:
+        try:
+            profile = _write_profile(args.train, Path(out))
+        except (OSError, ValueError) as exc:  # the model is saved; calibrate falls back to --train or the model alone
+            print(f"warning: the entity profile was not written ({exc}); calibrate with --train to use the "
+                  "combined score", file=sys.stderr)
+    last = est.history_[-1]
     summary = {
         "model": str(out),
         "pairs": est.train_summary_["pairs"],
@@ -151,7 +159,7 @@ def _train(args: argparse.Namespace) -> int:
         "dropped": est.train_summary_["dropped"],
         "entities": int(est.known_entity_hashes_.size),
         "epochs": len(est.history_),
-        "epoch_kept": None if est.best_epoch_ is None else est.best_epoch_ + 1,
+        "epoch_kept": None if est.best_epoch_ is None else est.best_epoch_ + 1,  # the weights saved (final_*: the last run)
         "final_loss": last.loss,
         "final_accuracy": last.accuracy,
         "samples_per_second": last.samples_per_second,
@@ -180,32 +188,37 @@ def _train(args: argparse.Namespace) -> int:
 
 def _write_profile(train: str, model_dir: Path) -> dict:
     """The entity profile of the training pairs in ``model_dir/profile.parquet`` (what the training DAG
-    keeps beside its models): the history the combined score and the findings' explanations use."""
+    keeps beside its models): the history the combined score and the findings' explanations use.
+
+    The pairs are read as training reads them (CSV or Parquet, a file or a folder, IPs trimmed of
+    surrounding whitespace), so the profile holds the history the model was trained on.
+    """
     import tempfile
 
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from seclake_ml.ipinsights.data import iter_pair_batches
     from seclake_ml.scoring.profile import PROFILE_FILE, build_profile
 
     out = model_dir / PROFILE_FILE
-    if Path(train).suffix.lower() in (".parquet", ".pq") or Path(train).is_dir():
-        return build_profile([str(train)], str(out))
-    with tempfile.TemporaryDirectory(prefix="seclake-profile-") as tmp:  # CSV: through a Parquet copy
+    with tempfile.TemporaryDirectory(prefix="seclake-profile-") as tmp:
         staged = Path(tmp) / "pairs.parquet"
         writer = None
         try:
-            for batch in iter_pair_batches(train, ("entity", "ip")):
+            for batch in iter_pair_batches(train, ("entity", "ip", "event_time")):
                 table = pa.Table.from_batches([batch])
-                writer = writer or pq.ParquetWriter(staged, table.schema)
-                writer.write_table(table)
+                table = table.set_column(table.schema.get_field_index("entity"), "entity", table["entity"].cast(pa.string()))
+                ip = pc.utf8_trim_whitespace(table["ip"].cast(pa.string()))
+                table = table.set_column(table.schema.get_field_index("ip"), "ip", ip)
+                if writer is None:
+                    writer = pq.ParquetWriter(staged, table.schema)
+                writer.write_table(table.cast(writer.schema))
         finally:
             if writer is not None:
                 writer.close()
-        if writer is None:
-            return build_profile([], str(out))
-        return build_profile([str(staged)], str(out))
+        return build_profile([str(staged)] if writer is not None else [], str(out))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -339,6 +352,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         "normal": str(args.normal),
         "abnormal": str(args.abnormal),
     }
+    stale = Path(args.report) / "combiner.json"
+    if result.combiner is None and stale.is_file():  # an earlier run's: it must not travel with this threshold
+        stale.unlink()
     paths = write_report(result, args.report, context=context)
     threshold_path = result.threshold.save(Path(args.report) / "threshold.json")
     t = result.threshold
@@ -349,10 +365,15 @@ def _calibrate(args: argparse.Namespace) -> int:
         if result.components:
             print("components    " + ", ".join(f"{k} {v['roc_auc']:.5f}" for k, v in result.components.items())
                   + " (held-out half)")
+        if result.combiner is not None:
             print(f"threshold     {t.value:.6g} on the combined log-odds ({t.method})")
         else:
             print(f"threshold     {t.value:.6g} on -dot_product ({t.method}); flag when dot_product < {t.dot_product_cutoff:.6g}")
-            if not (profile_path or args.train):
+            if result.combiner_declined:
+                print(f"              ({result.combiner_declined})")
+            elif args.model_only:
+                print("              (model alone, as --model-only asks)")
+            else:
                 print("              (model alone: no profile.parquet in the model folder; --train PAIRS calibrates the "
                       "score combined with the entities' history, the one the DAGs deploy)")
         print(f"at threshold  precision {t.precision:.4f}, recall {t.recall:.4f}, FPR {t.fpr:.4f}, F1 {t.f1:.4f}")

@@ -10,7 +10,7 @@ sorted by ``(entity, address)``, and answers, for any batch of pairs and with Nu
 ``share_24``      ``log1p(events in the IP's /24) / log1p(all events of the entity)``, 0..1
 ``share_16``      the same for the IP's /16
 ``known_ip``      1.0 when the exact IP was seen with the entity
-``estate_24``     ``log1p(other entities with events in the IP's /24) / log1p(entities - 1)``, 0..1
+``estate_24``     ``log1p(other entities with events in the IP's /24) / log1p(entities - 1)``, clipped to 0..1
 ``estate_16``     the same for the IP's /16
 ``known_entity``  whether the entity has any history
 
@@ -89,9 +89,6 @@ class HistoryIndex:
         found = np.where(nets[pos] == q, counts[pos], 0) - own.astype(np.int64)
         return np.maximum(found, 0)
 
-    def _estate_share(self, bits: int, addr: np.ndarray, own: np.ndarray) -> np.ndarray:
-        return np.log1p(self._other_entities(bits, addr, own)) / np.log1p(max(len(self.names) - 1, 1))
-
     def _query(self, entities: Any, ips: Any, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(entity codes (-1 unknown), uint32 addresses, valid)`` of a batch of pairs."""
         ents = list(entities)
@@ -102,6 +99,20 @@ class HistoryIndex:
                            count=len(ents))
         return code, addr, ok
 
+    def _estate_counts(self, code: np.ndarray, addr: np.ndarray, ok: np.ndarray, bits: int) -> np.ndarray:
+        """Other entities with a pair in each valid address's /``bits`` network (the queried entity
+        itself is left out wherever it holds a pair there); 0 for invalid addresses."""
+        own = np.zeros(addr.size, bool)
+        idx = np.flatnonzero((code >= 0) & ok)
+        if idx.size:
+            base = code[idx].astype(np.uint64) << np.uint64(32)
+            host = np.uint64((1 << (32 - bits)) - 1)
+            a = addr[idx].astype(np.uint64)
+            lo = np.searchsorted(self._keys, base | (a & ~host & _LOW32), side="left")
+            hi = np.searchsorted(self._keys, base | (a | host), side="right")
+            own[idx] = hi > lo
+        return np.where(ok, self._other_entities(bits, np.where(ok, addr, 0), own), 0)
+
     def estate_entities(self, entities: Any, ips: Any) -> dict[int, np.ndarray]:
         """How many *other* entities had events in each IP's /24 and /16 (``{24: counts, 16: counts}``;
         0 for an invalid IP), for explanations.
@@ -110,17 +121,7 @@ class HistoryIndex:
         :param ips: dotted IPv4 strings or integer addresses, same length.
         """
         code, addr, ok = self._query(entities, ips, "estate counts")
-        out = {}
-        for bits in (24, 16):
-            own = np.zeros(addr.size, bool)
-            idx = np.flatnonzero((code >= 0) & ok)
-            if idx.size:
-                base = code[idx].astype(np.uint64) << np.uint64(32)
-                host = np.uint64((1 << (32 - bits)) - 1)
-                a = addr[idx].astype(np.uint64)
-                own[idx] = self._events_between(base | (a & ~host & _LOW32), base | (a | host)) > 0
-            out[bits] = np.where(ok, self._other_entities(bits, np.where(ok, addr, 0), own), 0)
-        return out
+        return {bits: self._estate_counts(code, addr, ok, bits) for bits in (24, 16)}
 
     @classmethod
     def empty(cls) -> "HistoryIndex":
@@ -223,13 +224,13 @@ class HistoryIndex:
                 out[idx] = np.log1p(ev) / denom
         out = {"prefix_bits": prefix, "distance_bits": dist, "share_24": share24, "share_16": share16,
                "known_ip": exact, "known_entity": code >= 0}
-        addr_ok = np.where(ok, addr, 0)
-        for bits, share in ((24, share24), (16, share16)):
+        scale = np.log1p(max(len(self.names) - 1, 1))
+        for bits in (24, 16):
             name = f"estate_{bits}"
-            if names is None or name in names:
-                out[name] = np.where(ok, self._estate_share(bits, addr_ok, share > 0), 0.0)
+            if names is None or name in names:  # an unknown entity counts everyone: clipped to 1
+                out[name] = np.minimum(np.log1p(self._estate_counts(code, addr, ok, bits)) / scale, 1.0)
         return out
 
     def nearest_known_score(self, entities: Any, ips: Any) -> np.ndarray:
         """The non-ML baseline as an anomaly score: ``distance_bits`` (higher = farther from history)."""
-        return self.features(entities, ips)["distance_bits"]
+        return self.features(entities, ips, ("distance_bits",))["distance_bits"]

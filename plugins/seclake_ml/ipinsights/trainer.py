@@ -357,9 +357,9 @@ class IPInsights:
                     yield batch
 
         history: list[EpochStats] = []
-        select = bool(self.best_epoch) and val_data is not None
-        best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation AUC, epoch, weights)
-        patience = max(int(self.patience), 1)
+        select = bool(getattr(self, "best_epoch", False)) and val_data is not None
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation AUC, epoch, weights on CPU)
+        patience = max(int(getattr(self, "patience", 2)), 1)
         interval = hp.batch_metrics_publish_interval
         log.info(
             "training on %s: %d pairs, %d epochs, mini_batch_size %d, R=%d S=%d, vector_dim %d, %d entity rows, "
@@ -400,9 +400,10 @@ class IPInsights:
             )
             if select:
                 auc = float(stats.validation_discriminator_auc)
-                auc = auc if np.isfinite(auc) else -np.inf  # a degenerate validation set never wins
+                if not np.isfinite(auc):  # a degenerate validation set chooses nothing
+                    continue
                 if best is None or auc > best[0]:
-                    best = (auc, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+                    best = (auc, epoch, {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()})
                 elif epoch - best[1] >= patience:
                     log.info("validation:discriminator_auc has not improved for %d epochs: stopping after epoch %d",
                              patience, epoch + 1)
