@@ -320,13 +320,21 @@ def _scan_flows(rng: np.random.Generator, site, targets: np.ndarray, peer: int, 
 
 def _recon_calls(rng: np.random.Generator, env: Environment, pi: int, ip_id: int, t0: int) -> dict[str, np.ndarray]:
     """Discovery calls with the principal's credentials from a new network."""
-    t = ct_tables(env)
     cat = env.catalog
     n = int(rng.integers(5, 21))
     times = t0 + np.concatenate([[0], np.sort(rng.integers(1, 1200, size=n - 1))]) * 1000
     ops = cat.cat_ops["recon"][np.searchsorted(cat.cat_cum["recon"], rng.random(n) * cat.cat_cum["recon"][-1], side="right")]
     denied, _, _ = ERROR_RATES["recon"]
     err = np.where(rng.random(n) < denied, cat.op_denied[ops], -1).astype(np.int32)
+    return _foreign_calls(rng, env, pi, ip_id, times, ops, err, np.full(n, -1, np.int64))
+
+
+def _foreign_calls(rng: np.random.Generator, env: Environment, pi: int, ip_id: int, times: np.ndarray,
+                   ops: np.ndarray, err: np.ndarray, resource: np.ndarray) -> dict[str, np.ndarray]:
+    """Call specs made with principal ``pi``'s credentials from ``ip_id`` with an unseen API agent:
+    its access key for an IAM user, otherwise a session key created ten minutes before each call."""
+    t = ct_tables(env)
+    n = len(times)
     is_user = int(t.p_type[pi]) == _type_id(t, "IAMUser")
     cred = t.p_akia[pi] if is_user else t.p_asia[pi]
     session = not is_user
@@ -340,7 +348,7 @@ def _recon_calls(rng: np.random.Generator, env: Environment, pi: int, ip_id: int
         "vpce": np.zeros(n, bool),
         "ua": np.full(n, ua, np.int32),
         "error": err,
-        "resource": np.full(n, -1, np.int64),
+        "resource": resource.astype(np.int64),
         "cred": np.full(n, cred, np.int32),
         "created": times - 600_000 if session else np.full(n, -1, np.int64),
         "session": np.full(n, session),
@@ -351,7 +359,6 @@ def _recon_calls(rng: np.random.Generator, env: Environment, pi: int, ip_id: int
 def _bucket_sweep(rng: np.random.Generator, env: Environment, pi: int, site: int, ip_id: int, t0: int) -> dict[str, np.ndarray]:
     """S3 data events: the principal lists the buckets, then lists and reads several of its own and one
     or two it never touched, from a new network, within about half an hour."""
-    t = ct_tables(env)
     d = data_tables(env)
     cat = d.catalog
     op_id = {cat.operation[int(o)]: i for i, o in enumerate(cat.op_operation)}
@@ -377,23 +384,6 @@ def _bucket_sweep(rng: np.random.Generator, env: Environment, pi: int, site: int
     err = np.where(never & (rng.random(n) < denied), cat.op_denied[op], -1).astype(np.int32)
     resource = np.where(b >= 0, d.buckets[site][np.maximum(b, 0)], -1)
     obj = np.where((b >= 0) & (np.array(keys) >= 0), d.objects[site][np.maximum(b, 0), np.maximum(keys, 0)], -1)
-    is_user = int(t.p_type[pi]) == _type_id(t, "IAMUser")
-    cred = t.p_akia[pi] if is_user else t.p_asia[pi]
-    session = not is_user
-    ua = env.uas.add(UNSEEN_API_AGENTS[int(rng.integers(0, len(UNSEEN_API_AGENTS)))])
-    return {
-        "time": times.astype(np.int64),
-        "principal": np.full(n, pi, np.int32),
-        "op": op,
-        "ip": np.full(n, ip_id, np.int32),
-        "domain": np.full(n, -1, np.int32),
-        "vpce": np.zeros(n, bool),
-        "ua": np.full(n, ua, np.int32),
-        "error": err,
-        "resource": resource.astype(np.int64),
-        "cred": np.full(n, cred, np.int32),
-        "created": times - 600_000 if session else np.full(n, -1, np.int64),
-        "session": np.full(n, session),
-        "mfa": np.zeros(n, bool),
-        "object": obj.astype(np.int64),
-    }
+    spec = _foreign_calls(rng, env, pi, ip_id, times, op, err, resource)
+    spec["object"] = obj.astype(np.int64)
+    return spec
