@@ -46,7 +46,6 @@ from seclake_ml.lake.paths import LinkPolicy, literal_path
 from seclake_ml.pairs import (
     DROP_REASONS,
     ExtractionResult,
-    check_params,
     reason_sql,
     render_view_sql,
 )
@@ -103,11 +102,6 @@ def schema_spellings(schema: Any) -> dict[str, str]:
         out.setdefault(f.name.lower(), f.name)
         walk(f.name.lower(), f.name, f.type)
     return out
-
-
-def _schema_paths(schema: Any) -> set[str]:
-    """Dotted paths of every field, with ``name[]`` for list elements (``answers[].rdata``)."""
-    return set(schema_spellings(schema))
 
 
 def column_resolver(available: set[str], unnest: tuple[str, str] | None, missing: list[str]) -> Any:
@@ -198,7 +192,7 @@ def probe_files(files: list[Path], time_column: str) -> LakeFiles:
         if meta.num_rows == 0:
             result.empty_files += 1
             continue
-        paths = _schema_paths(schema)
+        paths = set(schema_spellings(schema))
         if time_column not in paths:
             result.quarantined.append(
                 {"path": str(path), "reason": f"schema: required column '{time_column}' is missing"}
@@ -307,23 +301,29 @@ class DuckDBLake:
             log.info("direct extraction declined (%s); staging file by file", str(exc).splitlines()[0][:200])
             return False
         bad = con.execute(sqlsafe.render("duckdb/pairs_bad_values.sql", profile=sqlsafe.ident(self.PROFILE),
-                                         **check_params())).fetchall()
+                                         reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
+                                         limit=sqlsafe.int_literal(self.MAX_LISTED_VALUES + 1))).fetchall()
         if len(bad) > self.MAX_LISTED_VALUES:
-            log.info("direct extraction declined: %d distinct bad entity/IP values; staging instead", len(bad))
+            log.info("direct extraction declined: more than %d distinct bad entity/IP values; staging instead",
+                     self.MAX_LISTED_VALUES)
             return False
         lists = {"bad_entities": sorted(v for side, v in bad if side == "entity"),
                  "bad_ips": sorted(v for side, v in bad if side == "ip")}
         ok_filter = ok_filter_sql(**{k: bool(v) for k, v in lists.items()})
         list_params = {k: v for k, v in lists.items() if v}
-        disagree, ok_rows = con.execute(
-            f"SELECT count(*) FILTER (WHERE (reason = 'ok') IS DISTINCT FROM coalesce({ok_filter}, FALSE)), "
-            f"coalesce(sum(n) FILTER (WHERE reason = 'ok'), 0) FROM {sqlsafe.ident(self.PROFILE)}",
+        # the drop counts, and a check that the filter keeps exactly the 'ok' pairs (it should by
+        # construction; a disagreement means the staged path, never a wrong file)
+        by_reason = con.execute(
+            f"SELECT reason, sum(n), count(*) FILTER (WHERE (reason = 'ok') IS DISTINCT FROM coalesce({ok_filter}, FALSE)) "
+            f"FROM {sqlsafe.ident(self.PROFILE)} GROUP BY reason",
             list_params,
-        ).fetchone()
+        ).fetchall()
+        counts = {reason: n for reason, n, _ in by_reason}
+        ok_rows = counts.get("ok", 0)
+        disagree = sum(d for _, _, d in by_reason)
         if disagree:
             log.warning("direct extraction declined: its row filter disagrees with the drop reasons on %d pairs", disagree)
             return False
-        counts = dict(con.execute(f"SELECT reason, sum(n) FROM {sqlsafe.ident(self.PROFILE)} GROUP BY reason").fetchall())
         try:
             con.execute(
                 sqlsafe.render("duckdb/pairs_copy.sql", candidates=sqlsafe.trusted(candidates),

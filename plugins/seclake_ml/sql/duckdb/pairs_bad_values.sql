@@ -1,14 +1,15 @@
 -- Entity and IP values of the profile that make a pair fail a check which the per-row filter of
--- pairs_copy.sql does not make itself (it tests only null entity or IP and ':' in the IP).
--- A pair is 'ok' exactly when neither its entity nor its IP is listed here; the caller verifies that
--- against every profiled pair's reason before it trusts the filter.
-SELECT DISTINCT 'entity' AS side, entity AS value FROM ${profile}
-WHERE entity IS NOT NULL
-  AND (entity = '' OR entity = '-' OR length(entity) > ${max_entity_len} OR regexp_matches(entity, ${control_chars_re}))
-UNION
-SELECT DISTINCT 'ip' AS side, ip AS value FROM ${profile}
-WHERE ip IS NOT NULL AND strpos(ip, ':') = 0
-  AND (ip = '' OR ip = '-' OR length(ip) > ${max_ip_len} OR regexp_matches(ip, ${control_chars_re})
-       OR NOT regexp_full_match(ip, ${ipv4_re})
-       OR starts_with(ip, '0.') OR ip = '255.255.255.255' OR starts_with(ip, '127.') OR starts_with(ip, '169.254.')
-       OR coalesce(TRY_CAST(split_part(ip, '.', 1) AS INTEGER) BETWEEN 224 AND 239, TRUE))
+-- pairs_copy.sql does not make itself (it tests only null entity or IP and ':' in the IP). Each side
+-- is classified by the one drop-reason CASE (common/pairs_reason.sql) with a known-good value on the other
+-- side: every check of that CASE looks at one side only, so a pair is 'ok' exactly when neither its
+-- entity nor its IP is listed here. The limit is one more than the caller can list.
+SELECT side, value FROM (
+    SELECT DISTINCT 'entity' AS side, entity AS value
+    FROM (SELECT entity, '192.0.2.1' AS ip FROM ${profile} WHERE entity IS NOT NULL)
+    WHERE ${reason_expr} <> 'ok'
+    UNION
+    SELECT DISTINCT 'ip' AS side, ip AS value
+    FROM (SELECT 'entity' AS entity, ip FROM ${profile} WHERE ip IS NOT NULL AND strpos(ip, ':') = 0)
+    WHERE ${reason_expr} <> 'ok'
+)
+LIMIT ${limit}
