@@ -116,7 +116,7 @@ _PREFIX = {
     "lambda_execution": "lambda",
 }  # fmt: skip
 #: rows per data-event source: the option giving its volume and its random stream key
-_DATA_VOLUME = {"s3_data": ("s3_data_per_day", _S_S3), "lambda_execution": ("lambda_per_day", _S_LAMBDA)}
+_DATA_VOLUME = {"s3_data": "s3_data_per_day", "lambda_execution": "lambda_per_day"}  # the option per source
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ class _Generator:
         data_tables(env)  # built here, before partitions are generated in threads
         self.data_weights = {src: [data_channel_weights(env, s, src) for s in env.sites] for src in DATA_SOURCES}
         self.data_split = {
-            src: split_total(cfg[_DATA_VOLUME[src][0]], [w.sum() for w, _ in self.data_weights[src]])
+            src: split_total(cfg[_DATA_VOLUME[src]], [w.sum() for w, _ in self.data_weights[src]])
             for src in DATA_SOURCES
         }
         self.labels = LabelCollector(env, self.plan, seed, version)

@@ -37,11 +37,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 BACKENDS = ("local", "aws")
-# What each backend needs of the other fields: (field, check, allowed values), checked when the config loads.
-_BACKEND_NEEDS: dict[str, tuple[tuple[str, Any, str], ...]] = {
-    "local": (("lake_root", lambda c: bool(c.lake_root), "a local folder (required when backend is local)"),),
-    "aws": (("work_location", lambda c: c.work_is_s3, "an s3://bucket/prefix URI when backend is aws"),),
-}
 SOURCE_VERSIONS = (1, 2)
 ENV_JSON = "SECLAKE_ML_CONFIG"
 ENV_PREFIX = "SECLAKE_ML_"
@@ -463,9 +458,10 @@ class SeclakeConfig:
             raise _err("work_location", self.work_location, "a local folder or s3://bucket/prefix")
         if self.work_location.startswith("s3://") and not _S3_URI_RE.fullmatch(self.work_location):
             raise _err("work_location", self.work_location, "s3://bucket/prefix with a valid bucket name")
-        for name, ok, allowed in _BACKEND_NEEDS[self.backend]:
-            if not ok(self):
-                raise _err(name, getattr(self, name), allowed)
+        if self.backend == "local" and not self.lake_root:
+            raise _err("lake_root", self.lake_root, "a local folder (required when backend is local)")
+        if self.backend == "aws" and not self.work_is_s3:
+            raise _err("work_location", self.work_location, "an s3://bucket/prefix URI when backend is aws")
         if not isinstance(self.dedupe, bool):
             raise _err("dedupe", self.dedupe, "true | false")
         if not isinstance(self.duckdb_memory, str) or not _MEMORY_RE.fullmatch(self.duckdb_memory):

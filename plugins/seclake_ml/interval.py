@@ -50,7 +50,7 @@ def parse_utc(value: Any, name: str = "timestamp") -> datetime:
                 f"{name}: invalid time {value[:60]!r}; expected ISO 8601 such as 2026-01-05 or 2026-01-05T00:00:00Z"
             ) from None
     else:
-        raise ValueError(f"{name}: got {value!r}; expected a datetime or an ISO-8601 timestamp string")
+        raise ValueError(f"{name}: got {repr(value)[:60]}; expected a datetime or an ISO-8601 timestamp string")
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     dt = dt.astimezone(timezone.utc)
@@ -60,6 +60,11 @@ def parse_utc(value: Any, name: str = "timestamp") -> datetime:
 def iso(value: Any) -> str:
     """``2024-01-01T03:00:00Z`` text for a UTC instant (seconds precision)."""
     return parse_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_iso(ts: datetime) -> str:
+    """``ts`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (how label and allow-list times are stored)."""
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, order=True)

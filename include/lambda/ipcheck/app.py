@@ -386,6 +386,7 @@ def allowlist_matcher(settings: Settings, s3: Any) -> tuple[Matcher | None, dict
         matcher, summary = read_matcher(S3Store(s3, location))
         if matcher is None:
             if hit is None:
+                log.error("analyst allow-list unavailable and never read here: nothing is suppressed")
                 return None, summary
             log.error("analyst allow-list: the copy read %.0fs ago is used instead (stale)", now - hit[0])
             return hit[1], {**hit[2], "error": summary["error"], "stale": True}

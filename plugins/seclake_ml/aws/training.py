@@ -188,14 +188,12 @@ def describe_or_none(describe: Any, name: str) -> dict[str, Any] | None:
     """``describe(name)``, or ``None`` when SageMaker says the resource does not exist."""
     from botocore.exceptions import ClientError
 
+    from seclake_ml.aws.triggers import is_not_found
+
     try:
         return describe(name)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = str(error.get("Message", ""))
-        if error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-            "not found" in message.lower() or "does not exist" in message.lower() or "could not find" in message.lower()
-        ):
+        if is_not_found(exc):
             return None
         raise
 

@@ -76,7 +76,7 @@ import numpy as np
 from seclake_ml.display import is_unsafe_char
 from seclake_ml.interval import parse_utc
 from seclake_ml.ipinsights.ipv4 import parse_ipv4
-from seclake_ml.risk.labels import utc_iso as _utc_iso
+from seclake_ml.interval import utc_iso as _utc_iso
 from seclake_ml.scoring.stores import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ _NONE = np.iinfo(np.int64).max  # "no entry matched" while taking minima
 
 # ----------------------------------------------------------------------------- validation helpers
 # Times are read by :func:`seclake_ml.interval.parse_utc` (ISO 8601 with ``Z``, an offset, or naive =
-# UTC; its errors start with the field name) and written by :func:`seclake_ml.risk.labels.utc_iso`.
+# UTC; its errors start with the field name) and written by :func:`seclake_ml.interval.utc_iso`.
 def _now(now: datetime | None) -> datetime:
     return datetime.now(timezone.utc) if now is None else parse_utc(now, "now")
 
@@ -605,7 +605,7 @@ def read_matcher(store: ObjectStore) -> tuple[Matcher | None, dict[str, Any]]:
         entries = allow.entries()
     except Exception as exc:  # noqa: BLE001 - see above: scoring goes on without suppression
         reason = f"{type(exc).__name__}: {str(exc)[:300]}"
-        log.error("ALERT analyst allow-list under %s cannot be read (%s): nothing is suppressed", allow.prefix, reason)
+        log.error("ALERT analyst allow-list under %s cannot be read (%s)", allow.prefix, reason)  # the caller says what it does instead
         return None, {"entries": 0, "unreadable": allow.unreadable, "error": reason}
     if entries:
         log.info("analyst allow-list: %d entries in force", len(entries))

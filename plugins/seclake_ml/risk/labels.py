@@ -62,6 +62,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from seclake_ml.display import is_unsafe_char
+from seclake_ml.interval import utc_iso
 from seclake_ml.risk.columns import LABEL_CSV_COLUMNS, VERDICTS
 from seclake_ml.scoring.stores import ObjectStore
 
@@ -108,11 +109,6 @@ def derive_verdict(score: int) -> str:
     if score <= BENIGN_AT:
         return "benign"
     return "unsure"
-
-
-def utc_iso(ts: datetime) -> str:
-    """``ts`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (how label and allow-list times are stored)."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _clean_note(note: Any) -> str:

@@ -104,17 +104,6 @@ def work_store(cfg: SeclakeConfig, clients: AwsClients | None = None) -> Any:
     return store_for(work_root(cfg), clients.s3 if clients else None)
 
 
-def allowlist_matcher(store: Any) -> tuple[Any, dict[str, Any]]:
-    """``(Matcher or None, summary)`` of the analysts' allow-list in the work store ``store`` (the
-    ledger's store, :func:`work_store`), built once per batch: see
-    :func:`seclake_ml.feedback.allowlist.read_matcher` (an allow-list that cannot be read suppresses
-    nothing, and the error is logged and reported).
-    """
-    from seclake_ml.feedback.allowlist import read_matcher
-
-    return read_matcher(store)
-
-
 # ------------------------------------------------------------------------------ active model
 def pinned_model(cfg: SeclakeConfig, pinned: Any, site: Site | None = None) -> tuple[ActiveModel, Any]:
     """The model pinned in a manifest, validated, and its in-process scorer (``None`` when an endpoint
@@ -405,8 +394,13 @@ def score_batch(
              len(objects) - len(todo), model.version, model.threshold)
 
     scorer, open_object, publisher = site.scoring_io(model, local_scorer, publisher)
-    # the allow-list lives in the work store, which is the ledger's (work_store(cfg, clients))
-    allowlist, allowlist_summary = allowlist_matcher(ledger.store)
+    # the allow-list lives in the work store, which is the ledger's (work_store(cfg, clients)); one
+    # that cannot be read suppresses nothing, and the error is logged and reported
+    from seclake_ml.feedback.allowlist import read_matcher
+
+    allowlist, allowlist_summary = read_matcher(ledger.store)
+    if allowlist is None:
+        log.error("analyst allow-list unavailable: nothing is suppressed in this batch")
 
     s3_profile: dict[str, Any] = {}  # the S3 profile's bytes (or why they are missing), fetched once per batch
 

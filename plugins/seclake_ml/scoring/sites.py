@@ -69,11 +69,13 @@ def _combiner_of(record: dict[str, Any]) -> dict[str, Any] | None:
         raise NoActiveModel(f"active record's 'combiner' is unusable: {exc}") from None
 
 
-def model_store(cfg: SeclakeConfig) -> Any:
-    """The local model store of the work location (:func:`seclake_ml.model_store.ipinsights_store`)."""
-    from seclake_ml.model_store import ipinsights_store
+def _model_files(store: Any, version: str) -> tuple[str, str | None]:
+    """``(model folder, its entity profile or None)`` of ``version`` in the local model store."""
+    from seclake_ml.scoring.profile import PROFILE_FILE
 
-    return ipinsights_store(cfg)
+    model_dir = store.version_dir(version)
+    profile = model_dir / PROFILE_FILE
+    return str(model_dir), str(profile) if profile.is_file() else None
 
 
 def model_from_record(record: str | Mapping[str, Any], *, severity_scale: float) -> ActiveModel:
@@ -225,21 +227,20 @@ class LocalSite:
 
     def active_model(self) -> ActiveModel:
         """The active model and threshold of the local model store."""
-        from seclake_ml.model_store import ModelStoreError
+        from seclake_ml.model_store import ModelStoreError, ipinsights_store
 
         cfg = self.cfg
         scale = float(cfg.scoring.severity_scale)
-        store = model_store(cfg)
+        store = ipinsights_store(cfg)
         try:
             record = store.active()  # validated: version name, finite threshold; model_dir from the store
         except ModelStoreError as exc:
             raise NoActiveModel(f"unusable active model record: {exc}") from None
         if record is None:
             raise NoActiveModel(f"no active model in {store.root}; run seclake_ipinsights_training first")
-        model_dir = store.version_dir(record["version"])
-        profile = model_dir / "profile.parquet"
+        model_dir, profile_uri = _model_files(store, record["version"])
         return ActiveModel(version=record["version"], threshold=record["threshold"], backend="local",
-                           model_dir=str(model_dir), profile_uri=str(profile) if profile.is_file() else None,
+                           model_dir=model_dir, profile_uri=profile_uri,
                            severity_scale=scale, combiner=_combiner_of(record), threshold_rule=_rule_of(record),
                            score_reference=record.get("score_reference"))
 
@@ -258,16 +259,14 @@ class LocalSite:
     def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
         """``(model, its scorer)``: the store's folder of the model's version (never a path from the
         record), with its entity profile when present. A model of another site is refused."""
+        from seclake_ml.model_store import ipinsights_store
         from seclake_ml.scoring.scorers import LocalScorer
 
         if model.backend != self.name:
             raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
                              f"{self.name!r} models")
-        model_dir = model_store(self.cfg).version_dir(model.version)
-        model.model_dir = str(model_dir)
-        profile = model_dir / "profile.parquet"
-        model.profile_uri = str(profile) if profile.is_file() else None
-        return model, LocalScorer(str(model_dir))
+        model.model_dir, model.profile_uri = _model_files(ipinsights_store(self.cfg), model.version)
+        return model, LocalScorer(model.model_dir)
 
     def notification_queue(self) -> str | None:
         """``None``: new objects are found by listing the lake folder, not announced on a queue."""
