@@ -362,6 +362,30 @@ def test_direct_and_staged_extraction_write_the_same_rows_in_the_same_order(
     assert d_tbl.to_pylist() == s_tbl.to_pylist()
     times = d_tbl.column("event_time").to_pylist()
     assert times[:6] == sorted(times[:6]) and times[6] < times[5]  # a-mixed first, then b-good
+    # the label columns are written from ENUM types on the direct path: they read back as plain strings
+    for name, value in (("source", "vpc_flow"), ("account", "123456789012"), ("region", "us-east-1")):
+        assert d_tbl.schema.field(name).type == pa.string()
+        assert set(d_tbl.column(name).to_pylist()) == {value}
+
+
+def test_label_types_fall_back_to_varchar(tmp_path: Path) -> None:
+    import duckdb
+
+    from seclake_ml.lake.duck import LABEL_TYPES, label_types
+
+    con = duckdb.connect()
+    try:
+        made = label_types(con, "vpc_flow", [str(tmp_path / "missing.parquet")])  # unreadable: no ENUM types
+        assert {k: str(v) for k, v in made.items()} == {k: "VARCHAR" for k in LABEL_TYPES}
+        part = _partition(tmp_path / "lake", "VPC_FLOW", "eu-west-1", "012345678901", DAY)
+        pq.write_table(pa.table({"time": pa.array([1], pa.int64())}), part / "f.parquet")
+        made = label_types(con, "vpc_flow", [str(part / "f.parquet")])
+        assert {k: str(v) for k, v in made.items()} == LABEL_TYPES
+        # the account keeps its leading zero: no type autocast of the partition value
+        assert con.execute("SELECT enum_range(NULL::pairs_account), enum_range(NULL::pairs_region)").fetchone() == (
+            ["012345678901"], ["eu-west-1"])
+    finally:
+        con.close()
 
 
 def test_direct_extraction_is_the_same_file_on_one_thread_and_two(tmp_path: Path, reference_dir: Path) -> None:
