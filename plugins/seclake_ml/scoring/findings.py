@@ -103,18 +103,21 @@ def one_line(value: object, limit: int = SHOWN_VALUE_MAX_CHARS) -> str:
     """
     text = value if isinstance(value, str) else str(value)
     head = text[: limit + 1]
-    out: list[str] = []
-    for ch in head:
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif ch in "\n\r\t":
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
-        elif unicodedata.category(ch) == "Cs":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    shown = "".join(out)
+    if head.isprintable():  # the common case: nothing to escape
+        shown = head
+    else:
+        out: list[str] = []
+        for ch in head:
+            if ch.isprintable() or ch == " ":
+                out.append(ch)
+            elif ch in "\n\r\t":
+                out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+            elif unicodedata.category(ch) == "Cs":
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                code = ord(ch)
+                out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        shown = "".join(out)
     if len(shown) <= limit and len(text) <= limit:
         return shown
     # Keep room for the marker; count what was left out of the *original* text.

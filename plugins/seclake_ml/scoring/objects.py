@@ -1,13 +1,14 @@
 """Pairs of one Security Lake object, read in row-group chunks with the training views' SQL.
 
-A new object is scored on its own: it is opened with pyarrow, its footer tells which of the view's
-columns exist (absent ones read as ``NULL``, as in extraction), and it is read ``chunk_rows`` rows
-at a time, only the columns the view needs. Each chunk gets the object's partition values
-(``region``, ``accountid``, ``eventday``) as constant columns, is registered in DuckDB and read with
-the same candidate expressions and drop reasons as :mod:`seclake_ml.lake.duck`, grouped by
-``(entity, ip, account, region)`` before the reasons are evaluated (once per group, not per row).
-What comes back per chunk is small: drop counts and the distinct ok pairs with their event count and
-first/last time. Memory is bounded by the chunk, not by the object.
+A new object is scored on its own: its footer (read with pyarrow) tells which of the view's columns
+exist (absent ones read as ``NULL``, as in extraction) and how its rows are split into row groups.
+DuckDB then reads it ``chunk_rows`` rows at a time, whole row groups per chunk (a ``file_row_number``
+range, which DuckDB answers from the row groups it covers), decoding only the columns the view needs.
+Each chunk gets the object's partition values (``region``, ``accountid``, ``eventday``) as constant
+columns and is read with the same candidate expressions and drop reasons as
+:mod:`seclake_ml.lake.duck`, grouped by ``(entity, ip)`` before the reasons are evaluated (once per
+group, not per row). What comes back per chunk is small: drop counts and the distinct ok pairs with
+their event count and first/last time. Memory is bounded by the chunk, not by the object.
 
 An object that cannot be read (bad footer, no rows, no time column, undecodable pages) raises
 :class:`UnreadableObject`; the caller quarantines it and goes on with the others.
@@ -21,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seclake_ml import sqlsafe
-from seclake_ml.lake.duck import candidates_sql, column_resolver, render_context_sql, schema_spellings
+from seclake_ml.lake.duck import HIVE_COLUMNS, candidates_sql, column_resolver, render_context_sql, schema_spellings
+from seclake_ml.lake.paths import literal_path
 from seclake_ml.pairs import DROP_REASONS, reason_sql, render_view_sql
 from seclake_ml.scoring.lake_object import LakeObject
 from seclake_ml.sources import get_source
 
 log = logging.getLogger(__name__)
 
-CHUNK_RELATION = "object_chunk"
 GROUPED = "object_pairs"
 DEFAULT_CHUNK_ROWS = 250_000
 #: Most distinct context values (e.g. S3 buckets) kept per pair and chunk.
@@ -57,24 +58,47 @@ class ChunkPairs:
     contexts: list[list[str]] | None = None  # per pair: its first distinct context values
 
 
-def open_parquet(path: str) -> Any:
-    """``pyarrow.parquet.ParquetFile`` of ``path`` or :class:`UnreadableObject` with the reason."""
+@dataclass(frozen=True)
+class ObjectFile:
+    """One object on local disk and its Parquet footer (``pyarrow`` metadata and Arrow schema)."""
+
+    path: str
+    metadata: Any
+    schema_arrow: Any
+
+
+def open_parquet(path: str) -> ObjectFile:
+    """The footer of the Parquet file at ``path``, or :class:`UnreadableObject` with the reason."""
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
+        return ObjectFile(path=str(path), metadata=pf.metadata, schema_arrow=pf.schema_arrow)
     except Exception as exc:  # noqa: BLE001 - any footer error means the same: quarantine
         raise UnreadableObject(f"unreadable Parquet footer: {str(exc).splitlines()[0][:200]}") from None
-    return pf
+
+
+def row_ranges(metadata: Any, chunk_rows: int) -> list[tuple[int, int]]:
+    """``[first, end)`` row ranges of whole row groups, each of at least ``chunk_rows`` rows (the
+    last one may be shorter); one range per row group larger than ``chunk_rows``."""
+    ranges: list[tuple[int, int]] = []
+    lo = hi = 0
+    for i in range(metadata.num_row_groups):
+        hi += metadata.row_group(i).num_rows
+        if hi - lo >= chunk_rows:
+            ranges.append((lo, hi))
+            lo = hi
+    if hi > lo:
+        ranges.append((lo, hi))
+    return ranges
 
 
 def iter_view_chunks(
-    con: Any, pf: Any, obj: LakeObject, source: str, view: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    con: Any, pf: ObjectFile, obj: LakeObject, source: str, view: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     accounts: tuple[str, ...] = (), regions: tuple[str, ...] = (),
 ) -> Iterator[ChunkPairs]:
     """Yield the pairs of ``source``/``view`` in ``pf`` (the object ``obj``) chunk by chunk."""
     import duckdb
-    import pyarrow as pa
 
     spec = get_source(source)
     pv = spec.view(view)
@@ -93,43 +117,48 @@ def iter_view_chunks(
     wanted = _read_columns(spellings, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
     sql = sqlsafe.render(
         "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
-        max_context=sqlsafe.int_literal(MAX_CONTEXT_VALUES),
-        candidates=sqlsafe.trusted(candidates_sql(pv.unnest, version, rendered, relation=CHUNK_RELATION,
+        contexts_expr=sqlsafe.trusted(
+            "list_sort(list(DISTINCT context) FILTER (WHERE context IS NOT NULL))"
+            f"[1:{sqlsafe.int_literal(MAX_CONTEXT_VALUES)}]" if context_name else "NULL"),
+        candidates=sqlsafe.trusted(candidates_sql(pv.unnest, version, rendered, relation=_chunk_relation(wanted),
                                                   time_filter="TRUE", context=context)),
     )
-    params = {"accounts": list(accounts), "regions": list(regions)}
-    consts = {"region": obj.region, "accountid": obj.account, "eventday": obj.event_day}
+    params = {"accounts": list(accounts), "regions": list(regions), "object_path": literal_path(pf.path),
+              "object_region": obj.region, "object_account": obj.account, "object_day": obj.event_day}
     try:
-        batches = pf.iter_batches(batch_size=max(1, int(chunk_rows)), columns=wanted, use_threads=True)
-        for batch in batches:
-            table = pa.Table.from_batches([batch])
-            for name, value in consts.items():
-                if name in table.column_names:
-                    table = table.drop_columns([name])
-                table = table.append_column(name, _constant(value, table.num_rows))
-            con.register(CHUNK_RELATION, table)
-            try:
-                con.execute(sql, params)
-            finally:
-                con.unregister(CHUNK_RELATION)
-            yield _collect(con, table.num_rows, context_name)
-            del table
-    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        for lo, hi in row_ranges(pf.metadata, max(1, int(chunk_rows))):
+            con.execute(sql, {**params, "first_row": lo, "end_row": hi})
+            yield _collect(con, hi - lo, obj, context_name)
+    except duckdb.Error as exc:
         raise UnreadableObject(f"unreadable rows: {str(exc).splitlines()[0][:200]}") from None
 
 
+def _chunk_relation(columns: list[str]) -> str:
+    """One chunk of the object as a relation: its top-level ``columns`` (the file's spelling) read
+    from ``$object_path`` for the rows ``[$first_row, $end_row)``, and the object's partition values
+    as constant columns (hive partitioning off: the values come from the key, already validated)."""
+    select = ", ".join([sqlsafe.ident(c) for c in columns]
+                       + ["$object_region AS region", "$object_account AS accountid", "$object_day AS eventday"])
+    return (f"(SELECT {select} FROM read_parquet($object_path, hive_partitioning = false, file_row_number = true) "
+            "WHERE file_row_number >= $first_row AND file_row_number < $end_row)")
+
+
 def _read_columns(spelled: dict[str, str], paths: list[str], unnest: tuple[str, str] | None) -> list[str]:
-    """The object's columns to read for the view's ``paths`` (``spelled``: :func:`schema_spellings`):
-    struct fields as dotted leaf paths in the file's own spelling (only those fields are decoded, not
-    the whole struct), an unnested list whole, absent paths left out (they read as ``NULL``)."""
+    """The object's top-level columns to read for the view's ``paths`` (``spelled``:
+    :func:`schema_spellings`), in the file's own spelling; an unnested list is read through its list
+    column, absent paths are left out (they read as ``NULL``), and so are columns named like a
+    partition (their values come from the key). DuckDB decodes only the struct fields the query uses."""
     wanted: list[str] = []
     for path in paths:
         head = path.split(".", 1)[0]
         if unnest and head == unnest[1]:
             path = unnest[0]
         column = spelled.get(path)
-        if column is not None and column not in wanted:
-            wanted.append(column)
+        if column is None:
+            continue
+        top = column.split(".", 1)[0]
+        if top not in wanted and top.lower() not in HIVE_COLUMNS:
+            wanted.append(top)
     return wanted
 
 
@@ -146,26 +175,19 @@ def _times(column: Any) -> Any:
     return column.cast(pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
 
 
-def _constant(value: str, rows: int) -> Any:
-    """A string column holding ``value`` ``rows`` times, as a one-entry dictionary (no per-row copies)."""
-    import numpy as np
-    import pyarrow as pa
-
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), pa.array([value], pa.string()))
-
-
-def _collect(con: Any, rows: int, context_name: str = "") -> ChunkPairs:
+def _collect(con: Any, rows: int, obj: LakeObject, context_name: str = "") -> ChunkPairs:
     counts = dict(con.execute(f"SELECT reason, sum(events) FROM {GROUPED} GROUP BY reason").fetchall())
     agg = con.sql(
-        f"SELECT entity, ip, account, region, events, first_seen, last_seen, contexts FROM {GROUPED} WHERE reason = 'ok' "
-        "ORDER BY entity, ip, account, region"  # same pairs, same order: reproducible requests
+        f"SELECT entity, ip, events, first_seen, last_seen, contexts FROM {GROUPED} WHERE reason = 'ok' "
+        "ORDER BY entity, ip"  # same pairs, same order: reproducible requests
     ).to_arrow_table()
     col = agg.column
+    n = agg.num_rows
     return ChunkPairs(
         entity=col("entity").to_pylist(),
         ip=col("ip").to_pylist(),
-        account=col("account").to_pylist(),
-        region=col("region").to_pylist(),
+        account=[obj.account] * n,
+        region=[obj.region] * n,
         events=col("events").to_numpy(),
         first_seen=_times(col("first_seen")),
         last_seen=_times(col("last_seen")),
