@@ -39,8 +39,9 @@ Both paths are timed from lake objects on local disk to their result, with the m
 libraries imported beforehand; the package path's result is findings on disk, the seed's is a list of
 flagged rows in memory (the seed only logged the endpoint's answer). The HTTP server runs in this
 process, so the endpoint's work (CSV parsing, scoring, JSON) is inside the seed's time, as the
-package's scoring is inside its own. Each path runs ``--repeat`` times, alternating, and the best
-run of each is reported: the machine is noisy, so compare ratios measured in the same run.
+package's scoring is inside its own. Each path first scores one object untimed (imports and first
+connections), then runs ``--repeat`` times, alternating, and the best run of each is reported: the
+machine is noisy, so compare ratios measured in the same run.
 
 Usage: ``python bench/scoring.py [--days 4] [--flows-per-day 500000] [--rows-big 5000000] [--skip-big]``
 """
@@ -540,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{min(new_days)}..{max(new_days)}; {os.cpu_count()} CPUs")
 
     endpoint = Endpoint(record["model_dir"])
+    # one untimed object through each path first: imports, the first DuckDB connection and pandas'
+    # lazy set-up are paid by neither timed run
+    run_package(lake, objects[:1], record, args.view, root / "out-package", args.chunk_rows)
+    run_seed(lake, objects[:1], endpoint, record["threshold"], args.messages_per_request)
     pkg_runs, seed_runs = [], []
     for _ in range(max(1, args.repeat)):
         pkg_runs.append(run_package(lake, objects, record, args.view, root / "out-package", args.chunk_rows))
@@ -616,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  package (chunk {args.chunk_rows:,} rows): peak RSS {_mib(res['maxrss_kib'])} (ru_maxrss), "
                   f"VmHWM {_mib(res['vmhwm_kib'])}, of which {_mib(res['baseline_kib'])} after imports; "
                   f"{res['rows']:,} rows in {res['seconds']:.1f}s ({res['rows'] / res['seconds']:,.0f} rows/s), "
-                  f"{res['flagged']:,} findings; goal < 1.5 GB: {'met' if peak * 1024 < 1.5e9 else 'NOT met'}")
+                  f"{res['flagged']:,} findings; goal < 1 GiB: {'met' if peak < 1024 * 1024 else 'NOT met'}")
         avail = mem_available()
         run_seed_big = args.seed_big == "yes" or (args.seed_big == "auto" and avail > SEED_BIG_MIN_AVAILABLE)
         if run_seed_big:

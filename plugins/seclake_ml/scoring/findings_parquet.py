@@ -203,43 +203,58 @@ def _ocsf_type(field: pa.Field) -> str | None:
     return raw.decode() if raw else None
 
 
-def _to_arrow_value(value: Any, field: pa.Field, path: str) -> Any:
-    """Check ``value`` against ``field`` and convert it to what pyarrow expects (JSON/datetime/map)."""
+class _Node:
+    """One attribute of :data:`FINDINGS_SCHEMA`, with what :func:`_to_arrow_value` needs to know
+    about it worked out once (the schema is walked for every record of every batch)."""
+
+    __slots__ = ("name", "nullable", "kind", "children", "names", "element")
+
+    def __init__(self, field: pa.Field) -> None:
+        t = field.type
+        self.name = field.name
+        self.nullable = field.nullable
+        kind = _ocsf_type(field)
+        if kind not in ("json_t", "datetime_t"):
+            kind = ("struct" if pa.types.is_struct(t) else "map" if pa.types.is_map(t)
+                    else "list" if pa.types.is_list(t) else None)
+        self.kind = kind
+        self.children = [_Node(t.field(i)) for i in range(t.num_fields)] if kind == "struct" else []
+        self.names = frozenset(c.name for c in self.children)
+        self.element = _Node(t.value_field) if kind == "list" else None
+
+
+def _to_arrow_value(value: Any, node: _Node, path: str) -> Any:
+    """Check ``value`` against ``node`` and convert it to what pyarrow expects (JSON/datetime/map)."""
     if value is None:
-        if not field.nullable:
+        if not node.nullable:
             raise ValueError(f"{path}: required attribute missing")
         return None
-    kind = _ocsf_type(field)
+    kind = node.kind
+    if kind is None:
+        return value
     if kind == "json_t":
         return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     if kind == "datetime_t":
         if not isinstance(value, str):
             raise ValueError(f"{path}: expected an RFC 3339 string, got {type(value).__name__}")
         return _rfc3339_to_datetime(value, path)
-    t = field.type
-    if pa.types.is_struct(t):
+    if kind == "struct":
         if not isinstance(value, Mapping):
             raise ValueError(f"{path}: expected an object, got {type(value).__name__}")
-        names = {t.field(i).name for i in range(t.num_fields)}
-        extra = [k for k in value if k not in names]
+        extra = [k for k in value if k not in node.names]
         if extra:
             shown = one_line(", ".join(map(str, extra)), 200)
             raise ValueError(f"{path or 'record'}: attribute(s) not in FINDINGS_SCHEMA: {shown}")
-        out = {}
-        for i in range(t.num_fields):
-            sub = t.field(i)
-            out[sub.name] = _to_arrow_value(value.get(sub.name), sub, f"{path}.{sub.name}" if path else sub.name)
-        return out
-    if pa.types.is_map(t):
+        return {c.name: _to_arrow_value(value.get(c.name), c, f"{path}.{c.name}" if path else c.name)
+                for c in node.children}
+    if kind == "map":
         flat = isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         if not flat:
             raise ValueError(f"{path}: expected a flat string-to-string map")
         return list(value.items())
-    if pa.types.is_list(t):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected an array, got {type(value).__name__}")
-        return [_to_arrow_value(x, t.value_field, f"{path}[{i}]") for i, x in enumerate(value)]
-    return value
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{path}: expected an array, got {type(value).__name__}")
+    return [_to_arrow_value(x, node.element, f"{path}[{i}]") for i, x in enumerate(value)]
 
 
 def _from_arrow_value(value: Any, field: pa.Field) -> Any:
@@ -267,7 +282,7 @@ def _from_arrow_value(value: Any, field: pa.Field) -> Any:
     return value
 
 
-_RECORD_FIELD = pa.field("record", pa.struct(list(FINDINGS_SCHEMA)), nullable=False)
+_RECORD = _Node(pa.field("record", pa.struct(list(FINDINGS_SCHEMA)), nullable=False))
 
 
 def findings_table(records: list[dict]) -> pa.Table:
@@ -281,7 +296,7 @@ def findings_table(records: list[dict]) -> pa.Table:
     rows = []
     for i, rec in enumerate(records):
         try:
-            rows.append(_to_arrow_value(rec, _RECORD_FIELD, ""))
+            rows.append(_to_arrow_value(rec, _RECORD, ""))
         except ValueError as exc:
             raise ValueError(f"finding record {i}: {exc}") from None
     try:

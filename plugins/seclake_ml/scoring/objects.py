@@ -30,7 +30,6 @@ from seclake_ml.sources import get_source
 
 log = logging.getLogger(__name__)
 
-GROUPED = "object_pairs"
 DEFAULT_CHUNK_ROWS = 250_000
 #: Most distinct context values (e.g. S3 buckets) kept per pair and chunk.
 MAX_CONTEXT_VALUES = 5
@@ -116,7 +115,7 @@ def iter_view_chunks(
     context_name = pv.context[0] if pv.context else ""
     wanted = _read_columns(spellings, pv.columns(version) + [time_col] + _filter_columns(spec, version), pv.unnest)
     sql = sqlsafe.render(
-        "duckdb/pairs_grouped.sql", grouped=sqlsafe.ident(GROUPED), reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
+        "duckdb/pairs_grouped.sql", reason_expr=sqlsafe.trusted(reason_sql("duckdb")),
         contexts_expr=sqlsafe.trusted(
             "list_sort(list(DISTINCT context) FILTER (WHERE context IS NOT NULL))"
             f"[1:{sqlsafe.int_literal(MAX_CONTEXT_VALUES)}]" if context_name else "NULL"),
@@ -127,8 +126,8 @@ def iter_view_chunks(
               "object_region": obj.region, "object_account": obj.account, "object_day": obj.event_day}
     try:
         for lo, hi in row_ranges(pf.metadata, max(1, int(chunk_rows))):
-            con.execute(sql, {**params, "first_row": lo, "end_row": hi})
-            yield _collect(con, hi - lo, obj, context_name)
+            grouped = con.sql(sql, params={**params, "first_row": lo, "end_row": hi}).to_arrow_table()
+            yield _collect(grouped, hi - lo, obj, context_name)
     except duckdb.Error as exc:
         raise UnreadableObject(f"unreadable rows: {str(exc).splitlines()[0][:200]}") from None
 
@@ -175,12 +174,13 @@ def _times(column: Any) -> Any:
     return column.cast(pa.timestamp("us", tz="UTC")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
 
 
-def _collect(con: Any, rows: int, obj: LakeObject, context_name: str = "") -> ChunkPairs:
-    counts = dict(con.execute(f"SELECT reason, sum(events) FROM {GROUPED} GROUP BY reason").fetchall())
-    agg = con.sql(
-        f"SELECT entity, ip, events, first_seen, last_seen, contexts FROM {GROUPED} WHERE reason = 'ok' "
-        "ORDER BY entity, ip"  # same pairs, same order: reproducible requests
-    ).to_arrow_table()
+def _collect(grouped: Any, rows: int, obj: LakeObject, context_name: str = "") -> ChunkPairs:
+    """The chunk's ok pairs and drop counts from its grouped rows (``pairs_grouped.sql``, as Arrow)."""
+    import pyarrow.compute as pc
+
+    by_reason = grouped.group_by("reason").aggregate([("events", "sum")]).to_pylist()
+    counts = {r["reason"]: int(r["events_sum"]) for r in by_reason}
+    agg = grouped.filter(pc.equal(grouped.column("reason"), "ok"))
     col = agg.column
     n = agg.num_rows
     return ChunkPairs(
@@ -192,8 +192,8 @@ def _collect(con: Any, rows: int, obj: LakeObject, context_name: str = "") -> Ch
         first_seen=_times(col("first_seen")),
         last_seen=_times(col("last_seen")),
         rows=int(rows),
-        ok_rows=int(counts.get("ok", 0)),
-        dropped={r: int(counts.get(r, 0)) for r in DROP_REASONS},
+        ok_rows=counts.get("ok", 0),
+        dropped={r: counts.get(r, 0) for r in DROP_REASONS},
         context_name=context_name,
         contexts=[v or [] for v in col("contexts").to_pylist()] if context_name else None,
     )
