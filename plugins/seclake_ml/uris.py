@@ -7,7 +7,8 @@ so a location is judged the same way everywhere:
 * :func:`split_s3_uri` gives ``(bucket, key)``, refusing a bucket name that breaks the S3 naming
   rules and a key with empty or ``..`` segments;
 * :func:`s3_prefix` gives ``(bucket, key prefix ending in '/')`` for a URI naming a folder;
-* :func:`join_location` appends path segments to an S3 URI or a local folder.
+* :func:`join_location` appends path segments to an S3 URI or a local folder;
+* :func:`s3_subfolders` lists the sub-folders directly under an S3 key prefix.
 
 Errors are :class:`ValueError` naming the argument and its value. Standard library only.
 """
@@ -103,3 +104,18 @@ def join_location(base: str, *parts: str) -> str:
     if is_s3(base):
         return "/".join([base.rstrip("/"), *parts])
     return str(Path(base).joinpath(*parts))
+
+
+def s3_subfolders(paginator: Any, bucket: str, prefix: str) -> list[str]:
+    """The full key prefixes (ending in ``/``) of the sub-folders directly under ``prefix``, sorted.
+
+    One ``Delimiter='/'`` listing, page by page; objects directly under ``prefix`` are not returned.
+
+    :param paginator: a boto3 ``list_objects_v2`` paginator.
+    :param bucket: the bucket to list.
+    :param prefix: the key prefix to list under (a folder ending in ``/``, or the start of a name).
+    """
+    found: list[str] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+    return sorted(found)

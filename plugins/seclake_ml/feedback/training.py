@@ -71,31 +71,30 @@ def _s3_finding_files(location: str, client: Any, window: DataInterval | None, t
     walked one folder level at a time (``Delimiter='/'``) down to ``eventDay=<day>/`` of each day (every
     day when ``window`` is ``None``). Objects are streamed to files under ``tmp``, never held in memory.
     """
-    from seclake_ml.uris import s3_prefix
+    from seclake_ml.uris import s3_prefix, s3_subfolders
 
     bucket, prefix = s3_prefix(location, "findings location", allow_root=True)
     paginator = client.get_paginator("list_objects_v2")
 
-    def listing(under: str) -> tuple[list[str], list[dict[str, Any]]]:
-        """``(sub-folder prefixes, objects)`` directly under ``under``."""
-        folders: list[str] = []
-        objects: list[dict[str, Any]] = []
-        for page in paginator.paginate(Bucket=bucket, Prefix=under, Delimiter="/"):
-            folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-            objects += page.get("Contents", [])
-        return sorted(folders), objects
-
     def folders(under: str, part: str) -> list[str]:
-        return [f for f in listing(under)[0] if f[len(under):].startswith(part)]
+        """The sub-folders of ``under`` whose name starts with ``part``."""
+        return [f for f in s3_subfolders(paginator, bucket, under) if f[len(under):].startswith(part)]
+
+    def objects(under: str) -> list[dict[str, Any]]:
+        """The objects directly under ``under``."""
+        found: list[dict[str, Any]] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=under, Delimiter="/"):
+            found += page.get("Contents", [])
+        return found
 
     days = sorted(d.strftime("%Y%m%d") for d in window.days()) if window is not None else None
     out: list[str] = []
-    for source in listing(f"{prefix}ext/{DETECTOR_GLOB.rstrip('*')}")[0]:
+    for source in s3_subfolders(paginator, bucket, f"{prefix}ext/{DETECTOR_GLOB.rstrip('*')}"):
         for region in folders(source, "region="):
             for account in folders(region, "accountId="):
                 parts = folders(account, "eventDay=") if days is None else [f"{account}eventDay={d}/" for d in days]
                 for part in parts:
-                    for item in sorted(listing(part)[1], key=lambda x: x["Key"]):
+                    for item in sorted(objects(part), key=lambda x: x["Key"]):
                         if not _S3_KEY_RE.fullmatch(item["Key"][len(prefix):]):
                             continue
                         if int(item.get("Size") or 0) > MAX_S3_OBJECT_BYTES:

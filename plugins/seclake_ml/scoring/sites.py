@@ -23,7 +23,7 @@ from seclake_ml.locations import work_root
 from seclake_ml.scoring.model_record import ActiveModel
 from seclake_ml.scoring.lake_object import InvalidLakeKey, LakeObject, parse_lake_key
 from seclake_ml.sources import get_source
-from seclake_ml.uris import is_s3, split_s3_uri
+from seclake_ml.uris import is_s3, s3_subfolders, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +167,9 @@ def list_s3_objects(cfg: SeclakeConfig, s3: Any, days: set[str]) -> list[LakeObj
     """Lake objects of ``days`` in the lake bucket, listed partition by partition (delimiter listing)."""
     out: list[LakeObject] = []
     paginator = s3.get_paginator("list_objects_v2")
-
-    def prefixes(prefix: str) -> list[str]:
-        found = []
-        for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=prefix, Delimiter="/"):
-            found += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-        return found
-
     for lake_source in sorted(enabled_lake_sources(cfg)):
-        for region_p in prefixes(f"aws/{lake_source}/{cfg.source_version}.0/"):
-            for acct_p in prefixes(region_p):
+        for region_p in s3_subfolders(paginator, cfg.lake_bucket, f"aws/{lake_source}/{cfg.source_version}.0/"):
+            for acct_p in s3_subfolders(paginator, cfg.lake_bucket, region_p):
                 for day in sorted(days):
                     for page in paginator.paginate(Bucket=cfg.lake_bucket, Prefix=f"{acct_p}eventDay={day}/"):
                         for item in page.get("Contents", []):

@@ -70,7 +70,7 @@ from seclake_ml.config import SeclakeConfig
 from seclake_ml.interval import DataInterval, parse_utc
 from seclake_ml.locations import work_root
 from seclake_ml.scoring.findings import SEVERITY_NAMES, ms_to_rfc3339
-from seclake_ml.uris import is_s3, join_location, split_s3_uri
+from seclake_ml.uris import is_s3, join_location, s3_subfolders, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -465,10 +465,8 @@ def _aws_sources(children: Any, base: str, flt: FindingsFilter) -> list[str]:
 def _list_s3_objects(client: Any, paginator: Any, bucket: str, base: str, flt: FindingsFilter, first: str | None,
                      last: str | None, max_files: int) -> _Listing:
     def children(prefix: str) -> list[str]:
-        out = []
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            out += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
-        return sorted(out)
+        """The names of the sub-folders directly under ``prefix``, sorted."""
+        return sorted(p[len(prefix):].rstrip("/") for p in s3_subfolders(paginator, bucket, prefix))
 
     parts = []  # (day, source, region part, account part)
     for source in _aws_sources(children, base, flt):
