@@ -40,6 +40,9 @@ def escape(value: Any, limit: int | None = None) -> tuple[str, int]:
     """
     text = value if isinstance(value, str) else str(value)
     cut = text if limit is None else text[:limit]
+    tail = "..." if limit is not None and len(text) > limit else ""
+    if cut.isprintable() and "\\" not in cut:  # every unsafe category is unprintable: nothing to escape
+        return cut + tail, 0
     count = 0
     parts = []
     for ch in cut:
@@ -50,7 +53,6 @@ def escape(value: Any, limit: int | None = None) -> tuple[str, int]:
             count += 1
         else:
             parts.append(ch)
-    tail = "..." if limit is not None and len(text) > limit else ""
     return "".join(parts) + tail, count
 
 

@@ -14,6 +14,7 @@ from seclake_ml.scoring.profile import (
     PROFILE_FILE,
     PROFILE_SCHEMA,
     EntityProfile,
+    ProfileCache,
     build_profile,
     ipv4_int,
     profile_from_frames,
@@ -173,6 +174,37 @@ def test_load_filters_a_profile_of_many_row_groups(tmp_path: Path) -> None:
     prof = EntityProfile.load(path, ["e0123456", "e0299999"])
     assert prof.entities == ["e0123456", "e0299999"]
     assert prof.explain("e0299999", "10.0.0.1")["known_events"] == 1
+
+
+def test_profile_cache_reads_each_entity_once(built: tuple[dict, Path]) -> None:
+    _, out = built
+    asked: list[set[str]] = []
+
+    def loader(entities: set[str]) -> EntityProfile:
+        asked.append(set(entities))
+        return EntityProfile.load(out, entities)
+
+    cache = ProfileCache(loader)
+    first = cache({ARN, "i-unknown"})
+    assert first.entities == [ARN]
+    second = cache({ARN, "i-0abc", "i-unknown"})  # only i-0abc is new; i-unknown is remembered as unknown
+    assert asked == [{ARN, "i-unknown"}, {"i-0abc"}]
+    assert second.entities == sorted([ARN, "i-0abc"])
+    assert second.explain("i-0abc", "10.0.2.200") == EntityProfile.load(out).explain("i-0abc", "10.0.2.200")
+    assert cache({"i-0abc"}).entities == ["i-0abc"] and len(asked) == 2  # answered from memory, only what was asked
+
+    down = [True]
+
+    def flaky(entities: set[str]) -> EntityProfile:
+        if down[0]:
+            raise OSError("profile unreachable")
+        return loader(entities)
+
+    cache = ProfileCache(flaky)
+    with pytest.raises(OSError):
+        cache({ARN})
+    down[0] = False  # a failed load is not remembered: the next call asks again
+    assert cache({ARN}).entities == [ARN] and asked[-1] == {ARN}
 
 
 def test_unknown_entity(built: tuple[dict, Path]) -> None:

@@ -254,7 +254,8 @@ def score_objects(
     :param scorer: :class:`~.scorers.LocalScorer` or :class:`~.scorers.EndpointScorer`.
     :param sink: a store with ``put_bytes(key, data)``; findings keys are ``ext/<custom source>/...``.
     :param publisher: optional; receives findings with ``severity_id >= min_severity_to_publish``.
-    :param profile_loader: ``entities -> EntityProfile`` for explanations (``None``: no profile).
+    :param profile_loader: ``entities -> EntityProfile`` for explanations (``None``: no profile);
+        asked at most once per entity over the batch (:class:`~.profile.ProfileCache`).
     :param history_loader: ``() -> HistoryIndex`` of the model's profile, needed when ``model.combiner``
         is set (the anomaly score then combines ``dot_product`` with the entity's history; see
         :class:`~.scorers.AnomalyScorer`); called at most once.
@@ -270,7 +271,7 @@ def score_objects(
 
     from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
-    from seclake_ml.scoring.profile import EntityProfile
+    from seclake_ml.scoring.profile import EntityProfile, ProfileCache
 
     result = BatchResult(model_version=model.version)
     info = replace(model, threshold=float(model.threshold), severity_scale=float(model.severity_scale or 1.0))
@@ -285,6 +286,7 @@ def score_objects(
     reference = check_reference(model.score_reference)
     histogram = ScoreHistogram(reference) if reference else None
     history_once = _once(history_loader)
+    profile_cache = ProfileCache(profile_loader) if profile_loader else None
     anomaly_scorer = AnomalyScorer(model.combiner, history_once)
     unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),
                                    float(model.severity_scale or 1.0))
@@ -347,7 +349,7 @@ def score_objects(
                 profile = None
                 if entities:
                     try:
-                        profile = profile_loader(entities) if profile_loader else None
+                        profile = profile_cache(entities) if profile_cache else None
                     except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
                         log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
                         profile = None

@@ -30,7 +30,7 @@ import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -321,6 +321,10 @@ class EntityProfile:
         table = pq.read_table(src, columns=columns, filters=filters)
         return cls.from_table(table)
 
+    def subset(self, entities: Iterable[str]) -> EntityProfile:
+        """The profile of ``entities`` only (those it knows)."""
+        return EntityProfile({e: self._known[e] for e in entities if isinstance(e, str) and e in self._known})
+
     # -- queries
     def __len__(self) -> int:
         return len(self._known)
@@ -444,3 +448,26 @@ def load_history(source: str | bytes | Path) -> Any:
     events = np.asarray(table["events"].fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     entities = np.asarray(table["entity"].to_pylist(), dtype=object)
     return HistoryIndex.from_pairs(entities, ips, events)
+
+
+class ProfileCache:
+    """``entities -> EntityProfile`` over a loader, reading each entity's rows at most once.
+
+    A batch explains the flagged entities of each object; the same entities come back object after
+    object, and each load reads the profile file again. The cache asks ``loader`` only for entities
+    it has not asked for yet (an entity the profile does not know is remembered as unknown). A load
+    that fails raises, and nothing of it is remembered.
+    """
+
+    def __init__(self, loader: Callable[[set[str]], EntityProfile]) -> None:
+        self._loader = loader
+        self._asked: set[str] = set()
+        self._profile = EntityProfile.empty()
+
+    def __call__(self, entities: set[str]) -> EntityProfile:
+        missing = {e for e in entities if e not in self._asked}
+        if missing:
+            loaded = self._loader(missing)
+            self._profile = EntityProfile({**self._profile._known, **loaded.subset(missing)._known})
+            self._asked |= missing
+        return self._profile.subset(entities)
