@@ -1,17 +1,17 @@
 # Figures from one run on a 2-core machine (shared and noisy; read the ratios), default flags:
 #   lake 2,000,122 VPC flow rows in 24 objects over 4 days, 48 instances; model trained on days 1-2
 #   (772,625 vpc_flow:instance_peer pairs), threshold at 1% FPR (calibration AUC 0.9977).
-#   new batches, 12 objects, 1,000,122 rows, best of 3 alternating runs:
-#     package score_objects  1.30 s   769k rows/s   756k pairs/s (983,167 pairs)  180 findings written
-#     seed pandas + HTTP    10.54 s    95k rows/s    47k pairs/s (498,642 pairs)   96 flagged pairs
-#     ratio 8.1x the rows/s (per run 8.09x, 8.34x, 7.91x; earlier runs 4.5x-9.8x), largest seed
-#     request 14 MiB (over SageMaker's real-time payload limit).
-#   one 5,000,000-row object, fresh processes: package peak RSS 782 MiB (119 MiB of it after
-#     imports; goal < 1.5 GB met), 4.2 s; seed pattern killed at its 12 GiB cap after 49 s.
-#   --view instance_src_ip (the seed's own pair definition, a model trained on it): 16.7x the rows/s;
-#     flagged 0 (package) vs 2 per-object pairs (seed), the one distinct pair being a float32 score
-#     equal to the threshold that the endpoint's JSON text rounds past it.
-#   whole run 2 min from an empty bench folder (5 min on a busier machine).
+#   new batches, 12 objects, 1,000,122 rows, one untimed object per path, then best of 3 alternating runs:
+#     package score_objects  0.40 s  2.48M rows/s  2.44M pairs/s (983,167 pairs)  180 findings written
+#     seed pandas + HTTP    12.01 s    83k rows/s    42k pairs/s (498,642 pairs)   96 flagged pairs
+#     ratio 29.8x the rows/s (per run 29.0x, 26.2x, 29.8x; other runs 33.2x and 26.5x), largest
+#     seed request 14 MiB (over SageMaker's real-time payload limit).
+#   one 5,000,000-row object, fresh processes: package peak RSS 286 MiB (117 MiB of it after
+#     imports; goal < 1 GiB met), 1.3 s; seed pattern killed at its 12 GiB cap after 54 s.
+#   --view instance_src_ip (the seed's own pair definition, a model trained on it): scores the same
+#     pairs as the seed; flagged pairs may differ by a float32 score equal to the threshold that the
+#     endpoint's JSON text rounds past it.
+#   whole run under 2 min with a trained model in the bench folder.
 """Scoring benchmark: the package's scoring engine vs the seed's ipcheck Lambda pattern, side by side.
 
 On one sample lake (generated with the package generator, reused when present) it:
