@@ -118,7 +118,7 @@ def test_nan_threshold_scores_nothing_and_marks_nothing(site: dict) -> None:
     assert summary["totals"]["scored"] == len(batch["objects"]) and summary["totals"]["findings"] > 0
 
 
-@pytest.mark.parametrize("damage", ["missing_model", "nan_threshold", "path_version", "foreign_model_dir"])
+@pytest.mark.parametrize("damage", ["missing_model", "nan_threshold", "path_version", "foreign_model_dir", "aws_backend"])
 def test_a_pinned_model_that_cannot_load_is_repinned_after_the_limit(site: dict, damage: str) -> None:
     cfg, ledger = _adopt_then_drop(site, max_model_attempts=2)
     batch = service.find_new_local_batch(cfg, ledger)
@@ -129,6 +129,10 @@ def test_a_pinned_model_that_cannot_load_is_repinned_after_the_limit(site: dict,
         pinned["threshold"] = math.nan
     elif damage == "path_version":
         pinned["version"] = "../../../../etc/passwd"
+    elif damage == "aws_backend":  # a model of the other backend: this site cannot serve it
+        pinned["backend"] = "aws"
+        with pytest.raises(service.PinnedModelUnavailable, match="served on 'aws'; this site scores 'local'"):
+            service.pinned_model(cfg, pinned)
     else:  # a path in the manifest is never used: the store's folder of the version is
         pinned["model_dir"] = "/nonexistent/elsewhere"
     ledger.pin_model(batch, pinned)

@@ -110,8 +110,9 @@ def pinned_model(cfg: SeclakeConfig, pinned: Any, site: Site | None = None) -> t
     serves it), as the scoring site loads it (:meth:`LocalSite.load`, :meth:`AwsSite.load`).
 
     Nothing is trusted from the manifest but the version name and the threshold: the version must be
-    a valid name, the threshold a finite number, and locally the model folder is the store's folder of
-    that version (never a path from the record). Raises :class:`PinnedModelUnavailable` with the reason.
+    a valid name, the threshold a finite number, the model one of this site's backend, and locally the
+    model folder is the store's folder of that version (never a path from the record). Raises
+    :class:`PinnedModelUnavailable` with the reason.
     """
     from seclake_ml.model_store import check_threshold, check_version
 
@@ -121,7 +122,11 @@ def pinned_model(cfg: SeclakeConfig, pinned: Any, site: Site | None = None) -> t
         model = ActiveModel.from_dict(pinned)
         check_version(model.version, "pinned model")
         model.threshold = check_threshold(model.threshold, f"pinned model {model.version}")
-        return (site or site_of(cfg)).load(model)
+        site = site or site_of(cfg)
+        if model.backend != site.name:
+            raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
+                             f"{site.name!r} models")
+        return site.load(model)
     except Exception as exc:  # noqa: BLE001 - any failure to load means the same: this model cannot score
         raise PinnedModelUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from None
 

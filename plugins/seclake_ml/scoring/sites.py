@@ -251,13 +251,11 @@ class LocalSite:
 
     def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
         """``(model, its scorer)``: the store's folder of the model's version (never a path from the
-        record), with its entity profile when present. A model of another site is refused."""
+        record), with its entity profile when present (:func:`~.service.pinned_model` has checked
+        that the model is this site's)."""
         from seclake_ml.model_store import ipinsights_store
         from seclake_ml.scoring.scorers import LocalScorer
 
-        if model.backend != self.name:
-            raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
-                             f"{self.name!r} models")
         model.model_dir, model.profile_uri = _model_files(ipinsights_store(self.cfg), model.version)
         return model, LocalScorer(model.model_dir)
 
@@ -332,10 +330,8 @@ class AwsSite:
         return model if model.endpoint_name else dc_replace(model, endpoint_name=configured_endpoint(cfg))
 
     def load(self, model: ActiveModel) -> tuple[ActiveModel, Any]:
-        """``(model, None)``: its endpoint scores it. A model of another site is refused."""
-        if model.backend != self.name:
-            raise ValueError(f"pinned model {model.version} is served on {model.backend!r}; this site scores "
-                             f"{self.name!r} models")
+        """``(model, None)``: its endpoint scores it (:func:`~.service.pinned_model` has checked that the
+        model is this site's)."""
         return model, None
 
     def lake_objects(self, days: set[str]) -> list[LakeObject]:
