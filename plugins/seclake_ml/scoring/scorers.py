@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from seclake_ml.aws_errors import error_fields
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_CODES = {
@@ -182,14 +184,13 @@ class EndpointScorer:
                 )
                 return resp["Body"].read()
             except ClientError as exc:
-                err = exc.response.get("Error", {})
-                code = str(err.get("Code", ""))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                original = int(exc.response.get("OriginalStatusCode") or 0)
+                code, message, status = error_fields(exc)
+                status = status or 0
+                original = exc.response.get("OriginalStatusCode")  # SageMaker Runtime: the model container's status
+                original = original if isinstance(original, int) else 0
                 retryable = code in RETRYABLE_CODES or status == 429 or status >= 500 or original >= 500 or original == 429
                 if not retryable or attempt == self.max_attempts:
-                    raise ScoringError(f"invoke_endpoint {self.endpoint_name}: {code or status}: "
-                                       f"{str(err.get('Message', ''))[:200]}") from None
+                    raise ScoringError(f"invoke_endpoint {self.endpoint_name}: {code or status}: {message[:200]}") from None
                 reason = code or str(status)
             except BotoCoreError as exc:  # connection errors, read timeouts
                 if attempt == self.max_attempts:
