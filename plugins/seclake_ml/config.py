@@ -199,7 +199,8 @@ class ScoringSettings:
         "number", 1.0, "anomaly-score distance past the threshold that counts as one severity band",
         low=1e-6, high=1e6))
     chunk_rows: int = _declared(Setting(
-        "int", 250_000, "rows per chunk when reading an object", low=1, high=10_000_000))
+        "int", 250_000, "rows per read of an object (whole row groups) and most distinct pairs per scorer call",
+        low=1, high=10_000_000))
     max_objects: int = _declared(Setting(
         "int", 200, "most objects per batch (lake listings and queue messages alike)", low=1, high=100_000))
     settle_seconds: float = _declared(Setting(

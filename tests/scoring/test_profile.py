@@ -207,6 +207,13 @@ def test_profile_cache_reads_each_entity_once(built: tuple[dict, Path]) -> None:
     assert cache({ARN}).entities == [ARN] and asked[-1] == {ARN}
 
 
+def test_profile_cache_of_a_model_without_profile_knows_no_entity() -> None:
+    asked: list[set[str]] = []
+    cache = ProfileCache(lambda entities: asked.append(set(entities)))  # the loader answers None
+    assert len(cache({ARN})) == 0 and len(cache({ARN})) == 0
+    assert asked == [{ARN}]  # asked once, remembered as unknown
+
+
 def test_unknown_entity(built: tuple[dict, Path]) -> None:
     prof = EntityProfile.load(built[1], ["i-0abc"])
     e = prof.explain("i-0new", "10.0.2.17")

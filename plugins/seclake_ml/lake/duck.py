@@ -412,7 +412,7 @@ def candidates_sql(unnest: tuple[str, str] | None, version: int, r: dict[str, st
     leaves it ``NULL``.
 
     ``relation`` is what rows are read from: ``read_parquet($files, …)`` for an extraction, or the
-    name of a registered chunk when scoring one object. ``time_filter`` replaces the interval filter
+    range of one object when scoring it (:mod:`seclake_ml.scoring.objects`). ``time_filter`` replaces the interval filter
     (``"TRUE"`` scores every row of an object).
     """
     tf = window_filter(r["time"], version)
@@ -479,7 +479,7 @@ LABEL_TYPES = {"source_type": "pairs_source", "account_type": "pairs_account", "
 def label_types(con: Any, source: str, files: list[str]) -> dict[str, sqlsafe.Sql]:
     """Types for the output's ``source``, ``account`` and ``region`` columns: an ENUM of the values
     present (the source name; the files' ``accountId=`` and ``region=`` partitions, which DuckDB
-    answers from the paths without reading the files), or ``VARCHAR`` if one cannot be made.
+    answers from the paths and the files' footers), or ``VARCHAR`` if one cannot be made.
 
     DuckDB's Parquet writer stores an ENUM column as a dictionary without hashing each row; for
     these three columns, constant per file, that halves the cost of the write. The file's columns

@@ -29,6 +29,8 @@ caller leaves it unmarked so it is scored again. Nothing here touches the ledger
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -254,7 +256,8 @@ def score_objects(
     :param scorer: :class:`~.scorers.LocalScorer` or :class:`~.scorers.EndpointScorer`.
     :param sink: a store with ``put_bytes(key, data)``; findings keys are ``ext/<custom source>/...``.
     :param publisher: optional; receives findings with ``severity_id >= min_severity_to_publish``.
-    :param profile_loader: ``entities -> EntityProfile`` for explanations (``None``: no profile);
+    :param profile_loader: ``entities -> EntityProfile`` (or ``None``: the model has no profile) for
+        explanations (``None`` itself: no profile);
         asked at most once per entity over the batch (:class:`~.profile.ProfileCache`).
     :param history_loader: ``() -> HistoryIndex`` of the model's profile, needed when ``model.combiner``
         is set (the anomaly score then combines ``dot_product`` with the entity's history; see
@@ -290,7 +293,10 @@ def score_objects(
     anomaly_scorer = AnomalyScorer(model.combiner, history_once)
     unknown_policy = UnknownPolicy(unknown_entities, history_once, float(model.threshold),
                                    float(model.severity_scale or 1.0))
-    con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory})
+    # a grouping past the memory limit spills to a private temporary folder (the working directory
+    # may be read-only, as on Lambda)
+    spill = tempfile.mkdtemp(prefix="seclake-score-")
+    con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory, "temp_directory": spill})
     created = datetime.now(timezone.utc).replace(microsecond=0)
     try:
         for obj in objects:
@@ -410,6 +416,7 @@ def score_objects(
             )
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     result.seconds = {k: round(v, 3) for k, v in secs.items()}
     if histogram is not None:
         result.score_counts, result.psi = [int(c) for c in histogram.counts], histogram.psi()

@@ -455,11 +455,12 @@ class ProfileCache:
 
     A batch explains the flagged entities of each object; the same entities come back object after
     object, and each load reads the profile file again. The cache asks ``loader`` only for entities
-    it has not asked for yet (an entity the profile does not know is remembered as unknown). A load
-    that fails raises, and nothing of it is remembered.
+    it has not asked for yet (an entity the profile does not know is remembered as unknown; a loader
+    that answers ``None``, a model without a profile, knows no entity). A load that fails raises, and
+    nothing of it is remembered.
     """
 
-    def __init__(self, loader: Callable[[set[str]], EntityProfile]) -> None:
+    def __init__(self, loader: Callable[[set[str]], EntityProfile | None]) -> None:
         self._loader = loader
         self._asked: set[str] = set()
         self._profile = EntityProfile.empty()
@@ -468,6 +469,8 @@ class ProfileCache:
         missing = {e for e in entities if e not in self._asked}
         if missing:
             loaded = self._loader(missing)
+            if loaded is None:  # the model has no profile: nothing to explain with, nothing to ask again
+                loaded = EntityProfile.empty()
             self._profile = EntityProfile({**self._profile._known, **loaded.subset(missing)._known})
             self._asked |= missing
         return self._profile.subset(entities)

@@ -1,5 +1,5 @@
 -- Candidate (entity, ip) rows of one source/view: the view's expressions over the relation (the lake's
--- Parquet files, or one registered chunk of one object when scoring), filtered to the source's class,
+-- Parquet files, or a range of one object when scoring), filtered to the source's class,
 -- the view, the time window and the account/region filters; not yet classified. ``context`` is the
 -- view's categorical context (an S3 bucket), NULL for views without one.
 -- Bound parameters: $files (list of Parquet paths), time window ($start_ms/$end_ms and
