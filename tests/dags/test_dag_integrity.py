@@ -193,7 +193,9 @@ def test_sample_configs_validate(name: str) -> None:
     text = (REPO / "include" / "config" / name).read_text(encoding="utf-8")
     cfg = load_config(variable_json=text, environ={})
     assert cfg.backend == ("aws" if name.startswith("aws") else "local")
-    assert len(cfg.source_views()) == 4
+    # the local sample also reads S3 data events (the sample lake has them); the aws example leaves
+    # them to the deployment, as their volume and Athena cost vary by account
+    assert len(cfg.source_views()) == (4 if name.startswith("aws") else 5)
 
 
 def test_aws_example_config_holds_what_training_and_rollout_need() -> None:
