@@ -78,7 +78,7 @@ class ObjectFile:
     path: str
     metadata: Any
     schema_arrow: Any
-    identity: tuple[int, int, int, int] = (0, 0, 0, 0)
+    identity: tuple[int, int, int, int]
 
     def check_unchanged(self) -> None:
         """:class:`ObjectChanged` when the file at :attr:`path` is no longer the one opened."""
