@@ -340,9 +340,6 @@ def _calibrate(args: argparse.Namespace) -> int:
             train = read_pairs_frame(args.train, ("entity", "ip"))
             history = HistoryIndex.from_pairs(train["entity"].to_numpy(object), train["ip"].to_numpy(object))
         result = calibrate_combined(scorer, normal, abnormal, history, args.target_fpr)
-        Path(args.report).mkdir(parents=True, exist_ok=True)
-        if result.combiner is not None:
-            (Path(args.report) / "combiner.json").write_text(json.dumps(result.combiner, indent=2) + "\n")
     else:
         result = calibrate(scorer, normal, abnormal, args.target_fpr)
     context = {
@@ -352,9 +349,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         "normal": str(args.normal),
         "abnormal": str(args.abnormal),
     }
-    stale = Path(args.report) / "combiner.json"
-    if result.combiner is None and stale.is_file():  # an earlier run's: it must not travel with this threshold
-        stale.unlink()
+    combiner_path = Path(args.report) / "combiner.json"
+    combiner_path.parent.mkdir(parents=True, exist_ok=True)
+    if result.combiner is not None:
+        combiner_path.write_text(json.dumps(result.combiner, indent=2) + "\n")
+    else:  # an earlier run's file must not travel with this threshold
+        combiner_path.unlink(missing_ok=True)
     paths = write_report(result, args.report, context=context)
     threshold_path = result.threshold.save(Path(args.report) / "threshold.json")
     t = result.threshold

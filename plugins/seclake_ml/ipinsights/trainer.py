@@ -320,7 +320,7 @@ class IPInsights:
         if val is not None and len(val):
             vrng = np.random.default_rng([seed, 3])
             pick = np.sort(vrng.choice(len(val), VALIDATION_ROWS, replace=False)) if len(val) > VALIDATION_ROWS else slice(None)
-            v_ent, v_ip = spec.entity_rows(val.entity_hash)[pick], val.ip[pick]
+            v_ent, v_ip = spec.entity_rows(val.entity_hash[pick]), val.ip[pick]
             val_data = (v_ent, v_ip, vrng.integers(0, 1 << 32, v_ip.shape[0], dtype=np.uint64).astype(np.uint32))
 
         R, S = hp.random_negative_sampling_rate, hp.shuffled_negative_sampling_rate

@@ -488,13 +488,14 @@ def label_types(con: Any, source: str, files: list[str]) -> dict[str, sqlsafe.Sq
     import duckdb
 
     try:
-        con.execute(f"CREATE OR REPLACE TYPE {LABEL_TYPES['source_type']} AS ENUM (SELECT $source)", {"source": source})
-        for placeholder, column in (("account_type", "accountid"), ("region_type", "region")):
-            con.execute(
-                f"CREATE OR REPLACE TYPE {LABEL_TYPES[placeholder]} AS ENUM "
-                f"(SELECT DISTINCT CAST({column} AS VARCHAR) AS v FROM {READ_FILES} WHERE v IS NOT NULL)",
-                {"files": files},
-            )
+        accounts, regions = con.execute(
+            "SELECT list(DISTINCT a) FILTER (WHERE a IS NOT NULL), list(DISTINCT r) FILTER (WHERE r IS NOT NULL) "
+            f"FROM (SELECT CAST(accountid AS VARCHAR) AS a, CAST(region AS VARCHAR) AS r FROM {READ_FILES})",
+            {"files": files},
+        ).fetchone()
+        for placeholder, values in (("source_type", [source]), ("account_type", accounts or []),
+                                    ("region_type", regions or [])):
+            con.execute(f"CREATE OR REPLACE TYPE {LABEL_TYPES[placeholder]} AS ENUM (SELECT unnest($v))", {"v": values})
     except duckdb.Error as exc:
         log.info("label columns written as VARCHAR (%s)", str(exc).splitlines()[0][:200])
         return {k: sqlsafe.trusted("VARCHAR") for k in LABEL_TYPES}

@@ -321,10 +321,6 @@ class EntityProfile:
         table = pq.read_table(src, columns=columns, filters=filters)
         return cls.from_table(table)
 
-    def subset(self, entities: Iterable[str]) -> EntityProfile:
-        """The profile of ``entities`` only (those it knows)."""
-        return EntityProfile({e: self._known[e] for e in entities if isinstance(e, str) and e in self._known})
-
     # -- queries
     def __len__(self) -> int:
         return len(self._known)
@@ -463,14 +459,13 @@ class ProfileCache:
     def __init__(self, loader: Callable[[set[str]], EntityProfile | None]) -> None:
         self._loader = loader
         self._asked: set[str] = set()
-        self._profile = EntityProfile.empty()
+        self._known: dict[str, _Known] = {}
 
     def __call__(self, entities: set[str]) -> EntityProfile:
         missing = {e for e in entities if e not in self._asked}
         if missing:
             loaded = self._loader(missing)
-            if loaded is None:  # the model has no profile: nothing to explain with, nothing to ask again
-                loaded = EntityProfile.empty()
-            self._profile = EntityProfile({**self._profile._known, **loaded.subset(missing)._known})
+            if loaded is not None:  # None: the model has no profile, nothing to explain with
+                self._known.update((e, loaded._known[e]) for e in missing if e in loaded._known)
             self._asked |= missing
-        return self._profile.subset(entities)
+        return EntityProfile({e: self._known[e] for e in entities if e in self._known})
