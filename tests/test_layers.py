@@ -33,7 +33,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                 "risk.models", "risk.store", "risk.report", "risk.geoip", "risk.labels", "risk.engine",
                 "risk.findings", "lake.duck", "scoring.findings", "scoring.findings_parquet", "scoring.ocsf_validate",
                 "scoring.ledger", "scoring.stores",
-                "scoring.objects", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
+                "scoring.objects", "scoring.readahead", "scoring.profile", "scoring.peers", "scoring.scorers", "scoring.engine",
                 "scoring.notifications", "scoring.model_record", "scoring.drift", "feedback.__init__", "feedback.allowlist", "training_data", "model_store", "handoff"),
     "aws": ("aws.*", "lake.athena"),
     "services": ("backends", "backends.*", "runs", "scoring.sites", "feedback.training", "extraction", "scoring.service", "scoring.report", "risk.events", "risk.service", "risk.batch",

@@ -201,6 +201,9 @@ class ScoringSettings:
     chunk_rows: int = _declared(Setting(
         "int", 250_000, "rows per read of an object (whole row groups) and most distinct pairs per scorer call",
         low=1, high=10_000_000))
+    read_ahead: int = _declared(Setting(
+        "int", 2, "objects read at the same time, each in a background thread, while earlier ones are scored "
+        "and written (at most 3 chunks each are held); 0 reads in the scoring thread", low=0, high=16))
     max_objects: int = _declared(Setting(
         "int", 200, "most objects per batch (lake listings and queue messages alike)", low=1, high=100_000))
     settle_seconds: float = _declared(Setting(

@@ -32,7 +32,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -51,6 +51,7 @@ from seclake_ml.scoring.objects import (
     iter_view_chunks,
     open_parquet,
 )
+from seclake_ml.scoring.readahead import ReadAhead
 from seclake_ml.scoring.stores import object_stem
 from seclake_ml.sources import get_source
 
@@ -61,6 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEVERE = 4  # OCSF severity_id High
+#: Objects read at the same time, in background threads, ahead of their scoring.
+DEFAULT_READ_AHEAD = 2
+#: Chunks of an object read ahead of their scoring (per reading thread).
+READ_DEPTH = 2
 
 
 @dataclass
@@ -229,6 +234,87 @@ def _day_start(obj: LakeObject) -> datetime:
         return datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+@dataclass
+class _Read:
+    """One step of reading a batch, in the batch's order: a chunk of one of an object's views, the
+    end of the object (``end``), or why it could not be read (``quarantined``, ``failed``).
+    ``first`` marks an object's first step; ``seconds`` is the reading time that led to the step
+    (download, footer, DuckDB)."""
+
+    obj: LakeObject
+    kind: str
+    first: bool = False
+    source: str = ""
+    view: str = ""
+    chunk: Any = None  # objects.ChunkPairs
+    counts_rows: bool = False  # the chunk's rows count as the object's (its first view only)
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+def _read_object(
+    obj: LakeObject, source_views: list[tuple[str, str]],
+    open_object: Callable[[LakeObject], AbstractContextManager[str]], con: Any, abandoned: set[str], *,
+    chunk_rows: int, accounts: tuple[str, ...], regions: tuple[str, ...],
+) -> Generator[_Read, None, None]:
+    """The reading steps of ``obj``: its chunks, then exactly one ``end``, ``quarantined`` or
+    ``failed`` step. Once its uri is in ``abandoned`` (it failed while scored) it is not read further."""
+    views = views_for(obj, source_views)
+    if not views:
+        yield _Read(obj, "quarantined", first=True, reason=f"no enabled source view reads {obj.lake_source}")
+        return
+    first, t0 = True, time.perf_counter()
+    try:
+        with open_object(obj) as path:
+            pf = open_parquet(path)
+            if pf.metadata.num_rows == 0:
+                raise UnreadableObject("no rows")
+            for source, view in views:
+                if obj.uri in abandoned:
+                    break
+                for chunk in iter_view_chunks(con, pf, obj, source, view, chunk_rows=chunk_rows,
+                                              accounts=accounts, regions=regions):
+                    if obj.uri in abandoned:
+                        break
+                    yield _Read(obj, "chunk", first=first, source=source, view=view, chunk=chunk,
+                                counts_rows=(source, view) == views[0], seconds=time.perf_counter() - t0)
+                    first, t0 = False, time.perf_counter()
+    except UnreadableObject as exc:
+        yield _Read(obj, "quarantined", first=first, reason=str(exc), seconds=time.perf_counter() - t0)
+        return
+    except Exception as exc:  # noqa: BLE001 - S3 failures: leave the object for a retry
+        yield _Read(obj, "failed", first=first, reason=f"{type(exc).__name__}: {str(exc)[:300]}",
+                    seconds=time.perf_counter() - t0)
+        return
+    yield _Read(obj, "end", first=first, seconds=time.perf_counter() - t0)
+
+
+def _score_chunk(step: _Read, out: ObjectOutcome, flagged: _Flagged, scorer: Any, anomaly_scorer: Any,
+                 decision: Any, unknown_policy: Any, histogram: ScoreHistogram | None) -> None:
+    """Count one chunk's rows, pairs and drops in ``out``; score its pairs and add the flagged ones."""
+    chunk, source, view = step.chunk, step.source, step.view
+    out.rows += chunk.rows if step.counts_rows else 0
+    out.pairs += chunk.ok_rows
+    out.distinct_pairs += len(chunk.entity)
+    for r, n in chunk.dropped.items():
+        out.dropped[r] = out.dropped.get(r, 0) + n
+    if not chunk.entity:
+        return
+    scores = scorer.score(chunk.entity, chunk.ip)
+    dots = scores.dot_product
+    anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
+    if histogram is not None:
+        histogram.add(anomaly)
+    mask = decision.flag(anomaly)
+    unknown = unknown_policy.unknown(source, scores.known_entity, chunk.entity)
+    if unknown is not None:
+        out.unknown_entity += int(unknown.sum())
+        mask &= ~unknown
+    flagged.add(source, view, chunk, np.flatnonzero(mask), dots, anomaly)
+    if unknown is not None and unknown.any() and unknown_policy.policy(source) == "peers":
+        _judge_unknown(unknown_policy, source, view, chunk, np.flatnonzero(unknown), dots, flagged, out)
+
+
 def score_objects(
     objects: list[LakeObject],
     *,
@@ -249,6 +335,7 @@ def score_objects(
     duckdb_memory: str = "1GB",
     unknown_entities: Mapping[str, str] | None = None,
     allowlist: Matcher | None = None,
+    read_ahead: int = DEFAULT_READ_AHEAD,
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -269,6 +356,11 @@ def score_objects(
         absent sources: ``peers``), see :mod:`.peers`. The peer groups come from ``history_loader``.
     :param allowlist: the analysts' allow-list (:class:`~seclake_ml.feedback.allowlist.Matcher`, built
         at batch start); findings of flagged pairs it matches are written as Suppressed and not published.
+    :param read_ahead: objects read at the same time, each in a background thread with its own DuckDB
+        connection, while the calling thread scores, explains and writes the earlier ones in order
+        (``extra.scoring.read_ahead``; at most ``read_ahead * (READ_DEPTH + 1)`` chunks are held); 0 reads
+        in the calling thread. ``seconds["read_extract"]`` sums the reading times, which then overlap
+        each other and the other parts.
     """
     import duckdb
 
@@ -298,56 +390,51 @@ def score_objects(
     spill = tempfile.mkdtemp(prefix="seclake-score-")
     con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory, "temp_directory": spill})
     created = datetime.now(timezone.utc).replace(microsecond=0)
+    abandoned: set[str] = set()  # objects that failed while scored: their remaining chunks are not read
+    workers = min(max(0, int(read_ahead)), len(objects))
+    # each reading thread has its own DuckDB connection (a cursor of the same database)
+    cursors = [con.cursor() for _ in range(workers)] if workers else [con]
+
+    def read(obj: LakeObject, worker: int) -> Generator[_Read, None, None]:
+        return _read_object(obj, source_views, open_object, cursors[worker], abandoned, chunk_rows=chunk_rows,
+                            accounts=accounts, regions=regions)
+
+    def interrupt() -> None:
+        for cursor in cursors:
+            cursor.interrupt()
+
+    reads: Any = None
+    out, flagged, t_obj = ObjectOutcome(uri="", key=""), _Flagged(), 0.0
     try:
-        for obj in objects:
-            t_obj = time.perf_counter()
-            out = ObjectOutcome(uri=obj.uri, key=obj.key)
-            result.objects.append(out)
-            views = views_for(obj, source_views)
-            if not views:
-                out.status, out.reason = "quarantined", f"no enabled source view reads {obj.lake_source}"
+        if workers:
+            # the next objects are read in threads while this one is scored and written, in order
+            reads = ReadAhead(objects, read, workers=workers, depth=READ_DEPTH, name="seclake-score-read",
+                              interrupt=interrupt)
+        else:
+            reads = (step for obj in objects for step in read(obj, 0))
+        for step in reads:
+            obj = step.obj
+            if step.first:
+                t_obj = time.perf_counter() - step.seconds
+                out = ObjectOutcome(uri=obj.uri, key=obj.key)
+                result.objects.append(out)
+                flagged = _Flagged()
+            secs["read_extract"] += step.seconds
+            if out.status != "scored":
+                continue  # failed while scored: the rest of its reading is skipped
+            if step.kind in ("quarantined", "failed"):
+                out.status, out.reason = step.kind, step.reason
+                log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
                 continue
-            flagged = _Flagged()
-            try:
-                with open_object(obj) as path:
-                    pf = open_parquet(path)
-                    if pf.metadata.num_rows == 0:
-                        raise UnreadableObject("no rows")
-                    for source, view in views:
-                        t0 = time.perf_counter()
-                        for chunk in iter_view_chunks(con, pf, obj, source, view, chunk_rows=chunk_rows,
-                                                      accounts=accounts, regions=regions):
-                            t1 = time.perf_counter()
-                            secs["read_extract"] += t1 - t0
-                            out.rows += chunk.rows if view == views[0][1] and source == views[0][0] else 0
-                            out.pairs += chunk.ok_rows
-                            out.distinct_pairs += len(chunk.entity)
-                            for r, n in chunk.dropped.items():
-                                out.dropped[r] = out.dropped.get(r, 0) + n
-                            if chunk.entity:
-                                scores = scorer.score(chunk.entity, chunk.ip)
-                                dots = scores.dot_product
-                                anomaly = anomaly_scorer.score(chunk.entity, chunk.ip, dots)
-                                if histogram is not None:
-                                    histogram.add(anomaly)
-                                mask = decision.flag(anomaly)
-                                unknown = unknown_policy.unknown(source, scores.known_entity, chunk.entity)
-                                if unknown is not None:
-                                    out.unknown_entity += int(unknown.sum())
-                                    mask &= ~unknown
-                                flagged.add(source, view, chunk, np.flatnonzero(mask), dots, anomaly)
-                                if unknown is not None and unknown.any() and unknown_policy.policy(source) == "peers":
-                                    _judge_unknown(unknown_policy, source, view, chunk, np.flatnonzero(unknown),
-                                                   dots, flagged, out)
-                            t0 = time.perf_counter()
-                            secs["score"] += t0 - t1
-            except UnreadableObject as exc:
-                out.status, out.reason = "quarantined", str(exc)
-                log.error("quarantined %s: %s", obj.uri[:300], out.reason)
-                continue
-            except Exception as exc:  # noqa: BLE001 - S3/endpoint failures: leave the object for a retry
-                out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.error("failed %s: %s", obj.uri[:300], out.reason)
+            if step.kind == "chunk":
+                t1 = time.perf_counter()
+                try:
+                    _score_chunk(step, out, flagged, scorer, anomaly_scorer, decision, unknown_policy, histogram)
+                except Exception as exc:  # noqa: BLE001 - endpoint failures: leave the object for a retry
+                    out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+                    log.error("failed %s: %s", obj.uri[:300], out.reason)
+                    abandoned.add(obj.uri)
+                secs["score"] += time.perf_counter() - t1
                 continue
             try:
                 t2 = time.perf_counter()
@@ -415,6 +502,10 @@ def score_objects(
                 out.unknown_no_history, out.findings, out.severity, out.seconds,
             )
     finally:
+        if reads is not None:
+            reads.close()  # before the connections close: a reading thread may still use one
+        for cursor in cursors:
+            cursor.close()
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
     result.seconds = {k: round(v, 3) for k, v in secs.items()}

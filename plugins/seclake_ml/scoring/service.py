@@ -15,6 +15,8 @@ range-checked by :class:`seclake_ml.config.ScoringSettings` when the configurati
 ``publish_min_severity``  OCSF severity_id from which a finding is published (default 4, High)
 ``severity_scale``        anomaly-score distance past the threshold that counts as one band (default 1.0)
 ``chunk_rows``            rows per chunk when reading an object (default 250,000)
+``read_ahead``            objects read at the same time, each in a background thread, while earlier
+                          ones are scored and written (default 2; 0 reads in the scoring thread)
 ``max_objects``           objects per batch (default 200)
 ``settle_seconds``        local: ignore objects modified less than this long ago (default 0)
 ``adopt_existing``        local: when the ledger is empty, record the objects already in the lake
@@ -472,7 +474,8 @@ def score_batch(
         todo, source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
         sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
         min_severity_to_publish=int(setting(cfg, "publish_min_severity")),
-        chunk_rows=int(setting(cfg, "chunk_rows")), accounts=cfg.accounts, regions=cfg.regions,
+        chunk_rows=int(setting(cfg, "chunk_rows")), read_ahead=int(setting(cfg, "read_ahead")),
+        accounts=cfg.accounts, regions=cfg.regions,
         product_version=product_version, on_object_done=mark, duckdb_memory=setting(cfg, "duckdb_memory"),
         unknown_entities=setting(cfg, "unknown_entities"), allowlist=allowlist,
     )
