@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,52 +59,46 @@ def combine_and_split(
     :param exclude: ``(entity, ip)`` pairs (a DataFrame) left out of both parts: the detector's own
         findings not labelled benign, and pairs labelled malicious (:mod:`seclake_ml.feedback.training`).
     """
-    import duckdb
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cut = split_time(start, end, train_fraction)
-    from seclake_ml.lake.duck import literal_path
+    from seclake_ml.lake.duck import literal_path, spilling_connection
 
     files = [literal_path(str(p)) for p in inputs if Path(p).is_file()]
     train_path, hold_path = out / "train.parquet", out / "holdout.parquet"
-    with tempfile.TemporaryDirectory(prefix="seclake-split-") as tmp:
-        # A disk-backed spill folder and a memory cap keep large windows from exhausting the worker.
-        con = duckdb.connect(config={"temp_directory": tmp, "memory_limit": memory_limit})
-        try:
+    # A disk-backed spill folder and a memory cap keep large windows from exhausting the worker.
+    with spilling_connection(memory_limit, prefix="seclake-split-") as (con, tmp):
+        con.execute(
+            "CREATE TEMP TABLE pairs (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, source VARCHAR, "
+            "account VARCHAR, region VARCHAR)"
+        )
+        if files:
             con.execute(
-                "CREATE TEMP TABLE pairs (entity VARCHAR, ip VARCHAR, event_time TIMESTAMPTZ, source VARCHAR, "
-                "account VARCHAR, region VARCHAR)"
+                "INSERT INTO pairs SELECT entity, ip, event_time, source, account, region "
+                "FROM read_parquet($files, union_by_name = true) WHERE event_time >= $start AND event_time < $end",
+                {"files": files, "start": start, "end": end},
             )
-            if files:
-                con.execute(
-                    "INSERT INTO pairs SELECT entity, ip, event_time, source, account, region "
-                    "FROM read_parquet($files, union_by_name = true) WHERE event_time >= $start AND event_time < $end",
-                    {"files": files, "start": start, "end": end},
-                )
-            excluded = 0
-            if exclude is not None and len(exclude):
-                con.register("feedback_exclude", exclude[["entity", "ip"]])
-                excluded = con.execute(
-                    "DELETE FROM pairs WHERE (entity, ip) IN (SELECT entity, ip FROM feedback_exclude)"
-                ).fetchone()[0]
-            total = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
-            qualify = "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1" if dedupe else ""
-            parts = {"train": ("<", Path(tmp) / "train.parquet"), "holdout": (">=", Path(tmp) / "holdout.parquet")}
-            for _, (op, path) in parts.items():
-                con.execute(
-                    f"COPY (SELECT * FROM pairs WHERE event_time {op} $cut {qualify} "
-                    f"ORDER BY event_time, entity, ip) TO {sqlsafe.string_literal(str(path), _SAFE_PATH_RE)} "
-                    "(FORMAT parquet, COMPRESSION zstd)",
-                    {"cut": cut},
-                )
-            train_rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(parts['train'][1])}).fetchone()[0]
-            hold_rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(parts['holdout'][1])}).fetchone()[0]
-            entities = con.execute(
-                "SELECT count(DISTINCT entity) FROM read_parquet($p)", {"p": str(parts['train'][1])}
+        excluded = 0
+        if exclude is not None and len(exclude):
+            con.register("feedback_exclude", exclude[["entity", "ip"]])
+            excluded = con.execute(
+                "DELETE FROM pairs WHERE (entity, ip) IN (SELECT entity, ip FROM feedback_exclude)"
             ).fetchone()[0]
-        finally:
-            con.close()
+        total = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+        qualify = "QUALIFY row_number() OVER (PARTITION BY entity, ip ORDER BY event_time) = 1" if dedupe else ""
+        parts = {"train": ("<", tmp / "train.parquet"), "holdout": (">=", tmp / "holdout.parquet")}
+        for _, (op, path) in parts.items():
+            con.execute(
+                f"COPY (SELECT * FROM pairs WHERE event_time {op} $cut {qualify} "
+                f"ORDER BY event_time, entity, ip) TO {sqlsafe.string_literal(str(path), _SAFE_PATH_RE)} "
+                "(FORMAT parquet, COMPRESSION zstd)",
+                {"cut": cut},
+            )
+        train_rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(parts['train'][1])}).fetchone()[0]
+        hold_rows = con.execute("SELECT count(*) FROM read_parquet($p)", {"p": str(parts['holdout'][1])}).fetchone()[0]
+        entities = con.execute(
+            "SELECT count(DISTINCT entity) FROM read_parquet($p)", {"p": str(parts['train'][1])}
+        ).fetchone()[0]
         for tmp_path, final in ((parts["train"][1], train_path), (parts["holdout"][1], hold_path)):
             staged = final.with_name(f".{final.name}.tmp")
             shutil.copyfile(tmp_path, staged)

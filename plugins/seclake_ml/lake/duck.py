@@ -36,6 +36,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -205,6 +207,30 @@ def probe_files(files: list[Path], time_column: str) -> LakeFiles:
     return result
 
 
+@contextmanager
+def spilling_connection(memory_limit: str, *, threads: int | None = None,
+                        prefix: str = "seclake-duck-") -> Iterator[tuple[Any, Path]]:
+    """A DuckDB connection held to ``memory_limit`` that spills beyond it to a private temporary
+    folder, and that folder (for the caller's own staged files); both go when the block ends.
+
+    The folder is made with ``mkdtemp`` (mode 0700) under the system's temporary directory, never in
+    the working directory, which may be read-only (Lambda) or shared (an MWAA worker).
+
+    :param threads: DuckDB's thread count (default: DuckDB's, one per core).
+    """
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        config: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": tmp}
+        if threads:
+            config["threads"] = int(threads)
+        con = duckdb.connect(config=config)
+        try:
+            yield con, Path(tmp)
+        finally:
+            con.close()
+
+
 class DuckDBLake:
     """Query layer over a local Security Lake tree with DuckDB."""
 
@@ -218,14 +244,6 @@ class DuckDBLake:
         self.root = Path(cfg.lake_root)
         self.threads = threads
         self.memory_limit = memory_limit or cfg.duckdb_memory
-
-    def _connect(self, spill_dir: str) -> Any:
-        import duckdb
-
-        con = duckdb.connect(config={"memory_limit": self.memory_limit, "temp_directory": spill_dir})
-        if self.threads:
-            con.execute(f"SET threads = {int(self.threads)}")
-        return con
 
     def extract(self, source: str, view: str, start: datetime, end: datetime, out: str) -> ExtractionResult:
         t0 = time.perf_counter()
@@ -257,18 +275,14 @@ class DuckDBLake:
 
         out_path = Path(out)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="seclake-duck-") as tmp:
-            tmp_out = Path(tmp) / "pairs.parquet"
-            con = self._connect(tmp)
-            try:
-                params = self._params(source, version, start, end)
-                done = False
-                if probed.good and not self.cfg.dedupe:
-                    done = self._extract_direct(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
-                if not done:
-                    self._extract_staged(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
-            finally:
-                con.close()
+        with spilling_connection(self.memory_limit, threads=self.threads) as (con, tmp):
+            tmp_out = tmp / "pairs.parquet"
+            params = self._params(source, version, start, end)
+            done = False
+            if probed.good and not self.cfg.dedupe:
+                done = self._extract_direct(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
+            if not done:
+                self._extract_staged(con, pv.unnest, version, rendered, params, probed.good, res, tmp_out)
             _atomic_move(tmp_out, out_path)
         side = out_path.with_name(out_path.name + ".quarantine.json")
         if res.quarantined:

@@ -29,8 +29,6 @@ caller leaves it unmarked so it is scored again. Nothing here touches the ledger
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from seclake_ml.lake.duck import spilling_connection
 from seclake_ml.pairs import DROP_REASONS
 from seclake_ml.scoring.drift import ScoreHistogram, check_reference
 from seclake_ml.scoring.model_record import ActiveModel
@@ -362,8 +361,6 @@ def score_objects(
         in the calling thread. ``seconds["read_extract"]`` sums the reading times, which then overlap
         each other and the other parts.
     """
-    import duckdb
-
     from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
     from seclake_ml.scoring.profile import EntityProfile, ProfileCache
@@ -387,127 +384,124 @@ def score_objects(
                                    float(model.severity_scale or 1.0))
     # a grouping past the memory limit spills to a private temporary folder (the working directory
     # may be read-only, as on Lambda)
-    spill = tempfile.mkdtemp(prefix="seclake-score-")
-    con = duckdb.connect(config={"threads": 2, "memory_limit": duckdb_memory, "temp_directory": spill})
-    created = datetime.now(timezone.utc).replace(microsecond=0)
-    abandoned: set[str] = set()  # objects that failed while scored: their remaining chunks are not read
-    workers = min(max(0, int(read_ahead)), len(objects))
-    # each reading thread has its own DuckDB connection (a cursor of the same database)
-    cursors = [con.cursor() for _ in range(workers)] if workers else [con]
+    with spilling_connection(duckdb_memory, threads=2, prefix="seclake-score-") as (con, _):
+        created = datetime.now(timezone.utc).replace(microsecond=0)
+        abandoned: set[str] = set()  # objects that failed while scored: their remaining chunks are not read
+        workers = min(max(0, int(read_ahead)), len(objects))
+        # each reading thread has its own DuckDB connection (a cursor of the same database)
+        cursors = [con.cursor() for _ in range(workers)] if workers else [con]
 
-    def read(obj: LakeObject, worker: int) -> Generator[_Read, None, None]:
-        return _read_object(obj, source_views, open_object, cursors[worker], abandoned, chunk_rows=chunk_rows,
-                            accounts=accounts, regions=regions)
+        def read(obj: LakeObject, worker: int) -> Generator[_Read, None, None]:
+            return _read_object(obj, source_views, open_object, cursors[worker], abandoned, chunk_rows=chunk_rows,
+                                accounts=accounts, regions=regions)
 
-    def interrupt() -> None:
-        for cursor in cursors:
-            cursor.interrupt()
+        def interrupt() -> None:
+            for cursor in cursors:
+                cursor.interrupt()
 
-    reads: Any = None
-    out, flagged, t_obj = ObjectOutcome(uri="", key=""), _Flagged(), 0.0
-    try:
-        if workers:
-            # the next objects are read in threads while this one is scored and written, in order
-            reads = ReadAhead(objects, read, workers=workers, depth=READ_DEPTH, name="seclake-score-read",
-                              interrupt=interrupt)
-        else:
-            reads = (step for obj in objects for step in read(obj, 0))
-        for step in reads:
-            obj = step.obj
-            if step.first:
-                t_obj = time.perf_counter() - step.seconds
-                out = ObjectOutcome(uri=obj.uri, key=obj.key)
-                result.objects.append(out)
-                flagged = _Flagged()
-            secs["read_extract"] += step.seconds
-            if out.status != "scored":
-                continue  # failed while scored: the rest of its reading is skipped
-            if step.kind in ("quarantined", "failed"):
-                out.status, out.reason = step.kind, step.reason
-                log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
-                continue
-            if step.kind == "chunk":
-                t1 = time.perf_counter()
-                try:
-                    _score_chunk(step, out, flagged, scorer, anomaly_scorer, decision, unknown_policy, histogram)
-                except Exception as exc:  # noqa: BLE001 - endpoint failures: leave the object for a retry
-                    out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
-                    log.error("failed %s: %s", obj.uri[:300], out.reason)
-                    abandoned.add(obj.uri)
-                secs["score"] += time.perf_counter() - t1
-                continue
-            try:
-                t2 = time.perf_counter()
-                entities = {k[2] for k in flagged.items}
-                profile = None
-                if entities:
+        reads: Any = None
+        out, flagged, t_obj = ObjectOutcome(uri="", key=""), _Flagged(), 0.0
+        try:
+            if workers:
+                # the next objects are read in threads while this one is scored and written, in order
+                reads = ReadAhead(objects, read, workers=workers, depth=READ_DEPTH, name="seclake-score-read",
+                                  interrupt=interrupt)
+            else:
+                reads = (step for obj in objects for step in read(obj, 0))
+            for step in reads:
+                obj = step.obj
+                if step.first:
+                    t_obj = time.perf_counter() - step.seconds
+                    out = ObjectOutcome(uri=obj.uri, key=obj.key)
+                    result.objects.append(out)
+                    flagged = _Flagged()
+                secs["read_extract"] += step.seconds
+                if out.status != "scored":
+                    continue  # failed while scored: the rest of its reading is skipped
+                if step.kind in ("quarantined", "failed"):
+                    out.status, out.reason = step.kind, step.reason
+                    log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
+                    continue
+                if step.kind == "chunk":
+                    t1 = time.perf_counter()
                     try:
-                        profile = profile_cache(entities) if profile_cache else None
-                    except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
-                        log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
-                        profile = None
-                profile = profile or EntityProfile.empty()
-                day0 = _day_start(obj)
-                candidates, explanations = [], {}
-                for key, (events, first, last, dot, score) in flagged.items.items():
-                    source, view, entity, ip, account, region = key
-                    context_name, context = flagged.context_of(key)
-                    candidates.append(Candidate(
-                        source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
-                        region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
-                        events=int(events), dot_product=float(dot), score=float(score),
-                        context_name=context_name, context=context,
-                    ))
-                    explanations[(entity, ip)] = flagged.why.get((entity, ip)) or profile.explain(entity, ip)
-                _add_estate(explanations, anomaly_scorer)
-                secs["explain"] += time.perf_counter() - t2
-                t3 = time.perf_counter()
-                records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
-                                         created_time=created, product_version=product_version)
-                muted: set[int] = set()  # positions of records an allow-list entry suppresses
-                if allowlist is not None and candidates:
-                    hits = allowlist.match([c.entity for c in candidates], [c.ip for c in candidates])
-                    for i, (rec, hit) in enumerate(zip(records, hits)):
-                        if hit is not None:
-                            suppress_finding(rec, entry_id=hit.entry_id, kind=hit.kind, reason=hit.reason,
-                                             expires_at=hit.expires_at)
-                            muted.add(i)
-                out.suppressed = len(muted)
-                for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
-                    out.files.append(sink.put_bytes(rel_key, data))
-                out.findings = len(records)
-                for rec in records:
-                    name = str(rec.get("severity"))
-                    out.severity[name] = out.severity.get(name, 0) + 1
-                secs["write"] += time.perf_counter() - t3
-                if publisher is not None:
-                    # Published before the object is marked done: a crash in between re-publishes on the
-                    # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
-                    t4 = time.perf_counter()
-                    severe = [r for i, r in enumerate(records)
-                              if i not in muted and int(r.get("severity_id", 0)) >= min_severity_to_publish]
-                    result.published += publisher.publish(severe)
-                    secs["publish"] += time.perf_counter() - t4
-                if on_object_done is not None:
-                    on_object_done(obj, out)
-            except Exception as exc:  # noqa: BLE001 - one object's failure never stops the batch
-                out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.exception("failed %s after scoring", obj.uri[:300])
-                continue
-            out.seconds = round(time.perf_counter() - t_obj, 3)
-            log.info(
-                "scored %s: %d rows, %d pairs (%d distinct), dropped %s, unknown entity %d (flagged %d, no peer "
-                "history %d), %d findings %s in %.2fs", obj.uri[-200:], out.rows, out.pairs, out.distinct_pairs,
-                {k: v for k, v in out.dropped.items() if v}, out.unknown_entity, out.unknown_flagged,
-                out.unknown_no_history, out.findings, out.severity, out.seconds,
-            )
-    finally:
-        if reads is not None:
-            reads.close()  # before the connections close: a reading thread may still use one
-        for cursor in cursors:
-            cursor.close()
-        con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+                        _score_chunk(step, out, flagged, scorer, anomaly_scorer, decision, unknown_policy, histogram)
+                    except Exception as exc:  # noqa: BLE001 - endpoint failures: leave the object for a retry
+                        out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+                        log.error("failed %s: %s", obj.uri[:300], out.reason)
+                        abandoned.add(obj.uri)
+                    secs["score"] += time.perf_counter() - t1
+                    continue
+                try:
+                    t2 = time.perf_counter()
+                    entities = {k[2] for k in flagged.items}
+                    profile = None
+                    if entities:
+                        try:
+                            profile = profile_cache(entities) if profile_cache else None
+                        except Exception as exc:  # noqa: BLE001 - an explanation must never lose a finding
+                            log.warning("entity profile unavailable (%s); findings carry no usual-network explanation", exc)
+                            profile = None
+                    profile = profile or EntityProfile.empty()
+                    day0 = _day_start(obj)
+                    candidates, explanations = [], {}
+                    for key, (events, first, last, dot, score) in flagged.items.items():
+                        source, view, entity, ip, account, region = key
+                        context_name, context = flagged.context_of(key)
+                        candidates.append(Candidate(
+                            source=source, view=view, entity=entity, ip=ip, account=account or obj.account,
+                            region=region or obj.region, first_seen=_utc(first, day0), last_seen=_utc(last, day0),
+                            events=int(events), dot_product=float(dot), score=float(score),
+                            context_name=context_name, context=context,
+                        ))
+                        explanations[(entity, ip)] = flagged.why.get((entity, ip)) or profile.explain(entity, ip)
+                    _add_estate(explanations, anomaly_scorer)
+                    secs["explain"] += time.perf_counter() - t2
+                    t3 = time.perf_counter()
+                    records = build_findings(candidates, model=info, scope=obj.uri, explanations=explanations,
+                                             created_time=created, product_version=product_version)
+                    muted: set[int] = set()  # positions of records an allow-list entry suppresses
+                    if allowlist is not None and candidates:
+                        hits = allowlist.match([c.entity for c in candidates], [c.ip for c in candidates])
+                        for i, (rec, hit) in enumerate(zip(records, hits)):
+                            if hit is not None:
+                                suppress_finding(rec, entry_id=hit.entry_id, kind=hit.kind, reason=hit.reason,
+                                                 expires_at=hit.expires_at)
+                                muted.add(i)
+                    out.suppressed = len(muted)
+                    for rel_key, data in findings_parquet_parts(records, file_stem=object_stem(obj.uri)):
+                        out.files.append(sink.put_bytes(rel_key, data))
+                    out.findings = len(records)
+                    for rec in records:
+                        name = str(rec.get("severity"))
+                        out.severity[name] = out.severity.get(name, 0) + 1
+                    secs["write"] += time.perf_counter() - t3
+                    if publisher is not None:
+                        # Published before the object is marked done: a crash in between re-publishes on the
+                        # retry (at-least-once alerts, deduplicated downstream by finding uid), never drops one.
+                        t4 = time.perf_counter()
+                        severe = [r for i, r in enumerate(records)
+                                  if i not in muted and int(r.get("severity_id", 0)) >= min_severity_to_publish]
+                        result.published += publisher.publish(severe)
+                        secs["publish"] += time.perf_counter() - t4
+                    if on_object_done is not None:
+                        on_object_done(obj, out)
+                except Exception as exc:  # noqa: BLE001 - one object's failure never stops the batch
+                    out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+                    log.exception("failed %s after scoring", obj.uri[:300])
+                    continue
+                out.seconds = round(time.perf_counter() - t_obj, 3)
+                log.info(
+                    "scored %s: %d rows, %d pairs (%d distinct), dropped %s, unknown entity %d (flagged %d, no peer "
+                    "history %d), %d findings %s in %.2fs", obj.uri[-200:], out.rows, out.pairs, out.distinct_pairs,
+                    {k: v for k, v in out.dropped.items() if v}, out.unknown_entity, out.unknown_flagged,
+                    out.unknown_no_history, out.findings, out.severity, out.seconds,
+                )
+        finally:
+            if reads is not None:
+                reads.close()  # before the connections close: a reading thread may still use one
+            for cursor in cursors:
+                cursor.close()
     result.seconds = {k: round(v, 3) for k, v in secs.items()}
     if histogram is not None:
         result.score_counts, result.psi = [int(c) for c in histogram.counts], histogram.psi()
