@@ -83,7 +83,16 @@ db: venv
 
 lake: $(LAKE_STAMP)
 
-$(LAKE_STAMP): | venv
+# Regenerated when its settings (the stamp's name) or the generator change. The work folder holds
+# what was made from the old lake (models, the scoring ledger, which would skip the new lake's objects
+# of the same keys): it is set aside, never deleted.
+LAKEGEN_SOURCES := $(wildcard plugins/seclake_lakegen/*.py)
+
+$(LAKE_STAMP): $(LAKEGEN_SOURCES) | venv
+	@if [ -d "$(WORK)" ] && [ -d "$(LAKE)" ]; then \
+		rm -rf "$(WORK).old"; mv "$(WORK)" "$(WORK).old"; \
+		echo "the sample lake is generated again: $(WORK), made from the old one, was moved to $(WORK).old"; \
+	fi
 	@rm -rf "$(LAKE)"; mkdir -p var/logs
 	@t0=$(now); "$(VPY)" -m seclake_ml lake generate --root "$(LAKE)" --start $(LAKE_START) \
 		--days $(LAKE_DAYS) --seed $(LAKE_SEED) --source-version $(SOURCE_VERSION) $(LAKE_SCALE) > var/logs/lake-generate.log 2>&1 \

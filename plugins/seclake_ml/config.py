@@ -203,7 +203,8 @@ class ScoringSettings:
         low=1, high=10_000_000))
     read_ahead: int = _declared(Setting(
         "int", 2, "objects read at the same time, each in a background thread, while earlier ones are scored "
-        "and written (at most 3 chunks each are held); 0 reads in the scoring thread", low=0, high=16))
+        "and written; at most (read_ahead + 1) * 2 chunks are held, against 1 with 0 (read in the scoring "
+        "thread)", low=0, high=16))
     max_objects: int = _declared(Setting(
         "int", 200, "most objects per batch (lake listings and queue messages alike)", low=1, high=100_000))
     settle_seconds: float = _declared(Setting(

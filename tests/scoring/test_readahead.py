@@ -64,6 +64,30 @@ def test_the_readers_stay_a_bounded_number_of_items_ahead(workers: int, depth: i
     assert 0 < most_ahead <= (workers + 1) * (depth + 1)
 
 
+@pytest.mark.parametrize("workers,depth", [(1, 1), (2, 1), (3, 2)])
+def test_readers_of_one_item_jobs_stay_within_their_window(workers: int, depth: int) -> None:
+    """One-chunk objects (the usual lake object): a reader finishes a job without blocking, so only
+    the window of jobs past the consumer's keeps the batch from being read into memory."""
+    produced = consumed = most_ahead = 0
+    lock = threading.Lock()
+
+    def read(job: int, worker: int):
+        nonlocal produced
+        with lock:
+            produced += 1
+        yield job
+
+    with ReadAhead(range(40), read, workers=workers, depth=depth, name="ra-test") as ahead:
+        for item in ahead:
+            time.sleep(0.003)
+            consumed += 1
+            with lock:
+                most_ahead = max(most_ahead, produced - consumed)
+    assert consumed == 40
+    assert 0 < most_ahead <= (workers + 1) * (depth + 1)
+    assert most_ahead <= workers + 2  # one item per job: the consumer's job and ``workers`` past it
+
+
 def test_a_reading_error_is_raised_after_the_items_read_before_it() -> None:
     def read(job: int, worker: int):
         yield f"{job}a"
@@ -162,6 +186,9 @@ def test_reading_ahead_gives_the_outcomes_and_findings_of_reading_in_turn(site: 
         assert _outcomes(ahead) == _outcomes(once)
         assert _findings(tmp_path / f"ahead-{workers}") == _findings(tmp_path / f"in-turn-{workers}")
     assert _outcomes(ahead) == _outcomes(in_turn)  # and chunking changes nothing either
+    for o in in_turn.objects:  # every row of a scored object is counted once, whatever its views
+        if o.status == "scored":
+            assert o.rows == pq.ParquetFile(Path(site["lake"]) / o.key).metadata.num_rows, o.key
     statuses = {o.key.rsplit("/", 1)[-1]: o.status for o in in_turn.objects}
     assert statuses.pop("corrupt.parquet") == "quarantined" and statuses.pop("zero-rows.parquet") == "quarantined"
     assert set(statuses.values()) == {"scored"} and sum(o.findings for o in in_turn.objects) > 0
@@ -240,3 +267,72 @@ def test_a_batch_stopped_mid_way_stops_its_readers_and_closes_every_object(site:
                              publisher=Stop(), min_severity_to_publish=1, read_ahead=3)
     assert opened and sorted(opened) == sorted(closed) and len(opened) < len(objects)
     assert _live_readers() == []
+
+
+def test_a_repeated_object_is_scored_again_after_its_first_copy_failed(site: dict, tmp_path: Path) -> None:
+    cfg, objects = _batch(site)
+    obj = next(o for o in objects if o.key.endswith(".gz.parquet"))
+    done: list[tuple[str, str, int]] = []
+    for read_ahead in (0, 2):
+        done.clear()
+        scorer = _FailsOnce(LocalScorer(service.active_model(cfg).model_dir), fail_on=1)
+        res = _score(site, cfg, [obj, obj], tmp_path / f"r{read_ahead}", scorer=scorer, read_ahead=read_ahead,
+                     on_object_done=lambda o, out: done.append((o.key, out.status, out.pairs)))
+        first, second = res.objects
+        assert first.status == "failed" and second.status == "scored"
+        assert second.pairs > 0 and second.rows == pq.ParquetFile(Path(site["lake"]) / obj.key).metadata.num_rows
+        assert done == [(obj.key, "scored", second.pairs)]
+
+
+def test_an_object_no_enabled_view_reads_is_quarantined_quietly(site: dict, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    cfg, objects = _batch(site)
+    vpc = [o for o in objects if "/VPC_FLOW/" in o.key and o.key.endswith(".gz.parquet")][:2]
+    views = [(s, v) for s, v in cfg.source_views() if s != "vpc_flow"]
+    model = service.active_model(cfg)
+    with caplog.at_level("ERROR", logger="seclake_ml.scoring.engine"):
+        res = engine.score_objects(vpc, source_views=views, open_object=lambda o: open_local_object(site["lake"], o.key),
+                                   scorer=LocalScorer(model.model_dir), model=model, sink=LocalStore(tmp_path / "q"))
+    assert [(o.status, o.reason) for o in res.objects] == [("quarantined", "no enabled source view reads VPC_FLOW")] * 2
+    assert not [r for r in caplog.records if r.name == "seclake_ml.scoring.engine" and r.levelname == "ERROR"]
+
+
+def test_stopping_a_batch_does_not_start_reading_an_object_still_downloading(site: dict, tmp_path: Path) -> None:
+    cfg, objects = _batch(site)
+    scanned: list[float] = []
+    downloads: list[float] = []
+    stopped: list[float] = []
+    real = engine.open_parquet
+
+    @contextmanager
+    def slow(obj: LakeObject):
+        downloads.append(time.perf_counter())
+        time.sleep(0.6)  # a download
+        with open_local_object(site["lake"], obj.key) as path:
+            yield path
+
+    def opening(path: str):
+        scanned.append(time.perf_counter())
+        return real(path)
+
+    class Stop:
+        def publish(self, records: list[dict]) -> int:
+            stopped.append(time.perf_counter())
+            raise KeyboardInterrupt
+
+    model = service.active_model(cfg)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(engine, "open_parquet", opening)
+    try:
+        good = [o for o in objects if not o.key.endswith(("corrupt.parquet", "zero-rows.parquet"))]
+        with pytest.raises(KeyboardInterrupt):
+            engine.score_objects(good, source_views=cfg.source_views(), open_object=slow,
+                                 scorer=LocalScorer(model.model_dir), model=model, sink=LocalStore(tmp_path / "s"),
+                                 publisher=Stop(), read_ahead=2)
+        returned = time.perf_counter()
+    finally:
+        mp.undo()
+    # a download under way when the batch stopped finished, but its object was never opened
+    assert any(d < stopped[0] < d + 0.6 for d in downloads)
+    assert scanned and all(t < stopped[0] for t in scanned)
+    assert returned - stopped[0] < 0.6 + 0.5 and _live_readers() == []

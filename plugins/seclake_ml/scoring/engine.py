@@ -29,6 +29,7 @@ caller leaves it unmarked so it is scored again. Nothing here touches the ledger
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -63,8 +64,8 @@ log = logging.getLogger(__name__)
 SEVERE = 4  # OCSF severity_id High
 #: Objects read at the same time, in background threads, ahead of their scoring.
 DEFAULT_READ_AHEAD = 2
-#: Chunks of an object read ahead of their scoring (per reading thread).
-READ_DEPTH = 2
+#: Chunks of an object queued ahead of their scoring (per object being read).
+READ_DEPTH = 1
 
 
 @dataclass
@@ -236,13 +237,15 @@ def _day_start(obj: LakeObject) -> datetime:
 @dataclass
 class _Read:
     """One step of reading a batch, in the batch's order: a chunk of one of an object's views, the
-    end of the object (``end``), or why it could not be read (``quarantined``, ``failed``).
+    end of the object (``end``), why it could not be read (``quarantined``, ``failed``; ``unread``:
+    no enabled view reads it), or that its reading was stopped (``abandoned``).
     ``first`` marks an object's first step; ``seconds`` is the reading time that led to the step
     (download, footer, DuckDB)."""
 
     obj: LakeObject
     kind: str
     first: bool = False
+    index: int = 0  # the object's position in the batch
     source: str = ""
     view: str = ""
     chunk: Any = None  # objects.ChunkPairs
@@ -252,40 +255,43 @@ class _Read:
 
 
 def _read_object(
-    obj: LakeObject, source_views: list[tuple[str, str]],
-    open_object: Callable[[LakeObject], AbstractContextManager[str]], con: Any, abandoned: set[str], *,
+    index: int, obj: LakeObject, source_views: list[tuple[str, str]],
+    open_object: Callable[[LakeObject], AbstractContextManager[str]], con: Any, stop: Callable[[int], bool], *,
     chunk_rows: int, accounts: tuple[str, ...], regions: tuple[str, ...],
 ) -> Generator[_Read, None, None]:
-    """The reading steps of ``obj``: its chunks, then exactly one ``end``, ``quarantined`` or
-    ``failed`` step. Once its uri is in ``abandoned`` (it failed while scored) it is not read further."""
+    """The reading steps of ``obj``, the ``index``-th object of the batch: its chunks, then exactly one
+    ``end``, ``quarantined`` or ``failed`` step. Once ``stop(index)`` is true (the object failed while
+    scored, or the batch stopped) nothing more is read, and the last step is ``abandoned``."""
     views = views_for(obj, source_views)
     if not views:
-        yield _Read(obj, "quarantined", first=True, reason=f"no enabled source view reads {obj.lake_source}")
+        yield _Read(obj, "unread", first=True, index=index, reason=f"no enabled source view reads {obj.lake_source}")
         return
     first, t0 = True, time.perf_counter()
     try:
         with open_object(obj) as path:
+            if stop(index):
+                yield _Read(obj, "abandoned", first=first, index=index)
+                return
             pf = open_parquet(path)
             if pf.metadata.num_rows == 0:
                 raise UnreadableObject("no rows")
             for source, view in views:
-                if obj.uri in abandoned:
-                    break
                 for chunk in iter_view_chunks(con, pf, obj, source, view, chunk_rows=chunk_rows,
                                               accounts=accounts, regions=regions):
-                    if obj.uri in abandoned:
-                        break
-                    yield _Read(obj, "chunk", first=first, source=source, view=view, chunk=chunk,
+                    if stop(index):
+                        yield _Read(obj, "abandoned", first=first, index=index)
+                        return
+                    yield _Read(obj, "chunk", first=first, index=index, source=source, view=view, chunk=chunk,
                                 counts_rows=(source, view) == views[0], seconds=time.perf_counter() - t0)
                     first, t0 = False, time.perf_counter()
     except UnreadableObject as exc:
-        yield _Read(obj, "quarantined", first=first, reason=str(exc), seconds=time.perf_counter() - t0)
+        yield _Read(obj, "quarantined", first=first, index=index, reason=str(exc), seconds=time.perf_counter() - t0)
         return
     except Exception as exc:  # noqa: BLE001 - S3 failures: leave the object for a retry
-        yield _Read(obj, "failed", first=first, reason=f"{type(exc).__name__}: {str(exc)[:300]}",
+        yield _Read(obj, "failed", first=first, index=index, reason=f"{type(exc).__name__}: {str(exc)[:300]}",
                     seconds=time.perf_counter() - t0)
         return
-    yield _Read(obj, "end", first=first, seconds=time.perf_counter() - t0)
+    yield _Read(obj, "end", first=first, index=index, seconds=time.perf_counter() - t0)
 
 
 def _score_chunk(step: _Read, out: ObjectOutcome, flagged: _Flagged, scorer: Any, anomaly_scorer: Any,
@@ -357,9 +363,10 @@ def score_objects(
         at batch start); findings of flagged pairs it matches are written as Suppressed and not published.
     :param read_ahead: objects read at the same time, each in a background thread with its own DuckDB
         connection, while the calling thread scores, explains and writes the earlier ones in order
-        (``extra.scoring.read_ahead``; at most ``read_ahead * (READ_DEPTH + 1)`` chunks are held); 0 reads
-        in the calling thread. ``seconds["read_extract"]`` sums the reading times, which then overlap
-        each other and the other parts.
+        (``extra.scoring.read_ahead``); 0 reads in the calling thread. At most ``(read_ahead + 1) *
+        (READ_DEPTH + 1)`` chunks (of at most ``chunk_rows`` pairs each) are held at a time (3 for a
+        batch of one object: one scored, one queued, one being read), against 1 when reading in turn. ``seconds["read_extract"]`` sums the
+        reading times (download, footer, DuckDB), which then overlap each other and the other parts.
     """
     from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
@@ -386,13 +393,17 @@ def score_objects(
     # may be read-only, as on Lambda)
     with spilling_connection(duckdb_memory, threads=2, prefix="seclake-score-") as (con, _):
         created = datetime.now(timezone.utc).replace(microsecond=0)
-        abandoned: set[str] = set()  # objects that failed while scored: their remaining chunks are not read
+        abandoned: set[int] = set()  # positions of objects that failed while scored: not read further
+        stopping = threading.Event()  # the batch stops: no reading thread starts anything new
         workers = min(max(0, int(read_ahead)), len(objects))
         # each reading thread has its own DuckDB connection (a cursor of the same database)
         cursors = [con.cursor() for _ in range(workers)] if workers else [con]
 
-        def read(obj: LakeObject, worker: int) -> Generator[_Read, None, None]:
-            return _read_object(obj, source_views, open_object, cursors[worker], abandoned, chunk_rows=chunk_rows,
+        def stop(index: int) -> bool:
+            return stopping.is_set() or index in abandoned
+
+        def read(job: tuple[int, LakeObject], worker: int) -> Generator[_Read, None, None]:
+            return _read_object(*job, source_views, open_object, cursors[worker], stop, chunk_rows=chunk_rows,
                                 accounts=accounts, regions=regions)
 
         def interrupt() -> None:
@@ -404,10 +415,10 @@ def score_objects(
         try:
             if workers:
                 # the next objects are read in threads while this one is scored and written, in order
-                reads = ReadAhead(objects, read, workers=workers, depth=READ_DEPTH, name="seclake-score-read",
-                                  interrupt=interrupt)
+                reads = ReadAhead(list(enumerate(objects)), read, workers=workers, depth=READ_DEPTH,
+                                  name="seclake-score-read", interrupt=interrupt)
             else:
-                reads = (step for obj in objects for step in read(obj, 0))
+                reads = (step for job in enumerate(objects) for step in read(job, 0))
             for step in reads:
                 obj = step.obj
                 if step.first:
@@ -418,9 +429,14 @@ def score_objects(
                 secs["read_extract"] += step.seconds
                 if out.status != "scored":
                     continue  # failed while scored: the rest of its reading is skipped
+                if step.kind == "unread":
+                    out.status, out.reason = "quarantined", step.reason
+                    continue
                 if step.kind in ("quarantined", "failed"):
                     out.status, out.reason = step.kind, step.reason
                     log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
+                    continue
+                if step.kind == "abandoned":  # only after the object failed or the batch stopped
                     continue
                 if step.kind == "chunk":
                     t1 = time.perf_counter()
@@ -429,7 +445,7 @@ def score_objects(
                     except Exception as exc:  # noqa: BLE001 - endpoint failures: leave the object for a retry
                         out.status, out.reason = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
                         log.error("failed %s: %s", obj.uri[:300], out.reason)
-                        abandoned.add(obj.uri)
+                        abandoned.add(step.index)
                     secs["score"] += time.perf_counter() - t1
                     continue
                 try:
@@ -498,6 +514,7 @@ def score_objects(
                     out.unknown_no_history, out.findings, out.severity, out.seconds,
                 )
         finally:
+            stopping.set()
             if reads is not None:
                 reads.close()  # before the connections close: a reading thread may still use one
             for cursor in cursors:
