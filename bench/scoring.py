@@ -2,12 +2,13 @@
 #   lake 2,000,122 VPC flow rows in 24 objects over 4 days, 48 instances; model trained on days 1-2
 #   (772,625 vpc_flow:instance_peer pairs), threshold at 1% FPR (calibration AUC 0.9977).
 #   new batches, 12 objects, 1,000,122 rows, one untimed object per path, then best of 3 alternating runs:
-#     package score_objects  0.40 s  2.48M rows/s  2.44M pairs/s (983,167 pairs)  180 findings written
-#     seed pandas + HTTP    12.01 s    83k rows/s    42k pairs/s (498,642 pairs)   96 flagged pairs
-#     ratio 29.8x the rows/s (per run 29.0x, 26.2x, 29.8x; other runs 33.2x and 26.5x), largest
-#     seed request 14 MiB (over SageMaker's real-time payload limit).
-#   one 5,000,000-row object, fresh processes: package peak RSS 286 MiB (117 MiB of it after
-#     imports; goal < 1 GiB met), 1.3 s; seed pattern killed at its 12 GiB cap after 54 s.
+#     package score_objects     0.30 s  3.28M rows/s  3.23M pairs/s (983,167 pairs)  180 findings written
+#     package, read in turn     0.40 s  2.49M rows/s  (read_ahead 0; same rows, pairs and findings)
+#     seed pandas + HTTP       12.04 s    83k rows/s    41k pairs/s (498,642 pairs)   96 flagged pairs
+#     ratio 39.5x the rows/s (per run 45.9x, 33.4x, 35.3x; another run 40.4x); reading ahead 1.32x
+#     reading in turn; largest seed request 14 MiB (over SageMaker's real-time payload limit).
+#   one 5,000,000-row object, fresh processes: package peak RSS 283 MiB (117 MiB of it after
+#     imports; goal < 1 GiB met), 1.4 s; seed pattern killed at its 12 GiB cap after 45 s.
 #   --view instance_src_ip (the seed's own pair definition, a model trained on it): scores the same
 #     pairs as the seed; flagged pairs may differ by a float32 score equal to the threshold that the
 #     endpoint's JSON text rounds past it.
@@ -21,7 +22,8 @@ On one sample lake (generated with the package generator, reused when present) i
    pairs) and builds the model's entity profile (``build_profile``); the later days' objects are the
    "new batches";
 2. scores those objects with the package path, what the scoring DAG runs: ``score_objects`` with
-   ``LocalScorer``, findings written to a ``LocalStore`` and severe ones to a ``LogPublisher``;
+   ``LocalScorer``, findings written to a ``LocalStore`` and severe ones to a ``LogPublisher``, once
+   with the default read-ahead and once reading the objects in turn (``read_ahead=0``);
 3. scores the same objects the seed's way: a local HTTP server on 127.0.0.1 (``ThreadingHTTPServer``
    in a thread) answers SageMaker's ``/invocations`` (``text/csv`` in, JSON out) and ``/ping`` with
    the same model (``IPInsightsScorer.handle_request``); the client takes up to 10 objects per batch
