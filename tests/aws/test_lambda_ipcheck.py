@@ -15,6 +15,8 @@ import importlib.util
 import json
 import re
 import sys
+import tempfile
+import time
 import uuid
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -515,6 +517,35 @@ def test_no_time_left_leaves_objects_for_a_retry(env: Env, site: dict[str, Any],
     assert env.ledger() == {}
 
 
+class _DeadlineAfterFirstObject(Ctx):
+    """Plenty of time until the first object is marked in the ledger, then less than the margin."""
+
+    def __init__(self, env: Env) -> None:
+        super().__init__()
+        self.env = env
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000 if self.env.ledger() else 300_000
+
+
+def test_the_deadline_stops_a_batch_between_objects_while_the_next_are_read_ahead(
+        env: Env, site: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    a, b, c = site["keys"]
+    for key in site["keys"]:
+        env.put_object(key)
+    env.put_active()
+    event = {"Records": [record(f"m-{k}", as_string(eventbridge_body(key))) for k, key in zip("abc", (a, b, c))]}
+    started = time.time()
+    response, summary = invoke(event, capsys, ctx=_DeadlineAfterFirstObject(env))
+    assert summary["objects"] == {"scored": 1, "quarantined": 0, "failed": 0, "not_started": 2}
+    assert failures(response) == ["m-b", "m-c"]  # redelivered; the scored one is not
+    assert list(env.ledger()) == [a]
+    assert {r["unmapped"]["scope"] for r in env.findings()} <= {f"s3://{LAKE_BUCKET}/{a}"}
+    leftovers = [p.name for p in Path(tempfile.gettempdir()).glob("seclake-*")
+                 if p.name.startswith(("seclake-score-", "seclake-object-")) and p.stat().st_mtime >= started]
+    assert leftovers == []  # the engine's spill folder and the downloads read ahead are gone
+
+
 def test_misconfiguration_fails_every_message(env: Env, site: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("WORK_LOCATION", "/tmp/not-s3")
@@ -661,6 +692,10 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def env_default(props: dict[str, Any], name: str) -> Any:
+    return props["Environment"]["Variables"].get(name)
+
+
 def test_template_function_settings() -> None:
     t = load_template()
     assert t["Transform"] == "AWS::Serverless-2016-10-31"
@@ -679,6 +714,7 @@ def test_template_function_settings() -> None:
     assert props["ReservedConcurrentExecutions"] == {
         "Fn::If": ["HasReservedConcurrency", {"Ref": "MaximumConcurrency"}, {"Ref": "AWS::NoValue"}]}
     assert t["Parameters"]["ChunkRows"]["MaxValue"] == 5_000_000  # what app.py accepts
+    assert t["Parameters"]["ReadAhead"]["MaxValue"] == 16 and env_default(props, "READ_AHEAD") == {"Ref": "ReadAhead"}
     assert "Policies" not in props and "Role" in props  # own role: SAM adds no broad managed policies
     (sqs,) = [e["Properties"] for e in props["Events"].values() if e["Type"] == "SQS"]
     assert sqs["BatchSize"] == 10 and sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

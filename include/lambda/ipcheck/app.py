@@ -55,6 +55,8 @@ Environment variables
 ``SEVERITY_SCALE``          score distance past the threshold per severity band (default ``1.0``;
                             an active record's ``severity_scale`` wins)
 ``CHUNK_ROWS``              rows per Parquet chunk (default ``100000``; memory follows this, not the object)
+``READ_AHEAD``              objects downloaded and read at the same time, in threads, while the current
+                            one is scored (default ``2``; ``0``: one after the other)
 ``ACTIVE_TTL_SECONDS``      how long the active record is cached per container (default ``60``)
 ``DEADLINE_MARGIN_SECONDS`` no new object is started with less time left than this (default ``30``);
                             objects not started are reported like failures and come back
@@ -99,6 +101,7 @@ log = logging.getLogger("ipcheck")
 
 SUMMARY_TAG = "ipcheck.summary"
 DEFAULT_CHUNK_ROWS = 100_000
+DEFAULT_READ_AHEAD = 2
 DEFAULT_TTL_SECONDS = 60.0
 DEFAULT_DEADLINE_MARGIN = 30.0
 MAX_LISTED = 20  # failures / rejections itemised in the summary line
@@ -129,6 +132,7 @@ class Settings:
     publish_min_severity: int
     severity_scale: float
     chunk_rows: int
+    read_ahead: int
     active_ttl: float
     deadline_margin: float
 
@@ -232,6 +236,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         publish_min_severity=_number(env, "PUBLISH_MIN_SEVERITY", 4, lo=1, hi=6, integer=True),
         severity_scale=_number(env, "SEVERITY_SCALE", 1.0, lo=1e-6, hi=1e6),
         chunk_rows=_number(env, "CHUNK_ROWS", DEFAULT_CHUNK_ROWS, lo=1_000, hi=5_000_000, integer=True),
+        read_ahead=_number(env, "READ_AHEAD", DEFAULT_READ_AHEAD, lo=0, hi=16, integer=True),
         active_ttl=_number(env, "ACTIVE_TTL_SECONDS", DEFAULT_TTL_SECONDS, lo=0, hi=3600),
         deadline_margin=_number(env, "DEADLINE_MARGIN_SECONDS", DEFAULT_DEADLINE_MARGIN, lo=0, hi=900),
     )
@@ -550,7 +555,7 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
     summary["threshold"] = model.threshold
     summary["endpoint"] = model.endpoint_name
 
-    # 4. score, object by object (so the deadline is checked between objects)
+    # 4. score
     from seclake_ml.scoring.scorers import EndpointScorer
 
     scorer = EndpointScorer(client("sagemaker-runtime", cfg.region), model.endpoint_name, max_attempts=4,
@@ -577,43 +582,46 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
 
     retry: set[str] = set()
     failures: list[dict[str, str]] = []
-    stage = Counter()
     severity = Counter()
-    for i, obj in enumerate(todo):
-        if _remaining_seconds(context) < settings.deadline_margin:
-            left = todo[i:]
-            summary["objects"]["not_started"] += len(left)
-            retry.update(o.uri for o in left)
-            log.warning("%d objects not started: less than %.0fs left", len(left), settings.deadline_margin)
-            break
-        result = score_objects(
-            [obj], source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
-            sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
-            min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
-            accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
-            unknown_entities=cfg.scoring.unknown_entities, allowlist=allowlist,
-        )
-        stage.update(result.seconds)
-        summary["published"] += result.published
-        for out in result.objects:
-            summary["objects"][out.status] = summary["objects"].get(out.status, 0) + 1
-            for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
-                         "findings", "suppressed"):
-                summary[name] += getattr(out, name)
-            for reason, n in out.dropped.items():
-                summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n
-            severity.update(out.severity)
-            if out.status == "quarantined":
-                ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version,
-                            reason=out.reason)
-            elif out.status == "failed":
-                retry.add(obj.uri)
-                if len(failures) < MAX_LISTED:
-                    failures.append({"uri": obj.uri[-300:], "reason": str(out.reason)[:300]})
+
+    def time_left() -> bool:
+        return _remaining_seconds(context) >= settings.deadline_margin
+
+    # one engine call: the next objects are downloaded and read while the current one is scored; the
+    # deadline is asked before each object, and the objects it stops are left for a retry
+    result = score_objects(
+        todo, source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
+        sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
+        min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
+        accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
+        unknown_entities=cfg.scoring.unknown_entities, allowlist=allowlist, read_ahead=settings.read_ahead,
+        keep_going=time_left,
+    )
+    summary["published"] += result.published
+    for obj, out in zip(todo, result.objects):
+        summary["objects"][out.status] = summary["objects"].get(out.status, 0) + 1
+        for name in ("rows", "pairs", "distinct_pairs", "unknown_entity", "unknown_flagged", "unknown_no_history",
+                     "findings", "suppressed"):
+            summary[name] += getattr(out, name)
+        for reason, n in out.dropped.items():
+            summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n
+        severity.update(out.severity)
+        if out.status == "quarantined":
+            ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version,
+                        reason=out.reason)
+        elif out.status == "failed":
+            retry.add(obj.uri)
+            if len(failures) < MAX_LISTED:
+                failures.append({"uri": obj.uri[-300:], "reason": str(out.reason)[:300]})
+    left = todo[len(result.objects):]
+    if left:
+        summary["objects"]["not_started"] += len(left)
+        retry.update(o.uri for o in left)
+        log.warning("%d objects not started: less than %.0fs left", len(left), settings.deadline_margin)
     summary["severity"] = dict(severity)
     summary["endpoint_requests"] = scorer.requests
     summary["endpoint_retries"] = scorer.retries
-    for name, value in stage.items():
+    for name, value in result.seconds.items():
         secs[name] = round(value, 3)
     if failures:
         summary["failures"] = failures

@@ -341,6 +341,7 @@ def score_objects(
     unknown_entities: Mapping[str, str] | None = None,
     allowlist: Matcher | None = None,
     read_ahead: int = DEFAULT_READ_AHEAD,
+    keep_going: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -367,6 +368,9 @@ def score_objects(
         (READ_DEPTH + 1)`` chunks (of at most ``chunk_rows`` pairs each) are held at a time (3 for a
         batch of one object: one scored, one queued, one being read), against 1 when reading in turn. ``seconds["read_extract"]`` sums the
         reading times (download, footer, DuckDB), which then overlap each other and the other parts.
+    :param keep_going: asked before each object is scored (the Lambda's deadline); once it answers
+        ``False`` the batch ends there: that object and the ones after it are left out of
+        ``result.objects`` (``len(result.objects)`` objects were handled), and their reading stops.
     """
     from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
@@ -421,6 +425,10 @@ def score_objects(
                 reads = (step for job in enumerate(objects) for step in read(job, 0))
             for step in reads:
                 obj = step.obj
+                if step.first and keep_going is not None and not keep_going():
+                    log.info("batch stopped before %s: %d of %d objects handled", obj.uri[-200:],
+                                len(result.objects), len(objects))
+                    break
                 if step.first:
                     t_obj = time.perf_counter() - step.seconds
                     out = ObjectOutcome(uri=obj.uri, key=obj.key)
