@@ -355,3 +355,60 @@ def test_one_line_escapes_and_truncates() -> None:
     assert one_line("a\nb\tc\x1bd ü") == "a\\nb\\tc\\x1bd ü"
     cut = one_line("x" * 500, 100)
     assert len(cut) <= 100 and cut.endswith("…(+424 chars)")
+
+
+def test_explanations_and_raw_data_are_copied_as_a_json_round_trip_would() -> None:
+    """The copy kept in a finding equals ``json.loads(json.dumps(...))`` of the value (non-finite
+    floats null, keys strings, strings storable, other types as their text), for odd values too."""
+    import math
+    import random
+    from collections import OrderedDict
+    from collections.abc import Mapping
+    from enum import IntEnum
+    from types import MappingProxyType
+
+    import numpy as np
+
+    from seclake_ml.scoring.findings import _json_canonical, _storable
+
+    def round_trip(value):
+        def ready(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, Mapping):
+                return {str(k): ready(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [ready(x) for x in v]
+            return _storable(v) if isinstance(v, str) else v
+        return json.loads(json.dumps(ready(value), ensure_ascii=False, allow_nan=False, default=str))
+
+    class Text(str):
+        pass
+
+    class Level(IntEnum):
+        HIGH = 3
+
+    rnd = random.Random(11)
+    leaves = [None, True, False, 0, -7, 2**70, 1.5, -0.0, float("nan"), float("inf"), "x", "a\ud800b", Text("t"),
+              np.int64(4), np.float64(2.5), np.float32(1.25), np.float64("nan"), np.bool_(True), Level.HIGH,
+              datetime(2024, 1, 1, tzinfo=timezone.utc), {1, 2}, b"bytes", "\x00ctl", "é"]
+
+    def tree(depth: int = 0):
+        r = rnd.random()
+        if depth > 3 or r < 0.4:
+            return rnd.choice(leaves)
+        if r < 0.6:
+            return {rnd.choice(["k", 1, None, True, 1.5, Text("s"), "a\udc00"]): tree(depth + 1)
+                    for _ in range(rnd.randint(0, 4))}
+        if r < 0.7:
+            return OrderedDict((str(i), tree(depth + 1)) for i in range(rnd.randint(0, 3)))
+        if r < 0.75:
+            return MappingProxyType({"m": tree(depth + 1)})
+        items = [tree(depth + 1) for _ in range(rnd.randint(0, 4))]
+        return items if r < 0.9 else tuple(items)
+
+    for _ in range(3000):
+        value = tree()
+        got, want = _json_canonical(value), round_trip(value)
+        # the same JSON text (numbers keep their type: 1 and 1.0, true and 1 differ)
+        assert json.dumps(got, ensure_ascii=True) == json.dumps(want, ensure_ascii=True), repr(value)[:300]

@@ -161,20 +161,38 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _json_canonical(value: Any) -> Any:
-    """A JSON-equivalent copy of ``value``: tuples become lists, keys strings, NaN/inf ``None``."""
+    """A JSON-equivalent copy of ``value``: tuples become lists, keys strings, NaN/inf ``None``,
+    strings storable; any other type as a JSON round trip gives it (``default=str``)."""
 
     def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, str):
+        t = type(v)
+        if t is str:
             return _storable(v)
-        return v
+        if v is None or t is bool or t is int:
+            return v
+        if t is float:
+            return v if math.isfinite(v) else None
+        if t is dict:
+            return {str(k): clean(x) for k, x in v.items()}
+        if t is list or t is tuple:
+            return [clean(x) for x in v]
+        return json.loads(json.dumps(_round_trip_ready(v), ensure_ascii=False, allow_nan=False, default=str))
 
-    return json.loads(json.dumps(clean(value), ensure_ascii=False, allow_nan=False, default=str))
+    return clean(value)
+
+
+def _round_trip_ready(v: Any) -> Any:
+    """``v`` ready for ``json.dumps``: non-finite floats ``None``, keys strings, strings storable
+    (subclasses and other types included; the round trip then makes them plain)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): _round_trip_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_round_trip_ready(x) for x in v]
+    if isinstance(v, str):
+        return _storable(v)
+    return v
 
 
 # ----------------------------------------------------------------------------- public helpers
