@@ -83,15 +83,15 @@ db: venv
 
 lake: $(LAKE_STAMP)
 
-# Regenerated when its settings (the stamp's name) or the generator change. The work folder holds
-# what was made from the old lake (models, the scoring ledger, which would skip the new lake's objects
-# of the same keys): it is set aside, never deleted.
+# Regenerated when its settings (the stamp's name) or the generator change, or when it is gone. The
+# work folder holds what was made from the old lake (models, the scoring ledger, which would skip the
+# new lake's objects of the same keys): it is set aside under a dated name, never deleted.
 LAKEGEN_SOURCES := $(wildcard plugins/seclake_lakegen/*.py)
 
 $(LAKE_STAMP): $(LAKEGEN_SOURCES) | venv
-	@if [ -d "$(WORK)" ] && [ -d "$(LAKE)" ]; then \
-		rm -rf "$(WORK).old"; mv "$(WORK)" "$(WORK).old"; \
-		echo "the sample lake is generated again: $(WORK), made from the old one, was moved to $(WORK).old"; \
+	@if [ -d "$(WORK)" ]; then \
+		aside="$(WORK).old-$$(date -u +%Y%m%dT%H%M%SZ)"; mv "$(WORK)" "$$aside"; \
+		echo "the sample lake is generated (again): $(WORK), made from an earlier lake, was moved to $$aside"; \
 	fi
 	@rm -rf "$(LAKE)"; mkdir -p var/logs
 	@t0=$(now); "$(VPY)" -m seclake_ml lake generate --root "$(LAKE)" --start $(LAKE_START) \

@@ -336,3 +336,50 @@ def test_stopping_a_batch_does_not_start_reading_an_object_still_downloading(sit
     assert any(d < stopped[0] < d + 0.6 for d in downloads)
     assert scanned and all(t < stopped[0] for t in scanned)
     assert returned - stopped[0] < 0.6 + 0.5 and _live_readers() == []
+
+
+@pytest.mark.parametrize("read_ahead", [0, 2])
+def test_the_deadline_stops_downloads_too(site: dict, tmp_path: Path, read_ahead: int) -> None:
+    cfg, objects = _batch(site)
+    good = [o for o in objects if not o.key.endswith(("corrupt.parquet", "zero-rows.parquet"))]
+    model = service.active_model(cfg)
+    downloads: list[float] = []
+    passed: list[float] = []  # when the deadline passed
+
+    @contextmanager
+    def download(obj: LakeObject):
+        downloads.append(time.perf_counter())
+        time.sleep(0.05)
+        with open_local_object(site["lake"], obj.key) as path:
+            yield path
+
+    def done(obj: LakeObject, out: Any) -> None:
+        passed.append(time.perf_counter())  # the first object scored uses up the time
+
+    def score(keep_going: Any) -> engine.BatchResult:
+        downloads.clear()
+        passed.clear()
+        return engine.score_objects(good, source_views=cfg.source_views(), open_object=download,
+                                    scorer=LocalScorer(model.model_dir), model=model, sink=LocalStore(tmp_path / "d"),
+                                    on_object_done=done, read_ahead=read_ahead, keep_going=keep_going)
+
+    assert score(lambda: False).objects == [] and downloads == []
+    res = score(lambda: not passed)
+    assert [o.status for o in res.objects] == ["scored"]
+    # downloads under way when the time ran out finish; none starts after it
+    assert passed and all(t < passed[0] for t in downloads) and len(downloads) <= 1 + read_ahead
+    assert _live_readers() == []
+
+
+def test_quarantined_objects_are_reported_as_they_happen(site: dict, tmp_path: Path) -> None:
+    cfg, objects = _batch(site)
+    model = service.active_model(cfg)
+    events: list[tuple[str, str]] = []
+    res = engine.score_objects(
+        objects, source_views=cfg.source_views(), open_object=lambda o: open_local_object(site["lake"], o.key),
+        scorer=LocalScorer(model.model_dir), model=model, sink=LocalStore(tmp_path / "q"), read_ahead=2,
+        on_object_done=lambda o, out: events.append(("done", o.key)),
+        on_quarantined=lambda o, out: events.append(("quarantined", o.key)))
+    assert events == [("done" if o.status == "scored" else o.status, o.key) for o in res.objects]
+    assert sorted(k.rsplit("/", 1)[-1] for kind, k in events if kind == "quarantined") == ["corrupt.parquet",
+                                                                                          "zero-rows.parquet"]

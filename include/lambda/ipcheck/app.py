@@ -58,7 +58,7 @@ Environment variables
 ``READ_AHEAD``              objects downloaded and read at the same time, in threads, while the current
                             one is scored (default ``2``; ``0``: one after the other)
 ``ACTIVE_TTL_SECONDS``      how long the active record is cached per container (default ``60``)
-``DEADLINE_MARGIN_SECONDS`` no new object is started with less time left than this (default ``30``);
+``DEADLINE_MARGIN_SECONDS`` no object is downloaded or scored with less time left than this (default ``30``);
                             objects not started are reported like failures and come back
 ``LOG_LEVEL``               level of the other log lines (default ``INFO``)
 ``UNKNOWN_ENTITIES``        per source, what happens to pairs of entities the model never saw, as
@@ -587,15 +587,19 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
     def time_left() -> bool:
         return _remaining_seconds(context) >= settings.deadline_margin
 
+    def quarantine(obj: LakeObject, out: ObjectOutcome) -> None:
+        ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version, reason=out.reason)
+
     # one engine call: the next objects are downloaded and read while the current one is scored; the
-    # deadline is asked before each object, and the objects it stops are left for a retry
+    # deadline is asked before each object is downloaded and before it is scored, and the objects it
+    # stops are left for a retry. Scored and quarantined objects are recorded as they are handled.
     result = score_objects(
         todo, source_views=cfg.source_views(), open_object=open_object, scorer=scorer, model=model,
         sink=sink, publisher=publisher, profile_loader=load_profile, history_loader=load_history,
         min_severity_to_publish=settings.publish_min_severity, chunk_rows=settings.chunk_rows,
         accounts=cfg.accounts, regions=cfg.regions, product_version=PACKAGE_VERSION, on_object_done=mark,
         unknown_entities=cfg.scoring.unknown_entities, allowlist=allowlist, read_ahead=settings.read_ahead,
-        keep_going=time_left,
+        keep_going=time_left, on_quarantined=quarantine,
     )
     summary["published"] += result.published
     for obj, out in zip(todo, result.objects):
@@ -606,10 +610,7 @@ def _handle(records: list[Any], context: Any, summary: dict[str, Any]) -> list[s
         for reason, n in out.dropped.items():
             summary["dropped"][reason] = summary["dropped"].get(reason, 0) + n
         severity.update(out.severity)
-        if out.status == "quarantined":
-            ledger.mark(obj, status="quarantined", batch_id=batch_id, model_version=model.version,
-                        reason=out.reason)
-        elif out.status == "failed":
+        if out.status == "failed":
             retry.add(obj.uri)
             if len(failures) < MAX_LISTED:
                 failures.append({"uri": obj.uri[-300:], "reason": str(out.reason)[:300]})

@@ -238,7 +238,8 @@ def _day_start(obj: LakeObject) -> datetime:
 class _Read:
     """One step of reading a batch, in the batch's order: a chunk of one of an object's views, the
     end of the object (``end``), why it could not be read (``quarantined``, ``failed``; ``unread``:
-    no enabled view reads it), or that its reading was stopped (``abandoned``).
+    no enabled view reads it), that its reading was stopped (``abandoned``), or that it was not
+    started (``not_started``: the deadline had passed).
     ``first`` marks an object's first step; ``seconds`` is the reading time that led to the step
     (download, footer, DuckDB)."""
 
@@ -256,12 +257,16 @@ class _Read:
 
 def _read_object(
     index: int, obj: LakeObject, source_views: list[tuple[str, str]],
-    open_object: Callable[[LakeObject], AbstractContextManager[str]], con: Any, stop: Callable[[int], bool], *,
-    chunk_rows: int, accounts: tuple[str, ...], regions: tuple[str, ...],
+    open_object: Callable[[LakeObject], AbstractContextManager[str]], con: Any, stop: Callable[[int], bool],
+    may_start: Callable[[], bool], *, chunk_rows: int, accounts: tuple[str, ...], regions: tuple[str, ...],
 ) -> Generator[_Read, None, None]:
     """The reading steps of ``obj``, the ``index``-th object of the batch: its chunks, then exactly one
-    ``end``, ``quarantined`` or ``failed`` step. Once ``stop(index)`` is true (the object failed while
-    scored, or the batch stopped) nothing more is read, and the last step is ``abandoned``."""
+    ``end``, ``quarantined`` or ``failed`` step. When ``may_start()`` is false (the deadline) the object
+    is not downloaded: its one step is ``not_started``. Once ``stop(index)`` is true (the object failed
+    while scored, or the batch stopped) nothing more is read, and the last step is ``abandoned``."""
+    if not may_start():
+        yield _Read(obj, "not_started", first=True, index=index)
+        return
     views = views_for(obj, source_views)
     if not views:
         yield _Read(obj, "unread", first=True, index=index, reason=f"no enabled source view reads {obj.lake_source}")
@@ -342,6 +347,7 @@ def score_objects(
     allowlist: Matcher | None = None,
     read_ahead: int = DEFAULT_READ_AHEAD,
     keep_going: Callable[[], bool] | None = None,
+    on_quarantined: Callable[[LakeObject, ObjectOutcome], None] | None = None,
 ) -> BatchResult:
     """Score ``objects`` into findings (see the module docstring).
 
@@ -368,9 +374,12 @@ def score_objects(
         (READ_DEPTH + 1)`` chunks (of at most ``chunk_rows`` pairs each) are held at a time (3 for a
         batch of one object: one scored, one queued, one being read), against 1 when reading in turn. ``seconds["read_extract"]`` sums the
         reading times (download, footer, DuckDB), which then overlap each other and the other parts.
-    :param keep_going: asked before each object is scored (the Lambda's deadline); once it answers
-        ``False`` the batch ends there: that object and the ones after it are left out of
-        ``result.objects`` (``len(result.objects)`` objects were handled), and their reading stops.
+    :param keep_going: asked before each object is downloaded (from the reading threads too) and
+        before it is scored (the Lambda's deadline); once it answers ``False`` the batch ends there:
+        that object and the ones after it are left out of ``result.objects`` (``len(result.objects)``
+        objects were handled) and no other object is started.
+    :param on_quarantined: called when an object is quarantined (unreadable, or no enabled view reads
+        it), as it happens (the Lambda records it in the ledger at once).
     """
     from seclake_ml.scoring.findings import Candidate, build_findings, suppress_finding
     from seclake_ml.scoring.findings_parquet import findings_parquet_parts
@@ -406,9 +415,12 @@ def score_objects(
         def stop(index: int) -> bool:
             return stopping.is_set() or index in abandoned
 
+        def may_start() -> bool:
+            return not stopping.is_set() and (keep_going is None or bool(keep_going()))
+
         def read(job: tuple[int, LakeObject], worker: int) -> Generator[_Read, None, None]:
-            return _read_object(*job, source_views, open_object, cursors[worker], stop, chunk_rows=chunk_rows,
-                                accounts=accounts, regions=regions)
+            return _read_object(*job, source_views, open_object, cursors[worker], stop, may_start,
+                                chunk_rows=chunk_rows, accounts=accounts, regions=regions)
 
         def interrupt() -> None:
             for cursor in cursors:
@@ -425,9 +437,9 @@ def score_objects(
                 reads = (step for job in enumerate(objects) for step in read(job, 0))
             for step in reads:
                 obj = step.obj
-                if step.first and keep_going is not None and not keep_going():
+                if step.first and (step.kind == "not_started" or (keep_going is not None and not keep_going())):
                     log.info("batch stopped before %s: %d of %d objects handled", obj.uri[-200:],
-                                len(result.objects), len(objects))
+                             len(result.objects), len(objects))
                     break
                 if step.first:
                     t_obj = time.perf_counter() - step.seconds
@@ -437,12 +449,12 @@ def score_objects(
                 secs["read_extract"] += step.seconds
                 if out.status != "scored":
                     continue  # failed while scored: the rest of its reading is skipped
-                if step.kind == "unread":
-                    out.status, out.reason = "quarantined", step.reason
-                    continue
-                if step.kind in ("quarantined", "failed"):
-                    out.status, out.reason = step.kind, step.reason
-                    log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
+                if step.kind in ("unread", "quarantined", "failed"):
+                    out.status, out.reason = "quarantined" if step.kind == "unread" else step.kind, step.reason
+                    if step.kind != "unread":
+                        log.error("%s %s: %s", step.kind, obj.uri[:300], out.reason)
+                    if out.status == "quarantined" and on_quarantined is not None:
+                        on_quarantined(obj, out)
                     continue
                 if step.kind == "abandoned":  # only after the object failed or the batch stopped
                     continue
