@@ -2,7 +2,9 @@
 
 For each object of a batch and each enabled ``(source, view)`` whose lake source it belongs to:
 
-1. read the object chunk by chunk (:mod:`.objects`) into distinct ``(entity, ip)`` pairs;
+1. read the object chunk by chunk (:mod:`.objects`) into distinct ``(entity, ip)`` pairs; the next
+   objects are read ahead, in threads with their own DuckDB connections (``read_ahead``,
+   :mod:`.readahead`), while this thread does the rest, object by object in the batch's order;
 2. score each chunk's pairs with the active model (:mod:`.scorers`); the anomaly score is
    ``-dot_product``, or, for a model calibrated with a score combiner, the combined log-odds of
    ``dot_product`` and the entity's training history; a pair is flagged when it is above the
