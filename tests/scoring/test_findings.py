@@ -360,27 +360,17 @@ def test_one_line_escapes_and_truncates() -> None:
 def test_explanations_and_raw_data_are_copied_as_a_json_round_trip_would() -> None:
     """The copy kept in a finding equals ``json.loads(json.dumps(...))`` of the value (non-finite
     floats null, keys strings, strings storable, other types as their text), for odd values too."""
-    import math
     import random
     from collections import OrderedDict
-    from collections.abc import Mapping
     from enum import IntEnum
     from types import MappingProxyType
 
     import numpy as np
 
-    from seclake_ml.scoring.findings import _json_canonical, _storable
+    from seclake_ml.scoring.findings import _json_canonical, _round_trip_ready
 
     def round_trip(value):
-        def ready(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, Mapping):
-                return {str(k): ready(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [ready(x) for x in v]
-            return _storable(v) if isinstance(v, str) else v
-        return json.loads(json.dumps(ready(value), ensure_ascii=False, allow_nan=False, default=str))
+        return json.loads(json.dumps(_round_trip_ready(value), ensure_ascii=False, allow_nan=False, default=str))
 
     class Text(str):
         pass
